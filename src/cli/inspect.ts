@@ -1,0 +1,83 @@
+import { buildLayout } from '../core/arch/adapters';
+import type { AttentionLayout } from '../core/arch/layout';
+import { openCheckpoint } from '../core/checkpoint/checkpoint';
+import { FactoredKeysError } from '../core/errors';
+import { parseArgs } from './args';
+import type { CliIo } from './io';
+
+/** The `inspect --json` object (a stable, documented contract). */
+export interface InspectSummary {
+  architecture: string;
+  layers: number;
+  hidden_size: number;
+  query_heads: number;
+  kv_heads: number;
+  head_dim: number;
+  rope: boolean;
+  rotary_dim: number | null;
+  rope_theta: number | null;
+  qk_bias: boolean;
+  fused_qkv: boolean;
+  dtype: string;
+  parameters: number;
+  files: number;
+  query_to_kv: number[];
+}
+
+export function summarize(layout: AttentionLayout, files: number): InspectSummary {
+  return {
+    architecture: layout.architecture,
+    layers: layout.layers.length,
+    hidden_size: layout.hiddenSize,
+    query_heads: layout.queryHeads,
+    kv_heads: layout.kvHeads,
+    head_dim: layout.headDim,
+    rope: layout.rope !== null,
+    rotary_dim: layout.rope?.rotaryDim ?? null,
+    rope_theta: layout.rope?.theta ?? null,
+    qk_bias: layout.qkBias,
+    fused_qkv: layout.fusedQkv,
+    dtype: layout.dtype,
+    parameters: layout.parameters,
+    files: files,
+    query_to_kv: [...layout.queryToKv],
+  };
+}
+
+export function formatTable(rows: [string, string][]): string {
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}
+
+export async function runInspect(argv: string[], io: CliIo): Promise<number> {
+  const args = parseArgs(argv, { booleans: ['json', 'debug'] }, 'inspect');
+  if (args.positionals.length !== 1) throw new FactoredKeysError('inspect: expected one checkpoint path (usage: factored-keys inspect <checkpoint> [--json])');
+  const ckpt = await openCheckpoint(args.positionals[0]);
+  try {
+    const layout = buildLayout(ckpt);
+    const s = summarize(layout, ckpt.files.length);
+    if (args.booleans.has('json')) {
+      io.stdout(JSON.stringify(s) + '\n');
+      return 0;
+    }
+    const gqa = s.query_heads === s.kv_heads ? 'MHA' : s.kv_heads === 1 ? 'MQA' : `GQA (${s.query_heads / s.kv_heads} query heads per KV head)`;
+    io.stdout(
+      formatTable([
+        ['checkpoint', ckpt.dir],
+        ['architecture', s.architecture],
+        ['layers', String(s.layers)],
+        ['hidden size', String(s.hidden_size)],
+        ['heads', `${s.query_heads} query / ${s.kv_heads} KV x ${s.head_dim} (${gqa})`],
+        ['positions', s.rope ? `RoPE, ${s.rotary_dim} of ${s.head_dim} dims rotated, theta ${s.rope_theta}` : 'no RoPE (learned/absolute)'],
+        ['Q/K bias', s.qk_bias ? 'yes' : 'no'],
+        ['Q/K/V storage', s.fused_qkv ? 'fused' : 'separate'],
+        ['Q/K dtype', s.dtype],
+        ['parameters', s.parameters.toLocaleString('en-US')],
+        ['files', String(s.files)],
+      ]) + '\n',
+    );
+    return 0;
+  } finally {
+    await ckpt.close();
+  }
+}

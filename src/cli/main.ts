@@ -1,0 +1,50 @@
+/**
+ * `factored-keys` command-line entry. Every failure is one `error:` line on stderr and a
+ * non-zero exit; `--debug` adds the stack.
+ */
+import { CancelledError, FactoredKeysError } from '../core/errors';
+import { runInspect } from './inspect';
+import { processIo, type CliIo } from './io';
+
+type Command = (argv: string[], io: CliIo) => Promise<number>;
+
+/** Commands register here; later modules add analyze, plan, export, savings, eval. */
+export const COMMANDS: Record<string, { run: Command; summary: string }> = {
+  inspect: { run: runInspect, summary: 'inspect <checkpoint> [--json]            attention layout of a checkpoint' },
+};
+
+function usage(): string {
+  return ['usage: factored-keys <command> [options]', '', 'commands:', ...Object.values(COMMANDS).map((c) => `  ${c.summary}`), '', 'add --debug to any command for stack traces'].join('\n') + '\n';
+}
+
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
+  const [command, ...rest] = argv;
+  const debug = rest.includes('--debug');
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    io.stdout(usage());
+    return command ? 0 : 2;
+  }
+  if (command === '--version') {
+    io.stdout(`${typeof __FK_VERSION__ === "string" ? __FK_VERSION__ : "dev"}\n`);
+    return 0;
+  }
+  const entry = COMMANDS[command];
+  if (!entry) {
+    io.stderr(`error: unknown command "${command}" (commands: ${Object.keys(COMMANDS).join(', ')})\n`);
+    return 2;
+  }
+  try {
+    return await entry.run(rest.filter((a) => a !== '--debug'), io);
+  } catch (e) {
+    if (e instanceof CancelledError) {
+      io.stderr('error: cancelled\n');
+      return 130;
+    }
+    const message = e instanceof FactoredKeysError ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`;
+    io.stderr(`error: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+    if (debug && e instanceof Error && e.stack) io.stderr(e.stack + '\n');
+    return 1;
+  }
+}
+
+declare const __FK_VERSION__: string;

@@ -1,0 +1,67 @@
+/**
+ * One architecture-independent description of a checkpoint's attention: for every layer,
+ * exactly which bytes hold each query head's W_Q^h and each KV head's W_K^g.
+ */
+import type { Dtype } from '../checkpoint/dtypes';
+
+/**
+ * How a projection's output features are stored in a weight tensor.
+ * - `linear`: PyTorch nn.Linear, tensor `[out_features, in_features]`: a head is a block of rows.
+ * - `conv1d`: GPT-2 Conv1D, tensor `[in_features, out_features]`: a head is a block of columns.
+ */
+export type WeightOrientation = 'linear' | 'conv1d';
+
+/** A head's slice of one projection: features [offset, offset + headDim) of `tensor`'s output axis. */
+export interface HeadSlice {
+  readonly tensor: string;
+  readonly orientation: WeightOrientation;
+  /** First output feature of the head in the tensor. */
+  readonly offset: number;
+  /** Bias tensor (1-D over the same output features), when the projection has one. */
+  readonly bias?: string;
+}
+
+export interface RopeInfo {
+  /** Rotated dimensions per head (head_dim x partial rotary factor). */
+  readonly rotaryDim: number;
+  readonly partialRotaryFactor: number;
+  readonly theta: number;
+  /** Hugging Face's rotate-half pairing (i, i + rotaryDim/2); all supported models use it. */
+  readonly style: 'rotate-half';
+}
+
+export interface LayerAttention {
+  readonly layer: number;
+  /** W_Q^h for h = 0..queryHeads-1. */
+  readonly queryHeads: readonly HeadSlice[];
+  /** W_K^g for g = 0..kvHeads-1. */
+  readonly keyHeads: readonly HeadSlice[];
+  /** W_V^g for g = 0..kvHeads-1. */
+  readonly valueHeads: readonly HeadSlice[];
+  /** The tensors that hold Q, K and V of this layer (one name when fused). */
+  readonly projectionTensors: readonly string[];
+  /** Attention output projection (consumer of values). */
+  readonly outputTensor: string;
+}
+
+export interface AttentionLayout {
+  /** config.json `model_type`. */
+  readonly architecture: string;
+  readonly layers: readonly LayerAttention[];
+  readonly hiddenSize: number;
+  readonly queryHeads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  /** queryToKv[h] = the KV head that query head h attends with (GQA/MQA). */
+  readonly queryToKv: readonly number[];
+  readonly rope: RopeInfo | null;
+  readonly qkBias: boolean;
+  /** Whether Q, K and V share one tensor per layer. */
+  readonly fusedQkv: boolean;
+  /** dtype of the Q/K weight tensors. */
+  readonly dtype: Dtype;
+  /** Softmax scale used by the model: 1/sqrt(head_dim) unless the config says otherwise. */
+  readonly softmaxScale: number;
+  /** Total parameter count of all tensors in the checkpoint. */
+  readonly parameters: number;
+}

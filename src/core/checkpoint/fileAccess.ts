@@ -1,0 +1,44 @@
+/**
+ * Positional reads from checkpoint files. Every byte the tool reads from a checkpoint goes
+ * through here, so tests can observe exactly which ranges were touched.
+ */
+import { promises as fsp } from 'node:fs';
+
+export type ReadObserver = (file: string, position: number, length: number) => void;
+
+/** A pool of open read-only file handles, closed together. */
+export class FileReader {
+  private readonly handles = new Map<string, Promise<fsp.FileHandle>>();
+
+  constructor(private readonly observer?: ReadObserver) {}
+
+  private handle(file: string): Promise<fsp.FileHandle> {
+    let h = this.handles.get(file);
+    if (!h) {
+      h = fsp.open(file, 'r');
+      this.handles.set(file, h);
+    }
+    return h;
+  }
+
+  /** Reads exactly `length` bytes at `position` into `target` (or a fresh aligned buffer). */
+  async read(file: string, position: number, length: number, target?: Uint8Array): Promise<Uint8Array> {
+    this.observer?.(file, position, length);
+    const out = target ?? new Uint8Array(new ArrayBuffer(length));
+    const fh = await this.handle(file);
+    let done = 0;
+    while (done < length) {
+      const chunk = Math.min(length - done, 1 << 30);
+      const { bytesRead } = await fh.read(out, done, chunk, position + done);
+      if (bytesRead === 0) throw new Error(`${file}: unexpected end of file at byte ${position + done}`);
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(all.map(async (h) => (await h).close().catch(() => undefined)));
+  }
+}

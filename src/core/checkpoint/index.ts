@@ -1,0 +1,4 @@
+export * from './dtypes';
+export * from './safetensors';
+export * from './fileAccess';
+export * from './checkpoint';
