@@ -1,0 +1,171 @@
+/**
+ * Dense symmetric eigen-decomposition in float64: Householder reduction to tridiagonal form,
+ * then implicit-shift QL. Sized for per-head problems (n = head_dim, typically 64-256).
+ */
+
+export interface SymmetricEigen {
+  /** Eigenvalues, descending. */
+  readonly values: Float64Array;
+  /** n x n row-major; column j is the unit eigenvector of values[j]. Present when requested. */
+  readonly vectors?: Float64Array;
+}
+
+/**
+ * Reduces symmetric `a` (n x n row-major, overwritten) to tridiagonal form.
+ * Returns diagonal `d`, off-diagonal `e` (e[i] couples i and i+1; e[n-1] = 0) and, when
+ * `wantQ`, the orthogonal Q with A = Q T Q^T (row-major).
+ */
+function tridiagonalize(a: Float64Array, n: number, wantQ: boolean): { d: Float64Array; e: Float64Array; q?: Float64Array } {
+  const d = new Float64Array(n);
+  const e = new Float64Array(n);
+  const vs: (Float64Array | null)[] = [];
+  const betas: number[] = [];
+  const p = new Float64Array(n);
+  for (let k = 0; k < n - 2; k++) {
+    // Householder vector from row k (== column k) below the diagonal.
+    const row = k * n;
+    let norm2 = 0;
+    for (let i = k + 1; i < n; i++) norm2 += a[row + i] * a[row + i];
+    const x0 = a[row + k + 1];
+    const norm = Math.sqrt(norm2);
+    if (norm === 0 || norm2 === x0 * x0) {
+      // already tridiagonal in this column
+      e[k] = x0;
+      vs.push(null);
+      betas.push(0);
+      continue;
+    }
+    const alpha = x0 > 0 ? -norm : norm;
+    const m = n - k - 1;
+    const v = new Float64Array(m);
+    for (let i = 0; i < m; i++) v[i] = a[row + k + 1 + i];
+    v[0] -= alpha;
+    let vv = 0;
+    for (let i = 0; i < m; i++) vv += v[i] * v[i];
+    const beta = 2 / vv;
+    // p = beta * A22 v
+    for (let i = 0; i < m; i++) {
+      const r = (k + 1 + i) * n + k + 1;
+      let s = 0;
+      for (let j = 0; j < m; j++) s += a[r + j] * v[j];
+      p[i] = beta * s;
+    }
+    let vp = 0;
+    for (let i = 0; i < m; i++) vp += v[i] * p[i];
+    const half = (beta * vp) / 2;
+    for (let i = 0; i < m; i++) p[i] -= half * v[i]; // p is now w
+    for (let i = 0; i < m; i++) {
+      const r = (k + 1 + i) * n + k + 1;
+      const vi = v[i];
+      const wi = p[i];
+      for (let j = 0; j < m; j++) a[r + j] -= vi * p[j] + wi * v[j];
+    }
+    e[k] = alpha;
+    vs.push(v);
+    betas.push(beta);
+  }
+  for (let k = 0; k < n; k++) d[k] = a[k * n + k];
+  if (n >= 2) e[n - 2] = a[(n - 2) * n + n - 1];
+  e[n - 1] = 0;
+  if (!wantQ) return { d, e };
+  // Q = H_0 H_1 ... H_{n-3}, accumulated backwards so each H touches only its trailing block.
+  const q = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) q[i * n + i] = 1;
+  const t = new Float64Array(n);
+  for (let k = vs.length - 1; k >= 0; k--) {
+    const v = vs[k];
+    if (!v) continue;
+    const beta = betas[k];
+    const off = k + 1;
+    const m = n - off;
+    // Q[off:, off:] -= beta * v (v^T Q[off:, off:])
+    t.fill(0, 0, m);
+    for (let i = 0; i < m; i++) {
+      const r = (off + i) * n + off;
+      const vi = v[i];
+      if (vi === 0) continue;
+      for (let j = 0; j < m; j++) t[j] += vi * q[r + j];
+    }
+    for (let i = 0; i < m; i++) {
+      const r = (off + i) * n + off;
+      const s = beta * v[i];
+      if (s === 0) continue;
+      for (let j = 0; j < m; j++) q[r + j] -= s * t[j];
+    }
+  }
+  return { d, e, q };
+}
+
+/** Implicit-shift QL on a symmetric tridiagonal matrix; rotates the columns of z when given. */
+function tridiagonalQl(d: Float64Array, e: Float64Array, n: number, z?: Float64Array): void {
+  for (let l = 0; l < n; l++) {
+    let iterations = 0;
+    for (;;) {
+      let m = l;
+      for (; m < n - 1; m++) {
+        const dd = Math.abs(d[m]) + Math.abs(d[m + 1]);
+        if (Math.abs(e[m]) <= Number.EPSILON * dd) break;
+      }
+      if (m === l) break;
+      if (++iterations > 64) throw new Error('symmetric eigensolver did not converge');
+      let g = (d[l + 1] - d[l]) / (2 * e[l]);
+      let r = Math.hypot(g, 1);
+      g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
+      let s = 1;
+      let c = 1;
+      let p = 0;
+      let i = m - 1;
+      let underflow = false;
+      for (; i >= l; i--) {
+        const f = s * e[i];
+        const b = c * e[i];
+        r = Math.hypot(f, g);
+        e[i + 1] = r;
+        if (r === 0) {
+          d[i + 1] -= p;
+          e[m] = 0;
+          underflow = true;
+          break;
+        }
+        s = f / r;
+        c = g / r;
+        g = d[i + 1] - p;
+        r = (d[i] - g) * s + 2 * c * b;
+        p = s * r;
+        d[i + 1] = g + p;
+        g = c * r - b;
+        if (z) {
+          for (let k = 0; k < n; k++) {
+            const row = k * n;
+            const zf = z[row + i + 1];
+            const zi = z[row + i];
+            z[row + i + 1] = s * zi + c * zf;
+            z[row + i] = c * zi - s * zf;
+          }
+        }
+      }
+      if (underflow) continue;
+      d[l] -= p;
+      e[l] = g;
+      e[m] = 0;
+    }
+  }
+}
+
+/**
+ * Eigenvalues (descending) and optionally eigenvectors of the symmetric n x n matrix `a`
+ * (row-major; only read, never modified).
+ */
+export function symmetricEigen(a: Float64Array, n: number, wantVectors = false): SymmetricEigen {
+  if (a.length < n * n) throw new Error(`symmetricEigen: expected ${n * n} values, got ${a.length}`);
+  if (n === 0) return { values: new Float64Array(0), vectors: wantVectors ? new Float64Array(0) : undefined };
+  const work = Float64Array.from(a.subarray(0, n * n));
+  const { d, e, q } = tridiagonalize(work, n, wantVectors);
+  tridiagonalQl(d, e, n, q);
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x]);
+  const values = Float64Array.from(order, (i) => d[i]);
+  if (!wantVectors || !q) return { values };
+  const vectors = new Float64Array(n * n);
+  for (let r = 0; r < n; r++) for (let j = 0; j < n; j++) vectors[r * n + j] = q[r * n + order[j]];
+  return { values, vectors };
+}

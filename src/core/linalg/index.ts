@@ -1,0 +1,2 @@
+export * from './eigen';
+export * from './dense';
