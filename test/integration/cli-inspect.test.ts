@@ -1,0 +1,109 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { describe, test } from 'node:test';
+import { ALL_FIXTURES, CLI, fixture, tempDir } from '../helpers/fixtures';
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('factored-keys inspect', () => {
+  test('Mistral fixture reports the issue values', () => {
+    const r = cli('inspect', fixture('mistral-bytes'), '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const s = JSON.parse(r.stdout);
+    assert.deepEqual(
+      { a: s.architecture, l: s.layers, h: s.hidden_size, q: s.query_heads, kv: s.kv_heads, d: s.head_dim, rope: s.rope, dtype: s.dtype, files: s.files, bias: s.qk_bias },
+      { a: 'mistral', l: 4, h: 256, q: 4, kv: 2, d: 64, rope: true, dtype: 'BF16', files: 3, bias: false },
+    );
+    assert.equal(s.parameters, 3033344);
+  });
+
+  test('GPT-2 fixture: 4/4 heads x 64, no RoPE, Q/K bias, F32', () => {
+    const s = JSON.parse(cli('inspect', fixture('gpt2-bytes'), '--json').stdout);
+    assert.deepEqual([s.architecture, s.query_heads, s.kv_heads, s.head_dim, s.rope, s.qk_bias, s.dtype, s.files], ['gpt2', 4, 4, 64, false, true, 'F32', 1]);
+  });
+
+  for (const name of ALL_FIXTURES) {
+    test(`${name}: JSON matches config.json and stdout is exactly one object`, () => {
+      const r = cli('inspect', fixture(name), '--json');
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.trim().split('\n').length, 1);
+      const s = JSON.parse(r.stdout);
+      const c = JSON.parse(readFileSync(path.join(fixture(name), 'config.json'), 'utf8'));
+      const heads = c.num_attention_heads ?? c.n_head;
+      assert.equal(s.architecture, c.model_type);
+      assert.equal(s.layers, c.num_hidden_layers ?? c.n_layer);
+      assert.equal(s.hidden_size, c.hidden_size ?? c.n_embd);
+      assert.equal(s.query_heads, heads);
+      assert.equal(s.kv_heads, c.multi_query ? 1 : (c.num_key_value_heads ?? heads));
+      assert.equal(s.head_dim, c.head_dim ?? s.hidden_size / heads);
+      assert.equal(s.rope, c.model_type !== 'gpt2');
+      assert.equal(s.qk_bias, ['gpt2', 'qwen2', 'gpt_neox'].includes(c.model_type));
+      assert.equal(s.dtype, name === 'mistral-bytes' ? 'BF16' : 'F32');
+      const rotary = c.rope_parameters?.partial_rotary_factor ?? 1;
+      if (s.rope) assert.equal(s.rotary_dim, s.head_dim * rotary);
+    });
+  }
+
+  test('readable table by default', () => {
+    const r = cli('inspect', fixture('mistral-bytes'));
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /architecture\s+mistral/);
+    assert.match(r.stdout, /4 query \/ 2 KV x 64 \(GQA/);
+    assert.match(r.stdout, /Q\/K dtype\s+BF16/);
+  });
+});
+
+describe('CLI errors are one line, non-zero, without stack traces', () => {
+  test('missing path', () => {
+    const r = cli('inspect', '/nonexistent/ckpt');
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr, 'error: /nonexistent/ckpt: no such file or folder\n');
+  });
+
+  test('unsupported model_type names it and lists what is supported', () => {
+    const t = tempDir();
+    try {
+      cpSync(fixture('layouts/llama'), t.dir, { recursive: true });
+      const cfg = JSON.parse(readFileSync(path.join(t.dir, 'config.json'), 'utf8'));
+      cfg.model_type = 'mamba';
+      writeFileSync(path.join(t.dir, 'config.json'), JSON.stringify(cfg));
+      const r = cli('inspect', t.dir, '--json');
+      assert.equal(r.code, 1);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, /^error: .*config\.json: model_type "mamba" is not supported \(supported: falcon, gemma, gpt2, gpt_neox, llama, mistral, phi3, qwen2\)\n$/);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  test('config contradicting the tensors names the tensor', () => {
+    const t = tempDir();
+    try {
+      cpSync(fixture('layouts/llama'), t.dir, { recursive: true });
+      const cfg = JSON.parse(readFileSync(path.join(t.dir, 'config.json'), 'utf8'));
+      cfg.num_key_value_heads = 4;
+      writeFileSync(path.join(t.dir, 'config.json'), JSON.stringify(cfg));
+      const r = cli('inspect', t.dir);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr.split('\n').length, 2);
+      assert.match(r.stderr, /^error: .*model\.safetensors: tensor "model\.layers\.0\.self_attn\.k_proj\.weight" (shape \[32, 64\] is too small|has 32 output features)/);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  test('--debug adds the stack; unknown options and commands are errors', () => {
+    const r = cli('inspect', '/nonexistent/ckpt', '--debug');
+    assert.match(r.stderr, /^error: .*\n.*at /s);
+    assert.match(cli('inspect', fixture('gpt2-bytes'), '--bogus').stderr, /^error: inspect: unknown option --bogus\n$/);
+    const u = cli('frobnicate');
+    assert.equal(u.code, 2);
+    assert.match(u.stderr, /^error: unknown command "frobnicate"/);
+  });
+});
