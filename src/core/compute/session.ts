@@ -1,0 +1,234 @@
+/**
+ * onnxruntime-node sessions over graphs built with {@link GraphBuilder}, on a chosen execution
+ * provider, with clean fallback to the CPU: a provider that is missing, fails to initialise or
+ * fails while running never fails the computation, it only changes `backend` to `'cpu'` and
+ * records why in `fallbackReason`.
+ */
+import * as ort from 'onnxruntime-node';
+import { FactoredKeysError } from '../errors';
+import { GraphBuilder } from './onnx';
+
+/** An execution provider this project knows how to ask onnxruntime for. */
+export type BackendName = 'cpu' | 'webgpu' | 'cuda' | 'dml' | 'coreml';
+/** A backend request: a provider, or `auto` (the fastest usable one; see {@link autoCandidates}). */
+export type BackendChoice = BackendName | 'auto';
+
+/** All accepted `--backend` values, in the order help texts list them. */
+export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'cpu', 'webgpu', 'cuda', 'dml', 'coreml'];
+
+/** Parses a user-supplied backend name (CLI flag, setting); throws a one-line error otherwise. */
+export function parseBackendChoice(value: string, what = '--backend'): BackendChoice {
+  if ((BACKEND_CHOICES as readonly string[]).includes(value)) return value as BackendChoice;
+  throw new FactoredKeysError(`${what} must be one of ${BACKEND_CHOICES.join(', ')}, got "${value}"`);
+}
+
+/** What was found out about one provider on this machine. */
+export interface BackendProbe {
+  readonly name: BackendName;
+  /** Whether this onnxruntime-node build lists the provider for this platform. */
+  readonly listed: boolean;
+  /** Whether its libraries ship inside the npm package (CUDA/TensorRT come from an extra download). */
+  readonly bundled: boolean;
+  /** Whether a small test session could be created and run on it. */
+  readonly usable: boolean;
+  /** Why it is not usable (first line of onnxruntime's error), when it is not. */
+  readonly reason?: string;
+}
+
+/** Session-wide options. */
+export interface SessionOptions {
+  /** Which provider to use (default `cpu`). `auto` here means the first usable of {@link autoCandidates}. */
+  readonly backend?: BackendChoice;
+  /** CPU intra-op threads (default: onnxruntime's choice, one per physical core). */
+  readonly threads?: number;
+  /** onnxruntime graph optimisation level (default `all`). */
+  readonly optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+/** A session plus the provider it actually runs on. */
+export interface ComputeSession {
+  /** The provider actually used (after any fallback). */
+  readonly backend: BackendName;
+  /** Why the requested provider was not used, when a fallback happened. */
+  readonly fallbackReason?: string;
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  /**
+   * Runs the graph. If a non-CPU provider fails at run time the session is rebuilt on the CPU
+   * and the run repeated, so callers only ever see graph errors, never provider failures.
+   */
+  run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>;
+  dispose(): Promise<void>;
+}
+
+const ORT_PROVIDER: Record<BackendName, string> = { cpu: 'cpu', webgpu: 'webgpu', cuda: 'cuda', dml: 'dml', coreml: 'coreml' };
+
+/** onnxruntime's messages start with a source location and an assertion; keep the human part. */
+function firstLine(e: unknown): string {
+  let m = String((e as Error)?.message ?? e).split('\n')[0];
+  const assertion = m.lastIndexOf(' was false. ');
+  if (assertion >= 0) m = m.slice(assertion + ' was false. '.length);
+  return m.replace(/^\/onnxruntime_src\/\S+ /, '').slice(0, 200);
+}
+
+// Providers that fail to load log native errors at 'error' level while being probed; the
+// failure is reported through BackendProbe.reason instead.
+if (ort.env.logLevel === undefined || ort.env.logLevel === 'warning') ort.env.logLevel = 'fatal';
+
+/** Providers that onnxruntime-node says exist on this platform, with whether they are bundled. */
+export function listedBackends(): Map<BackendName, { bundled: boolean }> {
+  const out = new Map<BackendName, { bundled: boolean }>();
+  let listed: { name: string; bundled: boolean }[] = [];
+  try {
+    listed = ort.listSupportedBackends();
+  } catch {
+    listed = [{ name: 'cpu', bundled: true }];
+  }
+  for (const b of listed) {
+    if ((Object.keys(ORT_PROVIDER) as string[]).includes(b.name)) out.set(b.name as BackendName, { bundled: b.bundled });
+  }
+  if (!out.has('cpu')) out.set('cpu', { bundled: true });
+  return out;
+}
+
+/**
+ * The order `auto` considers providers in: vendor GPU providers first, then WebGPU, then CPU.
+ * Callers that can afford it (the spectrum engine) time the usable candidates and keep the
+ * fastest rather than trusting this order.
+ */
+export function autoCandidates(): BackendName[] {
+  const order: BackendName[] = process.platform === 'darwin' ? ['coreml', 'webgpu', 'cpu'] : process.platform === 'win32' ? ['cuda', 'dml', 'webgpu', 'cpu'] : ['cuda', 'webgpu', 'cpu'];
+  const listed = listedBackends();
+  return order.filter((b) => listed.has(b));
+}
+
+function ortOptions(backend: BackendName, options: SessionOptions): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: backend === 'cpu' ? ['cpu'] : [ORT_PROVIDER[backend], 'cpu'],
+    graphOptimizationLevel: options.optimization ?? 'all',
+    ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+    logSeverityLevel: 3,
+  };
+}
+
+/** A tiny graph (a 2x2 product) used to check that a provider really works. */
+function probeModel(): Uint8Array {
+  const g = new GraphBuilder('probe');
+  const x = g.input('x', 'float32', [2, 2]);
+  g.output(g.op('MatMul', [x, x]), 'float32', [2, 2]);
+  return g.toModel();
+}
+
+const probeCache = new Map<BackendName, Promise<BackendProbe>>();
+
+/** Checks one provider by creating and running a tiny session on it (cached per process). */
+export function probeBackend(name: BackendName): Promise<BackendProbe> {
+  let p = probeCache.get(name);
+  if (!p) {
+    p = (async (): Promise<BackendProbe> => {
+      const listed = listedBackends().get(name);
+      if (!listed) return { name, listed: false, bundled: false, usable: false, reason: `onnxruntime-node has no ${name} provider on ${process.platform}-${process.arch}` };
+      try {
+        const session = await ort.InferenceSession.create(probeModel(), { ...ortOptions(name, {}), executionProviders: [ORT_PROVIDER[name]] });
+        try {
+          const r = await session.run({ x: new ort.Tensor('float32', Float32Array.from([1, 2, 3, 4]), [2, 2]) });
+          const y = r[session.outputNames[0]].data as Float32Array;
+          if (y[0] !== 7 || y[3] !== 22) return { name, listed: true, bundled: listed.bundled, usable: false, reason: 'test product gave a wrong result' };
+        } finally {
+          await session.release();
+        }
+        return { name, listed: true, bundled: listed.bundled, usable: true };
+      } catch (e) {
+        return { name, listed: true, bundled: listed.bundled, usable: false, reason: firstLine(e) };
+      }
+    })();
+    probeCache.set(name, p);
+  }
+  return p;
+}
+
+/** Probes every provider onnxruntime-node lists here (for `--backend` help and diagnostics). */
+export async function probeBackends(): Promise<BackendProbe[]> {
+  return Promise.all([...listedBackends().keys()].map((b) => probeBackend(b)));
+}
+
+/** Usable providers in `auto` order (always ends with `cpu`). */
+export async function usableBackends(): Promise<BackendName[]> {
+  const out: BackendName[] = [];
+  for (const b of autoCandidates()) if ((await probeBackend(b)).usable) out.push(b);
+  if (!out.includes('cpu')) out.push('cpu');
+  return out;
+}
+
+class FallbackSession implements ComputeSession {
+  constructor(
+    private session: ort.InferenceSession,
+    public backend: BackendName,
+    private readonly model: Uint8Array,
+    private readonly options: SessionOptions,
+    public fallbackReason?: string,
+  ) {}
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
+  async run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+    try {
+      return (await this.session.run(feeds)) as Record<string, ort.Tensor>;
+    } catch (e) {
+      if (this.backend === 'cpu') throw e;
+      const reason = `${this.backend} failed while running (${firstLine(e)}); continued on cpu`;
+      await this.session.release().catch(() => undefined);
+      this.session = await ort.InferenceSession.create(this.model, ortOptions('cpu', this.options));
+      this.backend = 'cpu';
+      this.fallbackReason = reason;
+      return (await this.session.run(feeds)) as Record<string, ort.Tensor>;
+    }
+  }
+
+  dispose(): Promise<void> {
+    return this.session.release();
+  }
+}
+
+/**
+ * Creates a session for `model` (bytes from {@link GraphBuilder.toModel}) on the requested
+ * provider. If that provider is unavailable or fails to initialise, the session is created on
+ * the CPU instead and `fallbackReason` says why. Graph errors on the CPU are bugs and throw.
+ */
+export async function createSession(model: Uint8Array, options: SessionOptions = {}): Promise<ComputeSession> {
+  const choice = options.backend ?? 'cpu';
+  let wanted: BackendName;
+  let reason: string | undefined;
+  if (choice === 'auto') {
+    wanted = (await usableBackends())[0];
+  } else {
+    wanted = choice;
+    if (wanted !== 'cpu') {
+      const probe = await probeBackend(wanted);
+      if (!probe.usable) {
+        reason = `${wanted} is not usable here (${probe.reason}); using cpu`;
+        wanted = 'cpu';
+      }
+    }
+  }
+  if (wanted !== 'cpu') {
+    try {
+      const s = await ort.InferenceSession.create(model, ortOptions(wanted, options));
+      return new FallbackSession(s, wanted, model, options);
+    } catch (e) {
+      reason = `${wanted} could not create the session (${firstLine(e)}); using cpu`;
+    }
+  }
+  const s = await ort.InferenceSession.create(model, ortOptions('cpu', options));
+  return new FallbackSession(s, 'cpu', model, options, reason);
+}
+
+/** Re-exported so callers build feeds without importing onnxruntime-node themselves. */
+export const Tensor = ort.Tensor;
+/** An onnxruntime tensor (CPU data). */
+export type Tensor = ort.Tensor;
