@@ -1,0 +1,176 @@
+import { strict as assert } from 'node:assert';
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { describe, test } from 'node:test';
+import { buildLayout } from '../../src/core/arch/adapters';
+import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
+import { float32ToBf16Bits } from '../../src/core/checkpoint/dtypes';
+import { CancelledError } from '../../src/core/errors';
+import { analyzeSpectra, cumulativeEnergy, effectiveRanks, rankForEnergy, stableRank, type SpectrumResult } from '../../src/core/spectrum';
+import { EigenWorkspace, symmetricEigenvalues } from '../../src/core/spectrum/eigenvalues';
+import { symmetricEigen } from '../../src/core/linalg';
+import { ALL_FIXTURES, REPO_ROOT, fixture, tempDir } from '../helpers/fixtures';
+import { writeSafetensors } from '../helpers/safetensors';
+
+interface RefHead {
+  layer: number;
+  kind: 'key' | 'query';
+  head: number;
+  singular_values: number[];
+}
+
+function reference(name: string): RefHead[] {
+  const file = path.join(REPO_ROOT, 'test/reference/spectra', `${name.replace('/', '__')}.json`);
+  return (JSON.parse(readFileSync(file, 'utf8')) as { heads: RefHead[] }).heads;
+}
+
+async function analyze(name: string, backend: 'cpu' | 'auto'): Promise<SpectrumResult> {
+  const ckpt = await openCheckpoint(fixture(name));
+  try {
+    return await analyzeSpectra(ckpt, buildLayout(ckpt), { backend });
+  } finally {
+    await ckpt.close();
+  }
+}
+
+describe('spectra match the float64 LAPACK reference (scripts/reference/spectra.py)', () => {
+  for (const backend of ['cpu', 'auto'] as const) {
+    for (const name of ALL_FIXTURES) {
+      test(`${name} (${backend})`, async () => {
+        const ref = reference(name);
+        const result = await analyze(name, backend);
+        assert.equal(result.heads.length, ref.length, 'head count');
+        const key = (h: { layer: number; kind: string; head: number }): string => `${h.layer}/${h.kind}/${h.head}`;
+        const ours = new Map(result.heads.map((h) => [key(h), h]));
+        for (const r of ref) {
+          const h = ours.get(key(r));
+          assert.ok(h, `missing head ${key(r)}`);
+          assert.ok(!h.nonFinite);
+          assert.equal(h.singularValues.length, r.singular_values.length, `${key(r)} length`);
+          const tol = 1e-3 * r.singular_values[0];
+          for (let i = 0; i < r.singular_values.length; i++) {
+            const err = Math.abs(h.singularValues[i] - r.singular_values[i]);
+            assert.ok(err <= tol, `${name} ${key(r)} σ${i}: ${h.singularValues[i]} vs ${r.singular_values[i]} (|err| ${err} > ${tol})`);
+          }
+          for (let i = 1; i < h.singularValues.length; i++) assert.ok(h.singularValues[i] <= h.singularValues[i - 1], 'descending');
+          assert.equal(h.cumulativeEnergy.length, h.singularValues.length);
+          assert.equal(h.cumulativeEnergy[h.cumulativeEnergy.length - 1], 1);
+        }
+        assert.ok(typeof result.backend === 'string' && result.backend.length > 0);
+        assert.ok(result.seconds >= 0);
+      });
+    }
+  }
+});
+
+describe('spectrum result shape', () => {
+  test('order: layer, then keys then queries, then head; kinds filter', async () => {
+    const ckpt = await openCheckpoint(fixture('mistral-bytes'));
+    try {
+      const layout = buildLayout(ckpt);
+      const all = await analyzeSpectra(ckpt, layout, { backend: 'cpu' });
+      const expected: string[] = [];
+      for (let l = 0; l < 4; l++) {
+        for (let g = 0; g < 2; g++) expected.push(`${l}/key/${g}`);
+        for (let h = 0; h < 4; h++) expected.push(`${l}/query/${h}`);
+      }
+      assert.deepEqual(all.heads.map((h) => `${h.layer}/${h.kind}/${h.head}`), expected);
+      const keys = await analyzeSpectra(ckpt, layout, { backend: 'cpu', kinds: ['key'] });
+      assert.equal(keys.heads.length, 8);
+      assert.ok(keys.heads.every((h) => h.kind === 'key'));
+      assert.deepEqual(keys.heads[3].singularValues, all.heads.find((h) => h.layer === 1 && h.kind === 'key' && h.head === 1)!.singularValues);
+      // trained keys decay faster than a flat spectrum: p90 < head_dim
+      assert.ok(keys.heads.every((h) => h.effectiveRank.p90 < 64 && h.effectiveRank.p90 <= h.effectiveRank.p95 && h.effectiveRank.p95 <= h.effectiveRank.p99));
+      assert.equal(all.backend, 'cpu');
+    } finally {
+      await ckpt.close();
+    }
+  });
+
+  test('progress is reported per layer and cancellation stops the analysis', async () => {
+    const ckpt = await openCheckpoint(fixture('gpt2-bytes'));
+    try {
+      const layout = buildLayout(ckpt);
+      const seen: number[] = [];
+      await analyzeSpectra(ckpt, layout, { backend: 'cpu', progress: (done, total) => (assert.equal(total, 4), seen.push(done)) });
+      assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+      const token = { cancelled: false };
+      await assert.rejects(
+        analyzeSpectra(ckpt, layout, { backend: 'cpu', cancel: token, progress: (done) => (token.cancelled = done >= 1) }),
+        CancelledError,
+      );
+    } finally {
+      await ckpt.close();
+    }
+  });
+
+  test('a head with NaN/Inf weights is marked nonFinite and skipped; the others are exact', async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      // llama-shaped, 1 layer, 2 query heads / 1 KV head x 4, hidden 8, bf16
+      const hidden = 8;
+      const q = Float32Array.from({ length: 8 * hidden }, (_, i) => Math.sin(i + 1));
+      const k = Float32Array.from({ length: 4 * hidden }, (_, i) => Math.cos(i * 0.7));
+      q[4 * hidden + 3] = Number.NaN; // query head 1
+      const bf = (v: Float32Array): Uint8Array => new Uint8Array(float32ToBf16Bits(v).buffer);
+      writeSafetensors(path.join(dir, 'model.safetensors'), {
+        'model.layers.0.self_attn.q_proj.weight': { dtype: 'BF16', shape: [8, hidden], data: bf(q) },
+        'model.layers.0.self_attn.k_proj.weight': { dtype: 'BF16', shape: [4, hidden], data: bf(k) },
+        'model.layers.0.self_attn.v_proj.weight': { dtype: 'BF16', shape: [4, hidden], data: bf(k) },
+        'model.layers.0.self_attn.o_proj.weight': { dtype: 'BF16', shape: [hidden, 8], data: bf(q) },
+      });
+      writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: hidden, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 4, num_hidden_layers: 1, rope_theta: 10000, vocab_size: 16, intermediate_size: 16 }));
+      const ckpt = await openCheckpoint(dir);
+      try {
+        const r = await analyzeSpectra(ckpt, buildLayout(ckpt), { backend: 'cpu' });
+        assert.equal(r.heads.length, 3);
+        const bad = r.heads.find((h) => h.kind === 'query' && h.head === 1)!;
+        assert.equal(bad.nonFinite, true);
+        assert.deepEqual(bad.singularValues, []);
+        for (const h of r.heads.filter((x) => x !== bad)) {
+          assert.ok(!h.nonFinite);
+          assert.equal(h.singularValues.length, 4);
+          assert.ok(h.singularValues.every((s) => Number.isFinite(s) && s >= 0));
+        }
+      } finally {
+        await ckpt.close();
+      }
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe('eigenvalue solver and metrics', () => {
+  test('specialised eigenvalues agree with linalg.symmetricEigen', () => {
+    let seed = 7;
+    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5;
+    for (const n of [1, 2, 3, 17, 64]) {
+      const b = Float64Array.from({ length: n * (n + 5) }, rand);
+      const g = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < n + 5; k++) g[i * n + j] += b[i * (n + 5) + k] * b[j * (n + 5) + k];
+      const ours = symmetricEigenvalues(g, n);
+      const ref = symmetricEigen(g, n, false).values;
+      for (let i = 0; i < n; i++) assert.ok(Math.abs(ours[i] - ref[i]) <= 1e-10 * Math.max(1, ref[0]), `n=${n} λ${i}`);
+    }
+    // a workspace is reusable and handles rank-deficient and zero matrices
+    const ws = new EigenWorkspace(3);
+    const out = new Float64Array(3);
+    ws.eigenvaluesInto([0, 0, 0, 0, 0, 0, 0, 0, 0], 0, out);
+    assert.deepEqual([...out], [0, 0, 0]);
+    ws.eigenvaluesInto([2, 0, 0, 0, 5, 0, 0, 0, 1], 0, out);
+    assert.deepEqual([...out], [5, 2, 1]);
+  });
+
+  test('cumulative energy, effective and stable ranks', () => {
+    const sv = [3, 2, 1, 0];
+    const c = cumulativeEnergy(sv);
+    assert.deepEqual(c.map((x) => +x.toFixed(6)), [0.642857, 0.928571, 1, 1]);
+    assert.deepEqual(effectiveRanks(c), { p90: 2, p95: 3, p99: 3 });
+    assert.equal(stableRank(sv), 14 / 9);
+    assert.equal(rankForEnergy(cumulativeEnergy([1, 1, 1, 1]), 0.5), 2);
+    assert.deepEqual(cumulativeEnergy([0, 0]), [0, 0]);
+    assert.deepEqual(effectiveRanks(cumulativeEnergy([0, 0])), { p90: 0, p95: 0, p99: 0 });
+    assert.equal(stableRank([0, 0]), 0);
+  });
+});
