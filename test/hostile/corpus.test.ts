@@ -1,0 +1,64 @@
+/**
+ * Runs the built CLI on every case of the malformed-checkpoint corpus (scripts/corpus.ts):
+ * each must end in one clean `error:` line naming the file/tensor/key at fault, with a
+ * non-zero exit, nothing on stdout, within the time and memory bounds.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { writeCorpus, type CorpusCase } from '../../scripts/corpus';
+import { cleanErrorProblems, ensureBuilt, FIXTURES, mapLimit, runCli, type CliRun } from './cliRunner';
+
+/** Per-case wall-clock limit; the slowest case (a 90 MB header) takes about a second. */
+const CASE_TIMEOUT_MS = 10_000;
+
+function problemsOf(c: CorpusCase, run: CliRun): string[] {
+  const problems: string[] = [];
+  if (c.expect === 'error') problems.push(...cleanErrorProblems(run, c.mentions));
+  else if (run.timedOut) problems.push('timed out (killed)');
+  else if (c.expect === 'ok') {
+    if (run.code !== 0 || run.stderr !== '') problems.push(`expected success, got exit ${run.code}: ${run.stderr.slice(0, 400)}`);
+  }
+  if (run.maxRssMiB === undefined && !run.timedOut) problems.push('did not report its memory (crashed?)');
+  if (run.maxRssMiB !== undefined && run.maxRssMiB > c.maxRssMiB) problems.push(`peak memory ${run.maxRssMiB.toFixed(0)} MiB > ${c.maxRssMiB} MiB`);
+  return problems;
+}
+
+test('malformed-checkpoint corpus: every case is rejected cleanly, in bounded time and memory', async (t) => {
+  ensureBuilt();
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'fk-corpus-'));
+  try {
+    const started = Date.now();
+    const cases = writeCorpus(root, FIXTURES, { withAnalyze: false });
+    const generatedMs = Date.now() - started;
+    const runs = await mapLimit(cases, 2, (c) => runCli(c.argv, CASE_TIMEOUT_MS));
+    const failures: string[] = [];
+    const byCategory = new Map<string, { tried: number; clean: number }>();
+    let slowest = { ms: 0, name: '' };
+    let hungriest = { mib: 0, name: '' };
+    cases.forEach((c, i) => {
+      const run = runs[i];
+      const problems = problemsOf(c, run);
+      const counts = byCategory.get(c.category) ?? { tried: 0, clean: 0 };
+      counts.tried++;
+      if (problems.length === 0) counts.clean++;
+      byCategory.set(c.category, counts);
+      if (problems.length) failures.push(`${c.name}: ${problems.join('; ')}`);
+      if (run.ms > slowest.ms) slowest = { ms: run.ms, name: c.name };
+      if ((run.maxRssMiB ?? 0) > hungriest.mib) hungriest = { mib: run.maxRssMiB ?? 0, name: c.name };
+    });
+    const clean = cases.length - failures.length;
+    const expectedOk = cases.filter((c) => c.expect === 'ok').length;
+    t.diagnostic(
+      `corpus: ${cases.length} cases tried, ${clean} handled cleanly (${clean - expectedOk} rejected with one error line, ${expectedOk} accepted in bounds), ${failures.length} failed; ` +
+        `generated in ${generatedMs} ms, ran in ${Date.now() - started - generatedMs} ms`,
+    );
+    t.diagnostic(`corpus by category: ${[...byCategory].map(([k, v]) => `${k} ${v.clean}/${v.tried}`).join(', ')}`);
+    t.diagnostic(`corpus slowest case ${slowest.name} ${slowest.ms} ms; peak memory ${hungriest.mib.toFixed(0)} MiB (${hungriest.name})`);
+    assert.deepEqual(failures, [], `corpus failures:\n${failures.join('\n')}`);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
