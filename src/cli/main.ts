@@ -41,10 +41,25 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       return 130;
     }
     const message = e instanceof FactoredKeysError ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`;
-    io.stderr(`error: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+    io.stderr(`error: ${errorLine(message)}\n`);
     if (debug && e instanceof Error && e.stack) io.stderr(e.stack + '\n');
     return 1;
   }
+}
+
+/** Longest error line printed; messages quote names from untrusted files, which may be huge. */
+const MAX_ERROR_CHARS = 1000;
+
+/**
+ * One printable line: newlines collapsed, control characters (terminal escapes from hostile
+ * tensor names or file contents) shown as \uXXXX, and the length capped.
+ */
+export function errorLine(message: string): string {
+  const line = message
+    .replace(/\s*\n\s*/g, ' ')
+    // eslint-disable-next-line no-control-regex
+    .replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return line.length > MAX_ERROR_CHARS ? `${line.slice(0, MAX_ERROR_CHARS)}…` : line;
 }
 
 declare const __FK_VERSION__: string;

@@ -3,7 +3,7 @@
  * Each adapter only knows where its architecture keeps Q/K/V; validation is shared.
  */
 import type { Checkpoint, ModelConfig } from '../checkpoint/checkpoint';
-import { elementCount } from '../checkpoint/safetensors';
+import { elementCount, previewJson } from '../checkpoint/safetensors';
 import { FactoredKeysError } from '../errors';
 import type { AttentionLayout, HeadSlice, LayerAttention, RopeInfo, WeightOrientation } from './layout';
 
@@ -36,7 +36,7 @@ export class ConfigReader {
       const v = this.config[k];
       if (v === undefined || v === null) continue;
       if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
-        throw new FactoredKeysError(`${this.where}: "${k}" must be a positive integer, got ${JSON.stringify(v)}`);
+        throw new FactoredKeysError(`${this.where}: "${k}" must be a positive integer, got ${previewJson(v)}`);
       }
       return v;
     }
@@ -54,7 +54,7 @@ export class ConfigReader {
       for (const p of parts) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[p] : undefined;
       if (v === undefined || v === null) continue;
       if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw new FactoredKeysError(`${this.where}: "${k}" must be a number, got ${JSON.stringify(v)}`);
+        throw new FactoredKeysError(`${this.where}: "${k}" must be a number, got ${previewJson(v)}`);
       }
       return v;
     }
@@ -235,17 +235,26 @@ function inFeatures(shape: readonly number[], orientation: WeightOrientation): n
   return orientation === 'linear' ? shape[1] : shape[0];
 }
 
+/** Upper bound on query or KV heads per layer accepted from config.json. */
+export const MAX_HEADS = 65536;
+
 /** Builds and validates the attention layout of an open checkpoint. */
 export function buildLayout(ckpt: Checkpoint): AttentionLayout {
   const where = `${ckpt.dir}/config.json`;
   const c = new ConfigReader(ckpt.config, where);
   const modelType = ckpt.config.model_type;
   if (typeof modelType !== 'string') throw new FactoredKeysError(`${where}: missing "model_type"`);
-  const adapter = ADAPTERS[modelType];
+  // hasOwn: "constructor" or "__proto__" must not resolve to Object.prototype members.
+  const adapter = Object.hasOwn(ADAPTERS, modelType) ? ADAPTERS[modelType] : undefined;
   if (!adapter) {
     throw new FactoredKeysError(`${where}: model_type "${modelType}" is not supported (supported: ${SUPPORTED_ARCHITECTURES.join(', ')})`);
   }
   const d = adapter.dims(c);
+  // Head slices are materialised per layer before shapes are compared, so absurd head counts
+  // from a hostile config.json must be refused first (no real model comes near this).
+  if (d.queryHeads > MAX_HEADS || d.kvHeads > MAX_HEADS) {
+    throw new FactoredKeysError(`${where}: ${d.queryHeads} attention heads / ${d.kvHeads} key/value heads is more than the ${MAX_HEADS} heads per layer this tool accepts`);
+  }
   if (!Number.isInteger(d.headDim) || d.headDim <= 0) {
     throw new FactoredKeysError(`${where}: hidden size ${d.hidden} is not divisible by ${d.queryHeads} attention heads`);
   }

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { FactoredKeysError } from '../errors';
 import { bytesPerElement, decodeToFloat32, isDecodable } from './dtypes';
 import { FileReader, type ReadObserver } from './fileAccess';
-import { parseHeaderJson, parseHeaderLength, type SafetensorsHeader, type TensorInfo } from './safetensors';
+import { parseHeaderJson, parseHeaderLength, previewJson, type SafetensorsHeader, type TensorInfo } from './safetensors';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const CONFIG_FILE = 'config.json';
@@ -46,6 +46,8 @@ async function readSmallJson(file: string, what: string): Promise<unknown> {
   } catch {
     throw new FactoredKeysError(`${file}: ${what} not found`);
   }
+  // A directory, FIFO or device (e.g. a link to /dev/zero) would fail oddly or never finish.
+  if (!stat.isFile()) throw new FactoredKeysError(`${file}: ${what} is not a regular file`);
   if (stat.size > MAX_JSON_FILE_BYTES) throw new FactoredKeysError(`${file}: ${what} is ${stat.size} bytes, too large`);
   const text = await fsp.readFile(file, 'utf8');
   try {
@@ -74,7 +76,7 @@ async function readHeader(reader: FileReader, file: string): Promise<Safetensors
 /** A shard name from index.json must be a plain file name inside the checkpoint folder. */
 export function checkShardName(name: unknown, indexFile: string): string {
   if (typeof name !== 'string' || name.length === 0) {
-    throw new FactoredKeysError(`${indexFile}: weight_map holds a non-string file name ${JSON.stringify(name)}`);
+    throw new FactoredKeysError(`${indexFile}: weight_map holds a non-string file name ${previewJson(name)}`);
   }
   if (name !== path.basename(name) || name.includes('/') || name.includes('\\') || name === '.' || name === '..' || name.includes('\0')) {
     throw new FactoredKeysError(`${indexFile}: shard "${name}" is not a plain file name in the checkpoint folder`);
@@ -104,12 +106,12 @@ async function resolveLocation(input: string): Promise<{ dir: string; files: str
     if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap)) {
       throw new FactoredKeysError(`${indexFile}: has no "weight_map" object`);
     }
-    const files: string[] = [];
+    // A Set keeps first-seen order without the quadratic cost of Array.includes on huge maps.
+    const unique = new Set<string>();
     for (const shard of Object.values(weightMap as Record<string, unknown>)) {
-      const name = checkShardName(shard, indexFile);
-      const full = path.join(dir, name);
-      if (!files.includes(full)) files.push(full);
+      unique.add(path.join(dir, checkShardName(shard, indexFile)));
     }
+    const files = [...unique];
     if (files.length === 0) throw new FactoredKeysError(`${indexFile}: weight_map is empty`);
     return { dir, files, indexFile, indexMap: weightMap as Record<string, string> };
   }
@@ -193,7 +195,8 @@ export async function openCheckpoint(input: string, options: OpenOptions = {}): 
         }
       }
       for (const t of tensors.values()) {
-        if (!(t.name in loc.indexMap)) throw new FactoredKeysError(`${t.file}: tensor "${t.name}" is not listed in ${INDEX_FILE}`);
+        // hasOwn, not `in`: a tensor named "constructor" must not match Object.prototype.
+        if (!Object.hasOwn(loc.indexMap, t.name)) throw new FactoredKeysError(`${t.file}: tensor "${t.name}" is not listed in ${INDEX_FILE}`);
       }
     }
     return new OpenCheckpoint(loc.dir, config as ModelConfig, headers, tensors, reader, loc.indexFile);

@@ -88,6 +88,39 @@ export function findDuplicateTopLevelKey(text: string): string | undefined {
   return undefined;
 }
 
+/**
+ * A short JSON-like preview of a value from an untrusted file, for error messages.
+ * JSON.stringify recurses (a deeply nested value overflows the stack) and has no size limit,
+ * so this walks at most a few levels and stops after `budget` characters.
+ */
+export function previewJson(value: unknown, budget = 80): string {
+  let out = '';
+  const walk = (v: unknown, depth: number): void => {
+    if (out.length > budget) return;
+    if (typeof v === 'string') {
+      out += JSON.stringify(v.length > budget ? v.slice(0, budget) : v);
+    } else if (v === null || typeof v !== 'object') {
+      out += String(JSON.stringify(v));
+    } else if (depth >= 4) {
+      out += Array.isArray(v) ? '[…]' : '{…}';
+    } else {
+      const isArray = Array.isArray(v);
+      out += isArray ? '[' : '{';
+      let first = true;
+      for (const [k, item] of Object.entries(v)) {
+        if (out.length > budget) break;
+        if (!first) out += ',';
+        first = false;
+        if (!isArray) out += `${JSON.stringify(k.length > budget ? k.slice(0, budget) : k)}:`;
+        walk(item, depth + 1);
+      }
+      out += isArray ? ']' : '}';
+    }
+  };
+  walk(value, 0);
+  return out.length > budget ? `${out.slice(0, budget)}…` : out;
+}
+
 function isSafeNonNegativeInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
@@ -136,12 +169,12 @@ export function parseHeaderJson(headerBytes: Uint8Array, fileSize: number, file:
       throw new FactoredKeysError(`${where} is not an object`);
     }
     const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-    if (!isDtype(dtype)) throw new FactoredKeysError(`${where} has unknown dtype ${JSON.stringify(dtype)}`);
+    if (!isDtype(dtype)) throw new FactoredKeysError(`${where} has unknown dtype ${previewJson(dtype)}`);
     if (!Array.isArray(shape) || !shape.every(isSafeNonNegativeInt)) {
-      throw new FactoredKeysError(`${where} has an invalid shape ${JSON.stringify(shape)}`);
+      throw new FactoredKeysError(`${where} has an invalid shape ${previewJson(shape)}`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isSafeNonNegativeInt)) {
-      throw new FactoredKeysError(`${where} has invalid data_offsets ${JSON.stringify(offsets)}`);
+      throw new FactoredKeysError(`${where} has invalid data_offsets ${previewJson(offsets)}`);
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end) throw new FactoredKeysError(`${where} has data_offsets [${begin}, ${end}] that end before they begin`);
