@@ -1,2 +1,3 @@
 export * from './eigen';
 export * from './dense';
+export * from './cholesky';

@@ -1,0 +1,216 @@
+/**
+ * Factored-keys export: analyze every KV head, choose ranks, and stream a new checkpoint whose
+ * key cache is physically r-dimensional. docs/FORMAT.md specifies the output.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { buildLayout } from '../arch/adapters';
+import type { AttentionLayout } from '../arch/layout';
+import { CONFIG_FILE, INDEX_FILE, openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint';
+import { bytesPerElement } from '../checkpoint/dtypes';
+import { FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
+import { analyzeHeads, energiesOf, truncateBasis, type HeadBasis } from '../factor/basis';
+import { buildPlan, retainedEnergy, validatePlan } from '../plan/plan';
+import type { FactorMethod, PlanModel, RankOverride, RankPlan, RankPolicy } from '../plan/types';
+import { computeSavings } from '../savings';
+import { checkDestination, commitTempFolder, makeTempFolder, removeStaleTemps } from './destination';
+import { FACTORED_KEYS_FORMAT_VERSION, REPORT_FILE, type ExportReport, type FactoredKeysConfig, type RopeMode } from './format';
+import { planLayerRewrite, produceLayer, type LayerRewrite, type NewTensor } from './rewrite';
+import { SourceFiles, tensorByteLength, writeSafetensors, type OutputTensor } from './writer';
+
+/** Weight files in the source folder that are not copied (they would be unfactored duplicates). */
+const SKIPPED_WEIGHT_EXTENSIONS = ['.safetensors', '.bin', '.pt', '.pth', '.ckpt', '.gguf', '.h5', '.msgpack', '.onnx', '.npz'];
+
+/** Inputs of {@link exportFactored}. Exactly one of `plan` or `policy` is given. */
+export interface ExportOptions {
+  readonly source: string;
+  readonly dest: string;
+  readonly method: FactorMethod;
+  readonly policy?: RankPolicy;
+  readonly overrides?: readonly RankOverride[];
+  /** A plan (e.g. from `plan --json` or the panel); its method must equal `method`. */
+  readonly plan?: unknown;
+  /** Where `plan` came from, for messages. */
+  readonly planSource?: string;
+  /** Replace a non-empty destination folder. */
+  readonly force?: boolean;
+  readonly cancel?: CancelToken;
+  readonly progress?: ProgressFn;
+}
+
+/** What an export produced. */
+export interface ExportResult {
+  readonly dest: string;
+  readonly plan: RankPlan;
+  readonly config: FactoredKeysConfig;
+  readonly report: ExportReport;
+  /** Bytes of tensor data + headers written. */
+  readonly bytesWritten: number;
+}
+
+/** The plan-model shape of a checkpoint (what plans are validated against). */
+export function planModelOf(layout: AttentionLayout): PlanModel {
+  return { architecture: layout.architecture, layers: layout.layers.length, kv_heads: layout.kvHeads, head_dim: layout.headDim, key_bytes_per_value: bytesPerElement(layout.dtype) };
+}
+
+/** Resolves the plan for an export (or for `plan`): validates a given one or builds one. */
+export function resolvePlan(layout: AttentionLayout, bases: readonly (readonly HeadBasis[])[], options: Pick<ExportOptions, 'method' | 'policy' | 'overrides' | 'plan' | 'planSource'>): RankPlan {
+  const model = planModelOf(layout);
+  const energies = energiesOf(bases);
+  if (options.plan !== undefined) {
+    const where = options.planSource ?? 'plan';
+    const p = validatePlan(options.plan, where, model);
+    if (p.method !== options.method) throw new FactoredKeysError(`${where}: plan is for method ${p.method} but the export uses ${options.method}`);
+    return { ...p, retained_energy: p.ranks.map((row, l) => row.map((r, g) => retainedEnergy(energies[l][g], r))) };
+  }
+  if (!options.policy) throw new FactoredKeysError('export: give a rank policy (--rank, --fraction, --energy, --budget-bytes-per-token) or --plan');
+  return buildPlan({ method: options.method, policy: options.policy, model, energies, overrides: options.overrides });
+}
+
+/** Builds the report and cache numbers for a plan. */
+export function buildReport(source: string, layout: AttentionLayout, plan: RankPlan, bases: readonly (readonly HeadBasis[])[], mode: RopeMode): ExportReport {
+  const bpv = bytesPerElement(layout.dtype);
+  const s = computeSavings({ layers: layout.layers.length, kvHeads: layout.kvHeads, headDim: layout.headDim, keyRanks: plan.ranks, keyBitsPerValue: bpv * 8, context: 1, batch: 1 });
+  return {
+    format_version: FACTORED_KEYS_FORMAT_VERSION,
+    source,
+    method: plan.method,
+    rope_mode: mode,
+    plan,
+    heads: plan.ranks.flatMap((row, l) =>
+      row.map((r, g) => ({ layer: l, kv_head: g, rank: r, retained_energy: retainedEnergy(Array.from(bases[l][g].energies), r), score_error: bases[l][g].scoreError[r] })),
+    ),
+    cache: {
+      bytes_per_value: bpv,
+      key_bytes_per_token: s.keyBytesPerToken,
+      value_bytes_per_token: s.valueBytesPerToken.before,
+      kv_bytes_per_token: s.kvBytesPerToken,
+      capacity_multiplier: s.capacityMultiplier,
+    },
+  };
+}
+
+/** Reads index.json's metadata block so the output index keeps it (total_size is recomputed). */
+async function indexMetadata(ckpt: Checkpoint): Promise<Record<string, unknown>> {
+  if (!ckpt.indexFile) return {};
+  const parsed = JSON.parse(await fsp.readFile(ckpt.indexFile, 'utf8')) as { metadata?: unknown };
+  return parsed.metadata && typeof parsed.metadata === 'object' && !Array.isArray(parsed.metadata) ? { ...(parsed.metadata as Record<string, unknown>) } : {};
+}
+
+/** Files other than weights, config and index, copied as they are (symlinks followed). */
+async function extraFiles(ckpt: Checkpoint): Promise<string[]> {
+  const own = new Set([CONFIG_FILE, INDEX_FILE, REPORT_FILE, ...ckpt.files.map((f) => path.basename(f.file))]);
+  const out: string[] = [];
+  for (const e of await fsp.readdir(ckpt.dir)) {
+    if (own.has(e) || SKIPPED_WEIGHT_EXTENSIONS.some((x) => e.endsWith(x))) continue;
+    const st = await fsp.stat(path.join(ckpt.dir, e)).catch(() => undefined);
+    if (st?.isFile()) out.push(e);
+  }
+  return out.sort();
+}
+
+/**
+ * Exports a factored checkpoint. Safety rules: see ./destination.ts and docs/FORMAT.md. On
+ * any error or cancellation nothing is left at the destination and the temporary folder is
+ * removed; the source is only read.
+ */
+export async function exportFactored(options: ExportOptions): Promise<ExportResult> {
+  const ckpt = await openCheckpoint(options.source);
+  const sources = new SourceFiles();
+  let temp: string | undefined;
+  try {
+    if (ckpt.config.factored_keys !== undefined) throw new FactoredKeysError(`${ckpt.dir}/config.json: this checkpoint is already factored (it has a "factored_keys" block)`);
+    const layout = buildLayout(ckpt);
+    const dest = await checkDestination(ckpt.dir, ckpt.files.map((f) => f.file), options.dest, options.force ?? false);
+    await removeStaleTemps(dest);
+    const mode: RopeMode = layout.rope ? 'latent' : 'absorbed';
+    const bases = await analyzeHeads(ckpt, layout, options.method, { cancel: options.cancel, progress: options.progress });
+    const plan = resolvePlan(layout, bases, options);
+    const rewrites: LayerRewrite[] = layout.layers.map((layer) => planLayerRewrite(ckpt, layout, layer, plan.ranks[layer.layer], mode));
+
+    // Which layer produces each new tensor, and where added tensors go.
+    const producer = new Map<string, { layer: number; tensor: NewTensor }>();
+    const addedAfter = new Map<string, NewTensor[]>();
+    for (const rw of rewrites) {
+      for (const t of rw.replaced.values()) producer.set(t.name, { layer: rw.layer, tensor: t });
+      for (const a of rw.added) {
+        producer.set(a.tensor.name, { layer: rw.layer, tensor: a.tensor });
+        addedAfter.set(a.after, [...(addedAfter.get(a.after) ?? []), a.tensor]);
+      }
+    }
+    // Layer outputs are computed on first use and dropped once all are written.
+    const pending = new Map<number, Promise<Map<string, Uint8Array>>>();
+    const take = async (name: string): Promise<Uint8Array> => {
+      const { layer } = producer.get(name)!;
+      let p = pending.get(layer);
+      if (!p) {
+        const maps = bases[layer].map((b, g) => truncateBasis(b, plan.ranks[layer][g]));
+        p = produceLayer(ckpt, layout, rewrites[layer], maps);
+        pending.set(layer, p);
+      }
+      const all = await p;
+      const bytes = all.get(name)!;
+      all.delete(name);
+      if (all.size === 0) pending.delete(layer);
+      return bytes;
+    };
+    const newTensor = (t: NewTensor): OutputTensor => ({ kind: 'bytes', name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength, produce: () => take(t.name) });
+
+    const shards = ckpt.files.map((f) => {
+      const tensors: OutputTensor[] = [];
+      for (const t of f.tensors) {
+        const p = producer.get(t.name);
+        tensors.push(p ? newTensor(p.tensor) : { kind: 'copy', name: t.name, dtype: t.dtype, shape: t.shape, file: t.file, start: t.start, end: t.end });
+        for (const a of addedAfter.get(t.name) ?? []) tensors.push(newTensor(a));
+      }
+      return { name: path.basename(f.file), metadata: f.metadata, tensors };
+    });
+    const totalBytes = shards.reduce((s, sh) => s + sh.tensors.reduce((a, t) => a + tensorByteLength(t), 0), 0);
+
+    temp = await makeTempFolder(dest);
+    let done = 0;
+    let bytesWritten = 0;
+    for (const sh of shards) {
+      throwIfCancelled(options.cancel);
+      bytesWritten += await writeSafetensors(path.join(temp, sh.name), sh.tensors, sh.metadata, sources, options.cancel, (n) => {
+        done += n;
+        options.progress?.(done, totalBytes, `writing ${sh.name}`);
+      });
+    }
+    if (ckpt.indexFile) {
+      const metadata = { ...(await indexMetadata(ckpt)), total_size: totalBytes };
+      const weightMap: Record<string, string> = {};
+      for (const sh of shards) for (const t of sh.tensors) weightMap[t.name] = sh.name;
+      await fsp.writeFile(path.join(temp, INDEX_FILE), JSON.stringify({ metadata, weight_map: weightMap }, null, 2) + '\n', { flag: 'wx' });
+    }
+    const config: FactoredKeysConfig = {
+      format_version: FACTORED_KEYS_FORMAT_VERSION,
+      method: plan.method,
+      rope_mode: mode,
+      architecture: layout.architecture,
+      original_head_dim: layout.headDim,
+      softmax_scale: layout.softmaxScale,
+      num_query_heads: layout.queryHeads,
+      num_kv_heads: layout.kvHeads,
+      query_to_kv: [...layout.queryToKv],
+      rope: layout.rope ? { rotary_dim: layout.rope.rotaryDim, theta: layout.rope.theta, style: layout.rope.style } : null,
+      ranks: plan.ranks,
+      layers: rewrites.map((rw) => rw.entry),
+    };
+    await fsp.writeFile(path.join(temp, CONFIG_FILE), JSON.stringify({ ...ckpt.config, factored_keys: config }, null, 2) + '\n', { flag: 'wx' });
+    const report = buildReport(ckpt.dir, layout, plan, bases, mode);
+    await fsp.writeFile(path.join(temp, REPORT_FILE), JSON.stringify(report, null, 2) + '\n', { flag: 'wx' });
+    for (const f of await extraFiles(ckpt)) {
+      throwIfCancelled(options.cancel);
+      await fsp.copyFile(path.join(ckpt.dir, f), path.join(temp, f));
+    }
+    throwIfCancelled(options.cancel);
+    await commitTempFolder(temp, dest, options.force ?? false);
+    temp = undefined;
+    return { dest: dest.dest, plan, config, report, bytesWritten };
+  } finally {
+    await sources.close();
+    await ckpt.close();
+    if (temp) await fsp.rm(temp, { recursive: true, force: true }).catch(() => undefined);
+  }
+}

@@ -1,0 +1,6 @@
+export * from './format';
+export * from './destination';
+export * from './rewrite';
+export * from './writer';
+export * from './export';
+export * from './load';

@@ -1,0 +1,231 @@
+/**
+ * Per-KV-head factorization bases for `key-svd` and `qk-svd`, computed once in float64 and
+ * truncated to any rank afterwards.
+ *
+ * Both methods end up as a pair of head_dim x head_dim maps (T_q, T_k) with T_q T_kᵀ = I; at
+ * rank r the first r columns give a query map T_q,r and a key map T_k,r, and the score of
+ * query q and key k (row vectors, biases included) becomes q · T_q,r · T_k,rᵀ · kᵀ = q P kᵀ.
+ * - key-svd (the paper): W_K = U Σ Vᵀ, T_q = T_k = V. P = V_r V_rᵀ.
+ * - qk-svd: W̃_K = Q R (bias row appended), M = R (Σ_i W̃_Qiᵀ W̃_Qi) Rᵀ = E Λ Eᵀ,
+ *   T_k = R⁻¹ E, T_q = Rᵀ E. P = Rᵀ E_r E_rᵀ R⁻ᵀ. See docs/QK_SVD.md.
+ */
+import type { HeadSlice, AttentionLayout } from '../arch/layout';
+import type { Checkpoint } from '../checkpoint/checkpoint';
+import { FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
+import { choleskyUpper } from '../linalg/cholesky';
+import { matmul, solveUpper, transpose } from '../linalg/dense';
+import { symmetricEigen } from '../linalg/eigen';
+import type { FactorMethod, HeadEnergies } from '../plan/types';
+
+/** The full-rank factorization of one KV head; truncate with {@link truncateBasis}. */
+export interface HeadBasis {
+  readonly layer: number;
+  readonly kvHead: number;
+  readonly method: FactorMethod;
+  readonly headDim: number;
+  /**
+   * Energy per direction, descending: σ_j² of W_K (key-svd) or eigenvalues λ_j of
+   * R (Σ_i W̃_Qiᵀ W̃_Qi) Rᵀ (qk-svd). Negative round-off is clamped to 0.
+   */
+  readonly energies: Float64Array;
+  /** T_q (head_dim x head_dim, row-major; column j = direction j). */
+  readonly queryMap: Float64Array;
+  /** T_k (head_dim x head_dim, row-major). */
+  readonly keyMap: Float64Array;
+  /**
+   * Relative score error at every rank r = 0..head_dim:
+   * sqrt(Σ_i ‖W̃_Qi (I − P_r) W̃_Kᵀ‖²_F / Σ_i ‖W̃_Qi W̃_Kᵀ‖²_F), biases included (W̃ = [W; b]).
+   */
+  readonly scoreError: Float64Array;
+}
+
+/** Query and key maps truncated to rank r (head_dim x r each, row-major). */
+export interface TruncatedMaps {
+  readonly rank: number;
+  readonly queryMap: Float64Array;
+  readonly keyMap: Float64Array;
+}
+
+/** First `rank` columns of both maps. */
+export function truncateBasis(b: HeadBasis, rank: number): TruncatedMaps {
+  const n = b.headDim;
+  if (!Number.isInteger(rank) || rank < 1 || rank > n) throw new FactoredKeysError(`layer ${b.layer}, KV head ${b.kvHead}: rank ${rank} is outside 1..${n}`);
+  const take = (m: Float64Array) => {
+    const out = new Float64Array(n * rank);
+    for (let i = 0; i < n; i++) for (let j = 0; j < rank; j++) out[i * rank + j] = m[i * n + j];
+    return out;
+  };
+  return { rank, queryMap: take(b.queryMap), keyMap: take(b.keyMap) };
+}
+
+/**
+ * Gram of feature-major rows F (n x d; row a = weights of output feature a) plus optional
+ * bias outer product: G = F Fᵀ + b bᵀ (n x n) — i.e. W̃ᵀW̃ for W̃ = [W; b], W = Fᵀ.
+ */
+export function featureGram(f: Float32Array, n: number, d: number, bias?: ArrayLike<number>, into?: Float64Array): Float64Array {
+  const g = into ?? new Float64Array(n * n);
+  for (let a = 0; a < n; a++) {
+    const ra = a * d;
+    for (let b = a; b < n; b++) {
+      const rb = b * d;
+      let s = 0;
+      for (let x = 0; x < d; x++) s += f[ra + x] * f[rb + x];
+      if (bias) s += bias[a] * bias[b];
+      g[a * n + b] += s;
+      if (b !== a) g[b * n + a] += s;
+    }
+  }
+  return g;
+}
+
+/** err²(r) for all r from the two Grams seen in the (T_q, T_k) basis; see HeadBasis.scoreError. */
+function scoreErrors(gq: Float64Array, gk: Float64Array, tq: Float64Array, tk: Float64Array, n: number): Float64Array {
+  const gqB = matmul(transpose(tq, n, n), matmul(gq, tq, n, n, n), n, n, n);
+  const gkB = matmul(transpose(tk, n, n), matmul(gk, tk, n, n, n), n, n, n);
+  // x[a][b] = Gq'[a][b] · Gk'[b][a]; err²(r) = Σ_{a,b >= r} x[a][b]
+  const sq = new Float64Array(n + 1);
+  for (let r = n - 1; r >= 0; r--) {
+    let s = gqB[r * n + r] * gkB[r * n + r];
+    for (let b = r + 1; b < n; b++) s += gqB[r * n + b] * gkB[b * n + r] + gqB[b * n + r] * gkB[r * n + b];
+    sq[r] = sq[r + 1] + s;
+  }
+  const total = sq[0];
+  const out = new Float64Array(n + 1);
+  for (let r = 0; r <= n; r++) out[r] = total > 0 ? Math.sqrt(Math.max(0, sq[r]) / total) : 0;
+  return out;
+}
+
+/** Inputs for one head's basis: Grams over the head's output features. */
+export interface HeadGrams {
+  /** W_Kᵀ W_K without bias (key-svd follows the paper: SVD of the weight alone). */
+  readonly keyPlain: Float64Array;
+  /** W̃_Kᵀ W̃_K with the key bias row (equals keyPlain when there is no bias). */
+  readonly keyAug: Float64Array;
+  /** Σ_i W̃_Qiᵀ W̃_Qi over the query heads sharing this KV head, biases included. */
+  readonly queryAug: Float64Array;
+}
+
+/** Computes one head's basis from its Grams (pure math; exported for tests). */
+export function basisFromGrams(method: FactorMethod, grams: HeadGrams, n: number, layer: number, kvHead: number, keyTensor: string): HeadBasis {
+  let energies: Float64Array;
+  let queryMap: Float64Array;
+  let keyMap: Float64Array;
+  if (method === 'key-svd') {
+    const eig = symmetricEigen(grams.keyPlain, n, true);
+    energies = eig.values.map((v) => Math.max(0, v));
+    queryMap = eig.vectors!;
+    keyMap = eig.vectors!;
+  } else {
+    const r = choleskyUpper(grams.keyAug, n);
+    if (!r) {
+      throw new FactoredKeysError(`${keyTensor}: layer ${layer} KV head ${kvHead} key projection is rank-deficient, so qk-svd is undefined for it (use key-svd)`);
+    }
+    const rt = transpose(r, n, n);
+    const m = matmul(matmul(r, grams.queryAug, n, n, n), rt, n, n, n);
+    // symmetrize against round-off before the eigensolver
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) m[i * n + j] = m[j * n + i] = 0.5 * (m[i * n + j] + m[j * n + i]);
+    const eig = symmetricEigen(m, n, true);
+    const e = eig.vectors!;
+    energies = eig.values.map((v) => Math.max(0, v));
+    queryMap = matmul(rt, e, n, n, n);
+    keyMap = solveUpper(r, e, n, n);
+  }
+  const scoreError = scoreErrors(grams.queryAug, grams.keyAug, queryMap, keyMap, n);
+  return { layer, kvHead, method, headDim: n, energies, queryMap, keyMap, scoreError };
+}
+
+/**
+ * Reads whole projection tensors of one layer once each (decoded to float32) so fused tensors
+ * are not re-read per head. Memory: the layer's Q/K/V tensors.
+ */
+export class LayerTensorCache {
+  private readonly tensors = new Map<string, Promise<Float32Array>>();
+  constructor(private readonly ckpt: Checkpoint) {}
+
+  get(name: string): Promise<Float32Array> {
+    let t = this.tensors.get(name);
+    if (!t) {
+      t = this.ckpt.readRowsF32(name);
+      this.tensors.set(name, t);
+    }
+    return t;
+  }
+
+  clear(): void {
+    this.tensors.clear();
+  }
+}
+
+/** Output features [offset, offset + count) of a projection as feature-major rows (count x d_model). */
+export function sliceFeatures(all: Float32Array, shape: readonly number[], orientation: HeadSlice['orientation'], offset: number, count: number): Float32Array {
+  if (orientation === 'linear') return all.slice(offset * shape[1], (offset + count) * shape[1]);
+  const [d, cols] = shape;
+  const out = new Float32Array(count * d);
+  for (let x = 0; x < d; x++) {
+    const src = x * cols + offset;
+    for (let j = 0; j < count; j++) out[j * d + x] = all[src + j];
+  }
+  return out;
+}
+
+/** A head's feature-major weights (head_dim x d_model) and bias. */
+export async function readHeadFeatures(
+  ckpt: Checkpoint,
+  cache: LayerTensorCache,
+  slice: HeadSlice,
+  headDim: number,
+): Promise<{ features: Float32Array; bias?: Float32Array }> {
+  const t = ckpt.tensor(slice.tensor);
+  const all = await cache.get(slice.tensor);
+  const features = sliceFeatures(all, t.shape, slice.orientation, slice.offset, headDim);
+  const bias = slice.bias ? (await cache.get(slice.bias)).slice(slice.offset, slice.offset + headDim) : undefined;
+  return { features, bias };
+}
+
+/** Options for {@link analyzeHeads}. */
+export interface AnalyzeOptions {
+  readonly cancel?: CancelToken;
+  readonly progress?: ProgressFn;
+}
+
+/**
+ * Pass 1 of an export (and the data behind `plan`): the full-rank basis of every KV head,
+ * bases[layer][kvHead]. Reads each layer's Q and K projections once.
+ */
+export async function analyzeHeads(ckpt: Checkpoint, layout: AttentionLayout, method: FactorMethod, options: AnalyzeOptions = {}): Promise<HeadBasis[][]> {
+  const n = layout.headDim;
+  const d = layout.hiddenSize;
+  const out: HeadBasis[][] = [];
+  for (const layer of layout.layers) {
+    throwIfCancelled(options.cancel);
+    options.progress?.(layer.layer, layout.layers.length, `factoring layer ${layer.layer}`);
+    const cache = new LayerTensorCache(ckpt);
+    const queryAug = Array.from({ length: layout.kvHeads }, () => new Float64Array(n * n));
+    for (let h = 0; h < layout.queryHeads; h++) {
+      const { features, bias } = await readHeadFeatures(ckpt, cache, layer.queryHeads[h], n);
+      featureGram(features, n, d, bias, queryAug[layout.queryToKv[h]]);
+      throwIfCancelled(options.cancel);
+    }
+    const row: HeadBasis[] = [];
+    for (let g = 0; g < layout.kvHeads; g++) {
+      const slice = layer.keyHeads[g];
+      const { features, bias } = await readHeadFeatures(ckpt, cache, slice, n);
+      const keyPlain = featureGram(features, n, d);
+      let keyAug = keyPlain;
+      if (bias) {
+        keyAug = Float64Array.from(keyPlain);
+        for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) keyAug[a * n + b] += bias[a] * bias[b];
+      }
+      row.push(basisFromGrams(method, { keyPlain, keyAug, queryAug: queryAug[g] }, n, layer.layer, g, slice.tensor));
+    }
+    cache.clear();
+    out.push(row);
+  }
+  options.progress?.(layout.layers.length, layout.layers.length, 'factored');
+  return out;
+}
+
+/** Energies of every head as plain arrays, the planner's input. */
+export function energiesOf(bases: readonly (readonly HeadBasis[])[]): HeadEnergies {
+  return bases.map((row) => row.map((b) => Array.from(b.energies)));
+}
