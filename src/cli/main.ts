@@ -3,6 +3,7 @@
  * non-zero exit; `--debug` adds the stack.
  */
 import { CancelledError, FactoredKeysError } from '../core/errors';
+import { runAnalyze } from './analyze';
 import { runInspect } from './inspect';
 import { processIo, type CliIo } from './io';
 
@@ -11,6 +12,7 @@ type Command = (argv: string[], io: CliIo) => Promise<number>;
 /** Commands register here; later modules add analyze, plan, export, savings, eval. */
 export const COMMANDS: Record<string, { run: Command; summary: string }> = {
   inspect: { run: runInspect, summary: 'inspect <checkpoint> [--json]            attention layout of a checkpoint' },
+  analyze: { run: runAnalyze, summary: 'analyze <checkpoint> [--json] [--backend auto|cpu|webgpu|cuda] [--threads N]   key/query spectra per head' },
 };
 
 function usage(): string {

@@ -4,6 +4,7 @@
  * fails while running never fails the computation, it only changes `backend` to `'cpu'` and
  * records why in `fallbackReason`.
  */
+import { existsSync, readdirSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { FactoredKeysError } from '../errors';
 import { GraphBuilder } from './onnx';
@@ -152,10 +153,28 @@ export async function probeBackends(): Promise<BackendProbe[]> {
   return Promise.all([...listedBackends().keys()].map((b) => probeBackend(b)));
 }
 
+/**
+ * On Linux, whether any GPU device node exists. Without one, `auto` skips probing GPU providers:
+ * the probe cannot succeed and Dawn would print a Vulkan warning to stderr on every run.
+ */
+function linuxHasGpuDevice(): boolean {
+  if (process.platform !== 'linux') return true;
+  try {
+    if (existsSync('/dev/nvidiactl') || existsSync('/dev/kfd')) return true;
+    return existsSync('/dev/dri') && readdirSync('/dev/dri').some((f) => f.startsWith('renderD') || f.startsWith('card'));
+  } catch {
+    return true;
+  }
+}
+
 /** Usable providers in `auto` order (always ends with `cpu`). */
 export async function usableBackends(): Promise<BackendName[]> {
   const out: BackendName[] = [];
-  for (const b of autoCandidates()) if ((await probeBackend(b)).usable) out.push(b);
+  const gpu = linuxHasGpuDevice();
+  for (const b of autoCandidates()) {
+    if (b !== 'cpu' && !gpu) continue;
+    if ((await probeBackend(b)).usable) out.push(b);
+  }
   if (!out.includes('cpu')) out.push('cpu');
   return out;
 }
