@@ -1,0 +1,84 @@
+/**
+ * `export <checkpoint> <outdir> --method key-svd|qk-svd (policy flags) [--force] [--json]`:
+ * writes a factored-keys checkpoint (docs/FORMAT.md). Ctrl-C cancels and removes the partial
+ * output.
+ */
+import { FactoredKeysError } from '../core/errors';
+import { exportFactored } from '../core/export/export';
+import { planKeyBytesPerToken } from '../core/plan/plan';
+import { parseArgs } from './args';
+import type { CliIo } from './io';
+import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
+
+/** The `export --json` object (a stable contract). */
+export interface ExportJson {
+  method: string;
+  ranks: number[][];
+  key_cache_bytes_per_token: { before: number; after: number };
+}
+
+/** `export` command. */
+export async function runExport(argv: string[], io: CliIo): Promise<number> {
+  const args = parseArgs(argv, { values: [...POLICY_FLAGS], booleans: ['json', 'force', 'progress'] }, 'export');
+  if (args.positionals.length !== 2) {
+    throw new FactoredKeysError(
+      'export: expected a checkpoint and an output folder (usage: factored-keys export <checkpoint> <outdir> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--override L:G=R,...] [--force] [--json])',
+    );
+  }
+  const choice = await policyFromArgs(args, 'export');
+  if (!choice.method && !choice.plan) throw new FactoredKeysError('export: --method key-svd|qk-svd is required');
+  const cancel = { cancelled: false };
+  const onSignal = () => {
+    cancel.cancelled = true;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let lastPct = -1;
+  try {
+    const result = await exportFactored({
+      source: args.positionals[0],
+      dest: args.positionals[1],
+      method: methodOf(choice),
+      policy: choice.policy,
+      overrides: choice.overrides,
+      plan: choice.plan,
+      planSource: choice.planPath,
+      force: args.booleans.has('force'),
+      cancel,
+      progress: args.booleans.has('progress')
+        ? (done, total, label) => {
+            const pct = total > 0 ? Math.floor((100 * done) / total) : 0;
+            if (pct !== lastPct) io.stderr(`${label} ${pct}%\n`);
+            lastPct = pct;
+          }
+        : undefined,
+    });
+    const before = result.report.cache.key_bytes_per_token.before;
+    const after = planKeyBytesPerToken(result.plan);
+    if (args.booleans.has('json')) {
+      const out: ExportJson = { method: result.plan.method, ranks: result.plan.ranks, key_cache_bytes_per_token: { before, after } };
+      io.stdout(JSON.stringify(out) + '\n');
+    } else {
+      const c = result.report.cache;
+      io.stdout(
+        [
+          `wrote ${result.dest}`,
+          `method ${result.plan.method}, ${result.config.rope_mode} keys, ranks ${summarizeRanks(result.plan.ranks)} of ${result.config.original_head_dim}`,
+          `key cache per token: ${before} B -> ${after} B (${(100 * (1 - after / before)).toFixed(1)} % smaller)`,
+          `KV cache per token: ${c.kv_bytes_per_token.before} B -> ${c.kv_bytes_per_token.after} B, capacity x${c.capacity_multiplier.toFixed(3)}`,
+        ].join('\n') + '\n',
+      );
+    }
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function summarizeRanks(ranks: number[][]): string {
+  const flat = ranks.flat();
+  const min = Math.min(...flat);
+  const max = Math.max(...flat);
+  return min === max ? String(min) : `${min}..${max} (mean ${(flat.reduce((a, b) => a + b, 0) / flat.length).toFixed(1)})`;
+}

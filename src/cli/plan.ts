@@ -1,0 +1,123 @@
+/**
+ * `plan <checkpoint> (policy flags) [--method m] [--override L:G=R,...] [--out plan.json] [--json]`:
+ * per-KV-head ranks from a policy, printed (and optionally saved) as a plan file.
+ */
+import { promises as fsp } from 'node:fs';
+import { buildLayout } from '../core/arch/adapters';
+import { openCheckpoint } from '../core/checkpoint/checkpoint';
+import { FactoredKeysError } from '../core/errors';
+import { planModelOf, resolvePlan } from '../core/export/export';
+import { analyzeHeads } from '../core/factor/basis';
+import { planKeyBytesPerToken } from '../core/plan/plan';
+import { FACTOR_METHODS, type FactorMethod, type RankOverride, type RankPlan, type RankPolicy } from '../core/plan/types';
+import { numberFlag, type ParsedArgs } from './args';
+import { parseArgs } from './args';
+import type { CliIo } from './io';
+
+/** Flags shared by `plan` and `export` that choose ranks. */
+export const POLICY_FLAGS = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan', 'override', 'method'] as const;
+
+/** The rank source chosen on the command line. */
+export interface PolicyChoice {
+  readonly method?: FactorMethod;
+  readonly policy?: RankPolicy;
+  readonly overrides: RankOverride[];
+  /** Parsed plan file and its path, for --plan. */
+  readonly plan?: unknown;
+  readonly planPath?: string;
+}
+
+/** Parses `--override L:G=R[,L:G=R...]`. */
+export function parseOverrides(raw: string | undefined, command: string): RankOverride[] {
+  if (raw === undefined) return [];
+  return raw.split(',').map((part) => {
+    const m = /^\s*(\d+):(\d+)=(\d+)\s*$/.exec(part);
+    if (!m) throw new FactoredKeysError(`${command}: --override entries look like LAYER:KVHEAD=RANK, got "${part}"`);
+    return { layer: Number(m[1]), kv_head: Number(m[2]), rank: Number(m[3]) };
+  });
+}
+
+/** Reads the policy flags; exactly one of --rank/--fraction/--energy/--budget-bytes-per-token/--plan. */
+export async function policyFromArgs(args: ParsedArgs, command: string): Promise<PolicyChoice> {
+  const methodRaw = args.values.get('method');
+  if (methodRaw !== undefined && !FACTOR_METHODS.includes(methodRaw as FactorMethod)) {
+    throw new FactoredKeysError(`${command}: --method must be key-svd or qk-svd, got "${methodRaw}"`);
+  }
+  const method = methodRaw as FactorMethod | undefined;
+  const given = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan'].filter((f) => args.values.has(f));
+  if (given.length !== 1) {
+    throw new FactoredKeysError(`${command}: give exactly one of --rank, --fraction, --energy, --budget-bytes-per-token, --plan${given.length > 1 ? ` (got --${given.join(', --')})` : ''}`);
+  }
+  const overrides = parseOverrides(args.values.get('override'), command);
+  const flag = given[0];
+  if (flag === 'plan') {
+    if (overrides.length > 0) throw new FactoredKeysError(`${command}: --override cannot be combined with --plan (edit the plan's overrides instead)`);
+    const planPath = args.values.get('plan')!;
+    let text: string;
+    try {
+      const st = await fsp.stat(planPath);
+      if (!st.isFile() || st.size > 64 * 1024 * 1024) throw new Error('not a plan file');
+      text = await fsp.readFile(planPath, 'utf8');
+    } catch {
+      throw new FactoredKeysError(`${planPath}: cannot read the plan file`);
+    }
+    let plan: unknown;
+    try {
+      plan = JSON.parse(text);
+    } catch (e) {
+      throw new FactoredKeysError(`${planPath}: plan is not valid JSON (${(e as Error).message.split('\n')[0]})`);
+    }
+    return { method, overrides, plan, planPath };
+  }
+  let policy: RankPolicy;
+  if (flag === 'rank') policy = { kind: 'uniform', rank: numberFlag(args, 'rank', command, { integer: true, min: 1 })! };
+  else if (flag === 'fraction') policy = { kind: 'fraction', fraction: numberFlag(args, 'fraction', command, { min: Number.MIN_VALUE, max: 1 })! };
+  else if (flag === 'energy') policy = { kind: 'energy', threshold: numberFlag(args, 'energy', command, { min: Number.MIN_VALUE, max: 1 })! };
+  else policy = { kind: 'budget', key_bytes_per_token: numberFlag(args, 'budget-bytes-per-token', command, { integer: true, min: 1 })! };
+  return { method, policy, overrides };
+}
+
+/** The method of a choice: --method, else the plan file's, else key-svd. */
+export function methodOf(choice: PolicyChoice): FactorMethod {
+  if (choice.method) return choice.method;
+  const m = (choice.plan as { method?: unknown } | undefined)?.method;
+  return FACTOR_METHODS.includes(m as FactorMethod) ? (m as FactorMethod) : 'key-svd';
+}
+
+/** Human-readable plan summary. */
+export function formatPlan(plan: RankPlan): string {
+  const lines = [`method ${plan.method}, policy ${JSON.stringify(plan.policy)}`, `ranks per layer (KV heads 0..${plan.model.kv_heads - 1}) of head_dim ${plan.model.head_dim}:`];
+  plan.ranks.forEach((row, l) => {
+    const energy = plan.retained_energy?.[l];
+    lines.push(`  layer ${String(l).padStart(3)}: ${row.map((r) => String(r).padStart(4)).join('')}${energy ? `   retained energy ${energy.map((e) => e.toFixed(3)).join(' ')}` : ''}`);
+  });
+  const before = plan.model.layers * plan.model.kv_heads * plan.model.head_dim * plan.model.key_bytes_per_value;
+  lines.push(`key cache per token: ${before} B -> ${planKeyBytesPerToken(plan)} B`);
+  return lines.join('\n') + '\n';
+}
+
+/** `plan` command. */
+export async function runPlan(argv: string[], io: CliIo): Promise<number> {
+  const args = parseArgs(argv, { values: [...POLICY_FLAGS, 'out'], booleans: ['json'] }, 'plan');
+  if (args.positionals.length !== 1) throw new FactoredKeysError('plan: expected one checkpoint path (usage: factored-keys plan <checkpoint> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--override L:G=R,...] [--out plan.json] [--json])');
+  const choice = await policyFromArgs(args, 'plan');
+  const method = methodOf(choice);
+  const ckpt = await openCheckpoint(args.positionals[0]);
+  let plan: RankPlan;
+  try {
+    const layout = buildLayout(ckpt);
+    planModelOf(layout);
+    const bases = await analyzeHeads(ckpt, layout, method);
+    plan = resolvePlan(layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath });
+  } finally {
+    await ckpt.close();
+  }
+  const out = args.values.get('out');
+  if (out !== undefined) {
+    const tmp = `${out}.tmp-${process.pid}`;
+    await fsp.writeFile(tmp, JSON.stringify(plan, null, 2) + '\n');
+    await fsp.rename(tmp, out);
+  }
+  io.stdout(args.booleans.has('json') ? JSON.stringify(plan) + '\n' : formatPlan(plan));
+  return 0;
+}
