@@ -19,6 +19,7 @@ const nodeTargets = [
   { entryPoints: { extension: 'src/extension/extension.ts' }, external: ['vscode', 'onnxruntime-node'] },
   { entryPoints: { cli: 'src/cli/cli.ts' }, external: ['onnxruntime-node'] },
   { entryPoints: { worker: 'src/core/worker/worker.ts' }, external: ['onnxruntime-node'], optional: true },
+  { entryPoints: { jobWorker: 'src/extension/jobWorker.ts' }, external: ['onnxruntime-node'], optional: true },
 ].map((t) => ({ ...common, ...t, platform: 'node', format: 'cjs', target: 'node20', outdir: 'dist' }));
 
 const webTargets = [

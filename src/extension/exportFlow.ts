@@ -1,0 +1,75 @@
+/**
+ * Export from the editor: trust check, the user picks the destination (the webview never
+ * supplies a path), a cancellable job writes it, then the user can reveal or open the result.
+ */
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { FactoredKeysError } from '../core/errors';
+import type { RankPlan } from '../core/plan';
+import type { CheckpointSummary } from '../protocol';
+import { JobError } from './jobs';
+import type { PanelServices } from './panel';
+import { readSettings } from './settings';
+
+/**
+ * Test hook: when FACTORED_KEYS_TEST_MODE=1, FACTORED_KEYS_TEST_EXPORT_DIR replaces the save
+ * dialog. Both come from the environment of the process hosting the extension (only the test
+ * harness sets them); nothing from the webview can reach this.
+ */
+function testDestination(): string | undefined {
+  if (process.env.FACTORED_KEYS_TEST_MODE !== '1') return undefined;
+  const dir = process.env.FACTORED_KEYS_TEST_EXPORT_DIR;
+  return dir && path.isAbsolute(dir) ? dir : undefined;
+}
+
+/** Asks where to write the factored checkpoint; undefined if the user declined. */
+export async function chooseDestination(summary: CheckpointSummary): Promise<string | undefined> {
+  const forced = testDestination();
+  if (forced) return forced;
+  const base = vscode.workspace.workspaceFolders?.[0]?.uri ?? vscode.Uri.file(path.dirname(summary.dir));
+  const uri = await vscode.window.showSaveDialog({
+    title: `Export factored ${summary.name} to a new folder`,
+    saveLabel: 'Export Here',
+    defaultUri: vscode.Uri.joinPath(base, `${summary.name}-factored`),
+  });
+  if (!uri) return undefined;
+  if (uri.scheme !== 'file') throw new FactoredKeysError(`${uri.toString()}: export writes to the file system the extension runs on; choose a folder there`);
+  return uri.fsPath;
+}
+
+/** Runs the export of `plan`; resolves to the folder written, or null if the user declined. */
+export async function exportPlan(services: PanelServices, summary: CheckpointSummary, input: string, plan: RankPlan, token: vscode.CancellationToken, onProgress: (done: number, total: number, label: string) => void): Promise<string | null> {
+  if (!vscode.workspace.isTrusted) {
+    void vscode.window.showWarningMessage('Factored Keys: exporting writes files, so it needs a trusted workspace.', 'Manage Workspace Trust').then((pick) => pick && vscode.commands.executeCommand('workbench.trust.manage'));
+    throw new FactoredKeysError('export needs a trusted workspace');
+  }
+  const dest = await chooseDestination(summary);
+  if (!dest) return null;
+  if (path.resolve(dest) === path.resolve(summary.dir)) throw new FactoredKeysError(`${dest}: is the checkpoint itself; choose a new folder`);
+  const settings = readSettings();
+  const result = await services.jobs.withProgress(
+    { kind: 'export', dir: input, dest, plan, backend: settings.backend, threads: settings.threads },
+    `Exporting ${summary.name} → ${path.basename(dest)}`,
+    `exporting ${summary.name}`,
+    onProgress,
+    token,
+  ).catch((e: JobError) => {
+    if (!e.cancelled) void vscode.window.showErrorMessage(`Factored Keys: export failed: ${e.message}`);
+    throw e;
+  });
+  result.notes.forEach((n) => services.log.appendLine(`export: ${n}`));
+  services.log.appendLine(`exported ${summary.name} to ${dest}: ${result.files.join(', ')}`);
+  void offerReveal(services, dest);
+  return dest;
+}
+
+/** Offers to reveal the exported folder, or to open it in the panel. */
+async function offerReveal(services: PanelServices, dest: string): Promise<void> {
+  const uri = vscode.Uri.file(dest);
+  const inWorkspace = vscode.workspace.getWorkspaceFolder(uri) !== undefined;
+  const reveal = inWorkspace ? 'Reveal in Explorer' : 'Reveal in File Manager';
+  const pick = await vscode.window.showInformationMessage(`Factored Keys: exported to ${dest}`, reveal, 'Inspect Result');
+  if (pick === reveal) await vscode.commands.executeCommand(inWorkspace ? 'revealInExplorer' : 'revealFileInOS', uri);
+  else if (pick === 'Inspect Result') await vscode.commands.executeCommand('factoredKeys.openCheckpoint', uri);
+  void services;
+}

@@ -1,0 +1,70 @@
+/**
+ * Job worker entry (bundled to dist/jobWorker.js): runs one analysis, export or backend probe
+ * with the core library and reports progress, the result, or a one-line error to the host.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { buildLayout } from '../core/arch/adapters';
+import { openCheckpoint } from '../core/checkpoint/checkpoint';
+import { parseBackendChoice, probeBackends } from '../core/compute/session';
+import { CancelledError, FactoredKeysError, type CancelToken } from '../core/errors';
+import { analyzeSpectra } from '../core/spectrum';
+import { runExportJob } from './exportJob';
+import type { JobEvent, JobResults, JobWorkerData } from './jobProtocol';
+import { checkpointSummary, spectraPayload } from './panelModel';
+
+const data = workerData as JobWorkerData;
+const flag = new Int32Array(data.cancelFlag);
+const cancel: CancelToken = {
+  get cancelled() {
+    return Atomics.load(flag, 0) === 1;
+  },
+};
+
+function post(event: JobEvent, transfer: ArrayBuffer[] = []): void {
+  parentPort?.postMessage(event, transfer);
+}
+
+const progress = (done: number, total: number, label: string) => post({ type: 'progress', done, total, label });
+
+async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
+  const req = data.request;
+  switch (req.kind) {
+    case 'probe': {
+      const result: JobResults['probe'] = { probes: await probeBackends() };
+      return { result, transfer: [] };
+    }
+    case 'analyze': {
+      const ckpt = await openCheckpoint(req.dir);
+      try {
+        const layout = buildLayout(ckpt);
+        const summary = checkpointSummary(ckpt.dir, layout, ckpt.files.length);
+        const result = await analyzeSpectra(ckpt, layout, {
+          backend: parseBackendChoice(req.backend, 'factoredKeys.backend'),
+          threads: req.threads > 0 ? req.threads : undefined,
+          cancel,
+          progress,
+        });
+        const spectra = spectraPayload(result, summary);
+        const out: JobResults['analyze'] = { spectra, notes: result.notes ?? [] };
+        const transfer = [spectra.keySingular, spectra.keyEnergy, spectra.keyEffRank, spectra.keyStableRank, spectra.querySingular, spectra.queryEnergy, spectra.queryEffRank, spectra.queryStableRank].map((a) => a.buffer as ArrayBuffer);
+        return { result: out, transfer };
+      } finally {
+        await ckpt.close();
+      }
+    }
+    case 'export': {
+      const result: JobResults['export'] = await runExportJob(req, cancel, progress);
+      return { result, transfer: [] };
+    }
+  }
+}
+
+run().then(
+  ({ result, transfer }) => post({ type: 'done', result }, transfer),
+  (e: unknown) => {
+    const cancelled = e instanceof CancelledError;
+    const userFacing = e instanceof FactoredKeysError;
+    const message = cancelled ? 'cancelled' : userFacing ? (e as Error).message : `internal error: ${(e as Error)?.stack ?? String(e)}`;
+    post({ type: 'error', message, userFacing, cancelled });
+  },
+);

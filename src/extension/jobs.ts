@@ -1,0 +1,117 @@
+/**
+ * Runs core jobs in a worker thread under `withProgress`, with cancellation, a status bar item
+ * naming the backend while work runs, and one-line errors.
+ */
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import * as vscode from 'vscode';
+import type { JobEvent, JobRequest, JobResults, JobWorkerData } from './jobProtocol';
+
+/** A job failure: `cancelled` when the user stopped it, `userFacing` for input problems. */
+export class JobError extends Error {
+  constructor(
+    message: string,
+    readonly cancelled: boolean,
+    readonly userFacing: boolean,
+  ) {
+    super(message);
+    this.name = 'JobError';
+  }
+}
+
+/** How long a cancelled job may take to stop on its own before its worker is terminated. */
+const CANCEL_GRACE_MS = 15_000;
+
+/** Spawns job workers; one status bar item shows what runs and on which backend. */
+export class JobRunner implements vscode.Disposable {
+  private readonly status: vscode.StatusBarItem;
+  private readonly running = new Set<string>();
+
+  constructor(
+    private readonly extensionPath: string,
+    private readonly log: vscode.OutputChannel,
+  ) {
+    this.status = vscode.window.createStatusBarItem('factoredKeys.backend', vscode.StatusBarAlignment.Left, 50);
+    this.status.name = 'Factored Keys backend';
+    this.status.command = 'factoredKeys.selectBackend';
+  }
+
+  dispose(): void {
+    this.status.dispose();
+  }
+
+  private showStatus(): void {
+    if (this.running.size === 0) {
+      this.status.hide();
+      return;
+    }
+    const [first] = this.running;
+    this.status.text = `$(sync~spin) Factored Keys: ${first}`;
+    this.status.tooltip = 'Factored Keys is working (click to choose the compute backend)';
+    this.status.show();
+  }
+
+  /**
+   * Runs `request` in a worker. `label` names the job in the status bar together with the
+   * backend; `onProgress` receives the worker's progress; `token` cancels.
+   */
+  run<K extends JobRequest['kind']>(request: Extract<JobRequest, { kind: K }>, label: string, token?: vscode.CancellationToken, onProgress?: (done: number, total: number, label: string) => void): Promise<JobResults[K]> {
+    const cancelFlag = new SharedArrayBuffer(4);
+    const data: JobWorkerData = { request, cancelFlag };
+    const worker = new Worker(path.join(this.extensionPath, 'dist', 'jobWorker.js'), { workerData: data });
+    const started = Date.now();
+    this.running.add(label);
+    this.showStatus();
+    this.log.appendLine(`[${new Date().toISOString()}] ${label}: started`);
+    return new Promise<JobResults[K]>((resolve, reject) => {
+      let settled = false;
+      let killTimer: ReturnType<typeof setTimeout> | undefined;
+      const finish = (error: JobError | null, result?: unknown) => {
+        if (settled) return;
+        settled = true;
+        if (killTimer) clearTimeout(killTimer);
+        cancelSub?.dispose();
+        this.running.delete(label);
+        this.showStatus();
+        const secs = ((Date.now() - started) / 1000).toFixed(2);
+        this.log.appendLine(`[${new Date().toISOString()}] ${label}: ${error ? (error.cancelled ? 'cancelled' : `failed: ${error.message}`) : 'done'} after ${secs} s`);
+        void worker.terminate();
+        if (error) reject(error);
+        else resolve(result as JobResults[K]);
+      };
+      const cancelSub = token?.onCancellationRequested(() => {
+        Atomics.store(new Int32Array(cancelFlag), 0, 1);
+        killTimer = setTimeout(() => finish(new JobError('cancelled', true, true)), CANCEL_GRACE_MS);
+      });
+      worker.on('message', (event: JobEvent) => {
+        if (event.type === 'progress') onProgress?.(event.done, event.total, event.label);
+        else if (event.type === 'done') finish(null, event.result);
+        else finish(new JobError(event.message, event.cancelled, event.userFacing));
+      });
+      worker.on('error', (e) => finish(new JobError(`internal error: ${e.message}`, false, false)));
+      worker.on('exit', (code) => finish(new JobError(`internal error: job worker exited with code ${code}`, false, false)));
+    });
+  }
+
+  /** Like `run`, inside a cancellable notification with progress. */
+  withProgress<K extends JobRequest['kind']>(request: Extract<JobRequest, { kind: K }>, title: string, statusLabel: string, onProgress?: (done: number, total: number, label: string) => void, external?: vscode.CancellationToken): Promise<JobResults[K]> {
+    return Promise.resolve(
+      vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, async (progress, token) => {
+        let last = 0;
+        const source = new vscode.CancellationTokenSource();
+        const subs = [token.onCancellationRequested(() => source.cancel()), external?.onCancellationRequested(() => source.cancel())];
+        try {
+          return await this.run(request, statusLabel, source.token, (done, total, label) => {
+            const pct = total > 0 ? (100 * done) / total : 0;
+            progress.report({ increment: Math.max(0, pct - last), message: label });
+            last = Math.max(last, pct);
+            onProgress?.(done, total, label);
+          });
+        } finally {
+          subs.forEach((s) => s?.dispose());
+          source.dispose();
+        }
+      }),
+    );
+  }
+}

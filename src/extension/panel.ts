@@ -1,0 +1,300 @@
+/**
+ * The inspection panel on the host side: one webview per checkpoint, its HTML (strict CSP with
+ * a nonce, resources only from the extension's dist/ and media/), and the request handlers.
+ */
+import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { buildLayout } from '../core/arch/adapters';
+import { openCheckpoint } from '../core/checkpoint/checkpoint';
+import { FactoredKeysError } from '../core/errors';
+import type { RankPlan } from '../core/plan';
+import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type HostMessage, type PlanControls, type SavingsControls, type SpectraPayload, type WebviewRequest } from '../protocol';
+import { exportPlan } from './exportFlow';
+import { JobError, type JobRunner } from './jobs';
+import { checkpointSummary, panelPlan, planResult } from './panelModel';
+import { readSettings } from './settings';
+
+/** What a panel needs from the extension. */
+export interface PanelServices {
+  readonly extensionUri: vscode.Uri;
+  readonly jobs: JobRunner;
+  readonly log: vscode.OutputChannel;
+  /** Lets the user pick a backend; resolves to the backend now configured. */
+  selectBackend(): Promise<string>;
+}
+
+/** A random nonce for the CSP's script-src. */
+function nonce(): string {
+  return randomBytes(18).toString('base64').replace(/[^A-Za-z0-9]/g, '');
+}
+
+/** The panel's HTML: no inline code, scripts only with the nonce, no remote anything. */
+export function panelHtml(webview: vscode.Webview, extensionUri: vscode.Uri, title: string): string {
+  const n = nonce();
+  const asset = (file: string) => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', file)).toString();
+  const csp = [`default-src 'none'`, `img-src ${webview.cspSource} data:`, `style-src ${webview.cspSource}`, `font-src ${webview.cspSource}`, `script-src 'nonce-${n}'`].join('; ');
+  const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<meta http-equiv="Content-Security-Policy" content="${csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<link rel="stylesheet" href="${asset('webview.css')}">
+<title>${esc(title)}</title>
+</head>
+<body>
+<div id="app"></div>
+<script nonce="${n}" src="${asset('webview.js')}"></script>
+</body>
+</html>`;
+}
+
+/** Webview options: scripts on, and local resources limited to the extension's own folders. */
+export function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewOptions {
+  return { enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(extensionUri, 'dist'), vscode.Uri.joinPath(extensionUri, 'media')] };
+}
+
+/** The webview panel type (for `createWebviewPanel`). */
+export const PANEL_VIEW_TYPE = 'factoredKeys.panel';
+
+/** One checkpoint's inspection panel. */
+export class CheckpointPanel implements vscode.Disposable {
+  private static readonly open = new Map<string, CheckpointPanel>();
+  private static lastActive: CheckpointPanel | undefined;
+
+  private summary: CheckpointSummary | null = null;
+  private spectra: SpectraPayload | null = null;
+  private loadError: string | null = null;
+  private ready = false;
+  private loaded: Promise<void>;
+  private current: vscode.CancellationTokenSource | null = null;
+  private analyzing: Promise<void> | null = null;
+  /** The last plan the webview asked about (validated), used by the Export command. */
+  private lastControls: { plan: PlanControls; savings: SavingsControls } | null = null;
+  private lastResult: ReturnType<typeof planResult> | null = null;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  /** The panel the user looked at last, for commands run from the palette. */
+  static active(): CheckpointPanel | undefined {
+    return CheckpointPanel.lastActive;
+  }
+
+  /** Opens (or reveals) the panel for `input` (a folder, index.json or .safetensors path). */
+  static show(services: PanelServices, input: string): CheckpointPanel {
+    const existing = CheckpointPanel.open.get(input);
+    if (existing) {
+      existing.panel.reveal();
+      return existing;
+    }
+    const panel = vscode.window.createWebviewPanel(PANEL_VIEW_TYPE, `Factored Keys: ${path.basename(checkpointFolder(input))}`, vscode.ViewColumn.Active, { ...webviewOptions(services.extensionUri), retainContextWhenHidden: true });
+    return new CheckpointPanel(services, input, panel, true);
+  }
+
+  /** Binds an editor-provided webview (custom editor) to the checkpoint at `input`. */
+  static attach(services: PanelServices, input: string, panel: vscode.WebviewPanel): CheckpointPanel {
+    panel.webview.options = webviewOptions(services.extensionUri);
+    return new CheckpointPanel(services, input, panel, false);
+  }
+
+  private constructor(
+    private readonly services: PanelServices,
+    readonly input: string,
+    readonly panel: vscode.WebviewPanel,
+    private readonly registered: boolean,
+  ) {
+    if (registered) CheckpointPanel.open.set(input, this);
+    CheckpointPanel.lastActive = this;
+    panel.iconPath = vscode.Uri.joinPath(services.extensionUri, 'media', 'icon.svg');
+    panel.webview.html = panelHtml(panel.webview, services.extensionUri, path.basename(checkpointFolder(input)));
+    this.disposables.push(
+      panel.webview.onDidReceiveMessage((m) => this.onMessage(m)),
+      panel.onDidChangeViewState((e) => {
+        if (e.webviewPanel.active) CheckpointPanel.lastActive = this;
+      }),
+      panel.onDidDispose(() => this.dispose()),
+    );
+    this.loaded = this.load();
+  }
+
+  dispose(): void {
+    this.current?.cancel();
+    if (this.registered && CheckpointPanel.open.get(this.input) === this) CheckpointPanel.open.delete(this.input);
+    if (CheckpointPanel.lastActive === this) CheckpointPanel.lastActive = undefined;
+    this.disposables.forEach((d) => d.dispose());
+  }
+
+  get name(): string {
+    return this.summary?.name ?? path.basename(checkpointFolder(this.input));
+  }
+
+  private post(message: HostMessage): void {
+    void this.panel.webview.postMessage(message);
+  }
+
+  /** Reads the headers and config (fast, byte-range reads only) to show the summary at once. */
+  private async load(): Promise<void> {
+    try {
+      const ckpt = await openCheckpoint(this.input);
+      try {
+        this.summary = checkpointSummary(ckpt.dir, buildLayout(ckpt), ckpt.files.length);
+      } finally {
+        await ckpt.close();
+      }
+    } catch (e) {
+      this.loadError = e instanceof FactoredKeysError ? e.message : `internal error: ${(e as Error).message}`;
+      this.services.log.appendLine(`open ${this.input}: ${this.loadError}`);
+      void vscode.window.showErrorMessage(`Factored Keys: ${this.loadError}`);
+    }
+  }
+
+  private async sendInit(): Promise<void> {
+    await this.loaded;
+    if (!this.summary) {
+      this.post({ type: 'notice', level: 'error', message: this.loadError ?? 'the checkpoint could not be opened' });
+      return;
+    }
+    const settings = readSettings();
+    this.post({ type: 'init', version: 1, summary: this.summary, defaults: settings.defaults, trusted: vscode.workspace.isTrusted, evaluateAvailable: false });
+    if (this.spectra) this.post({ type: 'spectra', spectra: this.spectra });
+    else void this.analyze().catch(() => undefined);
+  }
+
+  private async onMessage(raw: unknown): Promise<void> {
+    let message;
+    try {
+      message = parseWebviewMessage(raw);
+    } catch (e) {
+      const err = e as ProtocolError;
+      this.services.log.appendLine(`rejected webview message: ${err.message}`);
+      if (err instanceof ProtocolError && err.id !== undefined) this.post({ type: 'reply', id: err.id, ok: false, error: `invalid request: ${err.message}` });
+      return;
+    }
+    if (message.type === 'ready') {
+      this.ready = true;
+      await this.sendInit();
+      return;
+    }
+    try {
+      const result = await this.handle(message);
+      this.post({ type: 'reply', id: message.id, ok: true, result });
+    } catch (e) {
+      const cancelled = e instanceof JobError && e.cancelled;
+      const error = e instanceof JobError || e instanceof FactoredKeysError ? e.message : `internal error: ${(e as Error).message}`;
+      if (!(e instanceof JobError || e instanceof FactoredKeysError)) this.services.log.appendLine(`${message.type}: ${(e as Error).stack}`);
+      this.post({ type: 'reply', id: message.id, ok: false, error, cancelled });
+    }
+  }
+
+  private async handle(m: WebviewRequest): Promise<unknown> {
+    switch (m.type) {
+      case 'analyze':
+        await this.analyze();
+        return null;
+      case 'plan': {
+        const summary = this.requireSummary();
+        const plan = panelPlan(summary, this.spectra, m.plan, readSettings().method);
+        this.lastControls = { plan: m.plan, savings: m.savings };
+        this.lastResult = planResult(summary, plan, m.savings);
+        return this.lastResult;
+      }
+      case 'export': {
+        const dest = await this.export(m.plan);
+        return dest ? { path: dest } : null;
+      }
+      case 'evaluate':
+        throw new FactoredKeysError('perplexity evaluation is not available in this build yet');
+      case 'selectBackend':
+        return this.services.selectBackend();
+      case 'cancel':
+        this.current?.cancel();
+        return null;
+    }
+  }
+
+  private requireSummary(): CheckpointSummary {
+    if (!this.summary) throw new FactoredKeysError(this.loadError ?? 'the checkpoint is still loading');
+    return this.summary;
+  }
+
+  /** Runs (or joins) the spectrum analysis and pushes the spectra to the webview. */
+  analyze(): Promise<void> {
+    if (this.analyzing) return this.analyzing;
+    this.analyzing = this.runAnalysis().finally(() => (this.analyzing = null));
+    return this.analyzing;
+  }
+
+  private async runAnalysis(): Promise<void> {
+    await this.loaded;
+    const summary = this.requireSummary();
+    const settings = readSettings();
+    this.current = new vscode.CancellationTokenSource();
+    this.post({ type: 'busy', task: 'analyze', backend: settings.backend, label: 'analyzing' });
+    try {
+      const { spectra, notes } = await this.services.jobs.withProgress(
+        { kind: 'analyze', dir: this.input, backend: settings.backend, threads: settings.threads },
+        `Analyzing ${summary.name}`,
+        `analyzing ${summary.name} · ${settings.backend}`,
+        (done, total, label) => this.post({ type: 'busy', task: 'analyze', backend: settings.backend, label: `${label} (${done}/${total})` }),
+        this.current.token,
+      );
+      notes.forEach((n) => this.services.log.appendLine(`analysis: ${n}`));
+      this.spectra = spectra;
+      this.services.log.appendLine(`analysis of ${summary.name}: ${spectra.layers * (spectra.kvHeads + spectra.queryHeads)} heads in ${spectra.seconds.toFixed(3)} s on ${spectra.backend}`);
+      this.post({ type: 'spectra', spectra });
+    } catch (e) {
+      const err = e as JobError;
+      if (!err.cancelled) {
+        this.post({ type: 'notice', level: 'error', message: err.message });
+        void vscode.window.showErrorMessage(`Factored Keys: ${err.message}`);
+      }
+      throw e;
+    } finally {
+      this.current.dispose();
+      this.current = null;
+      this.post({ type: 'busy', task: null });
+    }
+  }
+
+  /** Exports `controls` (the panel's plan) after asking the user for a destination. */
+  async export(controls?: PlanControls): Promise<string | null> {
+    const summary = this.requireSummary();
+    const use = controls ?? this.lastControls?.plan ?? readSettings().defaults.plan;
+    if (!this.spectra && (use.policy === 'energy' || use.policy === 'budget')) await this.analyze();
+    const plan: RankPlan = panelPlan(summary, this.spectra, use, readSettings().method);
+    this.current = new vscode.CancellationTokenSource();
+    this.post({ type: 'busy', task: 'export', label: 'exporting' });
+    try {
+      return await exportPlan(this.services, summary, this.input, plan, this.current.token, (done, total, label) => this.post({ type: 'busy', task: 'export', label: `${label} (${done}/${total})` }));
+    } finally {
+      this.current.dispose();
+      this.current = null;
+      this.post({ type: 'busy', task: null });
+    }
+  }
+
+  /** Brings the panel forward and scrolls to a section. */
+  reveal(section?: 'heatmaps' | 'plan' | 'savings' | 'spectra'): void {
+    this.panel.reveal();
+    if (section) this.post({ type: 'focus', section });
+  }
+
+  /** A one-line savings summary of the last plan the panel showed, if any. */
+  savingsSummary(): string | null {
+    const r = this.lastResult?.savings;
+    if (!r) return null;
+    const gb = (b: number) => `${(b / 1e9).toFixed(b >= 1e10 ? 1 : 3)} GB`;
+    return `${this.name}: K+V cache at ${r.context.toLocaleString('en-US')} tokens × ${r.batch} (${r.dtype}) ${gb(r.baselineBytes)} → ${gb(r.factoredBytes)}, saves ${gb(r.baselineBytes - r.factoredBytes)}, ×${r.capacityMultiplier.toFixed(2)} capacity`;
+  }
+
+  /** Whether the webview has said `ready` (used by tests and the demo's startup). */
+  get isReady(): boolean {
+    return this.ready;
+  }
+}
+
+/** The folder a checkpoint input lives in (the input itself when it is a folder). */
+export function checkpointFolder(input: string): string {
+  return input.endsWith('.safetensors') || input.endsWith('.json') ? path.dirname(input) : input;
+}

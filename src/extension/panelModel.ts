@@ -1,0 +1,181 @@
+/**
+ * The host side of the panel, without VS Code: turning core results into protocol payloads
+ * and the panel's plan controls into a core `RankPlan` plus savings. Pure functions, unit-tested.
+ */
+import type { AttentionLayout } from '../core/arch/layout';
+import { bytesPerElement, type Dtype } from '../core/checkpoint/dtypes';
+import { FactoredKeysError } from '../core/errors';
+import { buildPlan, type FactorMethod, type HeadEnergies, type PlanModel, type RankPlan, type RankPolicy } from '../core/plan';
+import { computeSavings } from '../core/savings';
+import type { SpectrumResult } from '../core/spectrum';
+import type { CacheDtype, CheckpointSummary, PlanControls, PlanResult, SavingsControls, SavingsView, SpectraPayload } from '../protocol';
+
+/** Bits per cached element for each cache dtype the panel offers. */
+export const CACHE_DTYPE_BITS: Record<CacheDtype, number> = { f32: 32, f16: 16, bf16: 16, fp8: 8 };
+
+/** The panel's model summary from a layout (same facts as `inspect --json`). */
+export function checkpointSummary(dir: string, layout: AttentionLayout, files: number): CheckpointSummary {
+  const parts = dir.split(/[\\/]/).filter(Boolean);
+  return {
+    name: parts[parts.length - 1] ?? dir,
+    dir,
+    architecture: layout.architecture,
+    layers: layout.layers.length,
+    hiddenSize: layout.hiddenSize,
+    queryHeads: layout.queryHeads,
+    kvHeads: layout.kvHeads,
+    headDim: layout.headDim,
+    rope: layout.rope !== null,
+    rotaryDim: layout.rope?.rotaryDim ?? null,
+    ropeTheta: layout.rope?.theta ?? null,
+    dtype: layout.dtype,
+    parameters: layout.parameters,
+    files,
+    queryToKv: [...layout.queryToKv],
+  };
+}
+
+/**
+ * Packs a core `SpectrumResult` into flat typed arrays (see `SpectraPayload`). Heads the core
+ * skipped as non-finite get zero spectra and zero ranks, so the heatmap shows them as rank 0.
+ */
+export function spectraPayload(result: SpectrumResult, summary: Pick<CheckpointSummary, 'layers' | 'kvHeads' | 'queryHeads' | 'headDim'>): SpectraPayload {
+  const { layers, kvHeads, queryHeads, headDim: width } = summary;
+  const alloc = (rows: number) => ({
+    singular: new Float32Array(rows * width),
+    energy: new Float32Array(rows * width),
+    eff: new Uint32Array(rows * 3),
+    stable: new Float32Array(rows),
+    seen: new Uint8Array(rows),
+  });
+  const key = alloc(layers * kvHeads);
+  const query = alloc(layers * queryHeads);
+  for (const h of result.heads) {
+    const heads = h.kind === 'key' ? kvHeads : queryHeads;
+    const into = h.kind === 'key' ? key : query;
+    if (h.layer < 0 || h.layer >= layers || h.head < 0 || h.head >= heads) {
+      throw new FactoredKeysError(`spectrum: ${h.kind} head ${h.head} of layer ${h.layer} is outside the model (${layers} layers × ${heads} heads)`);
+    }
+    const row = h.layer * heads + h.head;
+    into.seen[row] = 1;
+    if (h.nonFinite) continue;
+    const n = Math.min(width, h.singularValues.length);
+    for (let i = 0; i < n; i++) {
+      into.singular[row * width + i] = h.singularValues[i];
+      into.energy[row * width + i] = h.cumulativeEnergy[i];
+    }
+    // A head narrower than head_dim (d_model < head_dim) keeps all its energy past its last value.
+    for (let i = n; i < width; i++) into.energy[row * width + i] = n > 0 ? h.cumulativeEnergy[n - 1] : 0;
+    into.eff[row * 3] = h.effectiveRank.p90;
+    into.eff[row * 3 + 1] = h.effectiveRank.p95;
+    into.eff[row * 3 + 2] = h.effectiveRank.p99;
+    into.stable[row] = h.stableRank;
+  }
+  const missingKey = key.seen.indexOf(0);
+  if (missingKey >= 0) throw new FactoredKeysError(`spectrum: no result for key head ${missingKey % kvHeads} of layer ${Math.floor(missingKey / kvHeads)}`);
+  return {
+    backend: result.backend,
+    seconds: result.seconds,
+    layers,
+    kvHeads,
+    queryHeads,
+    width,
+    keySingular: key.singular,
+    keyEnergy: key.energy,
+    keyEffRank: key.eff,
+    keyStableRank: key.stable,
+    querySingular: query.singular,
+    queryEnergy: query.energy,
+    queryEffRank: query.eff,
+    queryStableRank: query.stable,
+  };
+}
+
+/** Per-head key energies (squared singular values) in the shape `buildPlan` wants. */
+export function keyEnergies(spectra: SpectraPayload): HeadEnergies {
+  const w = spectra.width;
+  return Array.from({ length: spectra.layers }, (_, l) =>
+    Array.from({ length: spectra.kvHeads }, (_, g) => {
+      const row = (l * spectra.kvHeads + g) * w;
+      return Array.from(spectra.keySingular.subarray(row, row + w), (s) => s * s);
+    }),
+  );
+}
+
+/** The plan model (shape + key element width) of a checkpoint. */
+export function planModel(summary: CheckpointSummary): PlanModel {
+  let width = 2;
+  try {
+    width = bytesPerElement(summary.dtype as Dtype);
+  } catch {
+    // Unusual storage dtypes (e.g. F64, FP8) still plan in 16-bit cache units.
+  }
+  return { architecture: summary.architecture, layers: summary.layers, kv_heads: summary.kvHeads, head_dim: summary.headDim, key_bytes_per_value: width };
+}
+
+/** Maps the panel's controls to a core policy. `budget` is a share of the original key cache. */
+export function rankPolicy(controls: PlanControls, model: PlanModel): RankPolicy {
+  switch (controls.policy) {
+    case 'uniform':
+      return { kind: 'uniform', rank: Math.min(model.head_dim, Math.max(1, Math.round(controls.rank))) };
+    case 'fraction':
+      return { kind: 'fraction', fraction: controls.fraction };
+    case 'energy':
+      return { kind: 'energy', threshold: controls.energy };
+    case 'budget': {
+      const full = model.layers * model.kv_heads * model.head_dim * model.key_bytes_per_value;
+      // Never below one dimension per head: the planner keeps rank >= 1 everywhere.
+      const floor = model.layers * model.kv_heads * model.key_bytes_per_value;
+      return { kind: 'budget', key_bytes_per_token: Math.max(floor, Math.floor(controls.budget * full)) };
+    }
+  }
+}
+
+/**
+ * Builds the core plan for the panel's controls. Overrides outside the model or above head_dim
+ * are rejected with a one-line error (the webview clamps, so this only fires on a bad message).
+ * `energy` and `budget` need spectra; without them the caller gets a clear error.
+ */
+export function panelPlan(summary: CheckpointSummary, spectra: SpectraPayload | null, controls: PlanControls, method: FactorMethod): RankPlan {
+  const model = planModel(summary);
+  const policy = rankPolicy(controls, model);
+  if (!spectra && (policy.kind === 'energy' || policy.kind === 'budget')) throw new FactoredKeysError(`the ${policy.kind} policy needs the spectra: run Analyze first`);
+  return buildPlan({
+    method,
+    policy,
+    model,
+    energies: spectra ? keyEnergies(spectra) : undefined,
+    overrides: controls.overrides.map((o) => ({ layer: o.layer, kv_head: o.head, rank: o.rank })),
+  });
+}
+
+/** Savings of a plan at the panel's context × batch × dtype. */
+export function savingsView(summary: CheckpointSummary, ranks: readonly (readonly number[])[], controls: SavingsControls): SavingsView {
+  const bits = CACHE_DTYPE_BITS[controls.dtype];
+  const s = computeSavings({ layers: summary.layers, kvHeads: summary.kvHeads, headDim: summary.headDim, keyRanks: ranks, keyBitsPerValue: bits, context: controls.context, batch: controls.batch });
+  return {
+    context: controls.context,
+    batch: controls.batch,
+    dtype: controls.dtype,
+    baselineBytesPerToken: s.kvBytesPerToken.before,
+    factoredBytesPerToken: s.kvBytesPerToken.after,
+    baselineBytes: s.baselineBytes,
+    factoredBytes: s.factoredBytes,
+    capacityMultiplier: s.capacityMultiplier,
+    baselineKeyBytesPerToken: s.keyBytesPerToken.before,
+    factoredKeyBytesPerToken: s.keyBytesPerToken.after,
+  };
+}
+
+/** The reply to a `plan` request: ranks flattened (layer-major), savings, mean retained energy. */
+export function planResult(summary: CheckpointSummary, plan: RankPlan, controls: SavingsControls): PlanResult {
+  const ranks = new Uint32Array(summary.layers * summary.kvHeads);
+  plan.ranks.forEach((row, l) => row.forEach((r, g) => (ranks[l * summary.kvHeads + g] = r)));
+  let meanRetainedEnergy: number | null = null;
+  if (plan.retained_energy) {
+    let sum = 0;
+    for (const row of plan.retained_energy) for (const e of row) sum += e;
+    meanRetainedEnergy = sum / ranks.length;
+  }
+  return { ranks, savings: savingsView(summary, plan.ranks, controls), meanRetainedEnergy };
+}
