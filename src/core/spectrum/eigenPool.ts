@@ -50,7 +50,9 @@ export function solveEigenTask(grams: Float32Array, n: number, count: number): F
 
 /** Where the worker entry lives: next to the bundle (dist/worker.js) or as TypeScript (dev, tests). */
 function workerScript(): string | undefined {
-  const candidates = [path.join(__dirname, 'worker.js'), path.resolve(__dirname, '../worker/worker.ts'), path.resolve(__dirname, '../src/core/worker/worker.ts')];
+  // bundled next to us (dist/), else the built bundle when running from sources (it starts much
+  // faster than a TypeScript entry), else the TypeScript entry itself under tsx
+  const candidates = [path.join(__dirname, 'worker.js'), path.resolve(__dirname, '../../../dist/worker.js'), path.resolve(__dirname, '../worker/worker.ts')];
   for (const c of candidates) {
     if (!existsSync(c)) continue;
     // a .ts entry only loads when this process runs under a TypeScript loader (tsx)
