@@ -3,7 +3,7 @@
  * key-svd projectors come from ml-matrix's SVD, qk-svd from Householder QR (qrThin) and
  * ml-matrix's symmetric EVD, following the issue's closed form literally.
  */
-import { EigenvalueDecomposition, Matrix, SingularValueDecomposition } from 'ml-matrix';
+import { EigenvalueDecomposition, Matrix, SingularValueDecomposition, solve } from 'ml-matrix';
 import { readHeadBias, readHeadMatrix } from '../../src/core/arch/heads';
 import type { AttentionLayout } from '../../src/core/arch/layout';
 import type { Checkpoint } from '../../src/core/checkpoint/checkpoint';
@@ -118,11 +118,7 @@ export async function referenceProjector(ckpt: Checkpoint, layout: AttentionLayo
   const e = new Matrix(n, r);
   for (let j = 0; j < r; j++) for (let i = 0; i < n; i++) e.set(i, j, evd.eigenvectorMatrix.get(i, order[j]));
   // Rᵀ E Eᵀ R⁻ᵀ
-  const rInvT = new Matrix(R.transpose()).clone();
-  const inv = new Matrix(rInvT.rows, rInvT.columns);
-  // invert Rᵀ via ml-matrix solve against identity
-  const sol = (await import('ml-matrix')).solve(rInvT, Matrix.eye(n));
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) inv.set(i, j, sol.get(i, j));
+  const inv = solve(R.transpose(), Matrix.eye(n));
   return R.transpose().mmul(e).mmul(e.transpose()).mmul(inv);
 }
 
