@@ -12,6 +12,24 @@ export const REPO_ROOT = path.resolve(__dirname, '../..');
 export const FIXTURES = path.resolve(REPO_ROOT, '../shared/fixtures');
 export const CLI = path.join(REPO_ROOT, 'dist/cli.js');
 
+/**
+ * A fresh scratch folder, on tmpfs (/dev/shm) when there is one: the fuzzer rewrites files
+ * thousands of times, and on a busy disk that waits on write-back.
+ */
+export function scratchDir(prefix: string, preferMemory = false): string {
+  const shm = '/dev/shm';
+  let parent = os.tmpdir();
+  if (preferMemory) {
+    try {
+      fs.accessSync(shm, fs.constants.W_OK);
+      parent = shm;
+    } catch {
+      // no tmpfs: the system temp folder works, only slower
+    }
+  }
+  return fs.mkdtempSync(path.join(parent, prefix));
+}
+
 /** Result of one CLI run. */
 export interface CliRun {
   readonly code: number | null;
