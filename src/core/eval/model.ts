@@ -238,14 +238,24 @@ export class CheckpointWeights {
 
   /** Layer `i` exactly as stored. */
   async layer(i: number): Promise<LayerWeights> {
+    return { ...(await this.layerExceptQkv(i)), qkv: await this.qkv(i), qkHeadDim: this.spec.headDim };
+  }
+
+  /** The q/k/v projections of layer `i` as stored. */
+  async qkv(i: number): Promise<QkvWeights> {
     const s = this.spec;
-    if (s.family === 'gpt2') {
+    if (s.family === 'gpt2') return { kind: 'fused', proj: await this.linear(`transformer.h.${i}.attn.c_attn`, false), sizes: [s.hidden, s.hidden, s.hidden] };
+    const p = `model.layers.${i}.self_attn`;
+    return { kind: 'separate', q: await this.linear(`${p}.q_proj`, true), k: await this.linear(`${p}.k_proj`, true), v: await this.linear(`${p}.v_proj`, true) };
+  }
+
+  /** Everything of layer `i` but its q/k/v projections (which factoring replaces). */
+  async layerExceptQkv(i: number): Promise<Omit<LayerWeights, 'qkv' | 'qkHeadDim' | 'keyUp'>> {
+    if (this.spec.family === 'gpt2') {
       const p = `transformer.h.${i}`;
       return {
         norm1: await this.norm(`${p}.ln_1`),
         norm2: await this.norm(`${p}.ln_2`),
-        qkv: { kind: 'fused', proj: await this.linear(`${p}.attn.c_attn`, false), sizes: [s.hidden, s.hidden, s.hidden] },
-        qkHeadDim: s.headDim,
         out: await this.linear(`${p}.attn.c_proj`, false),
         mlp: { kind: 'gelu', fc: await this.linear(`${p}.mlp.c_fc`, false), proj: await this.linear(`${p}.mlp.c_proj`, false) },
       };
@@ -254,13 +264,6 @@ export class CheckpointWeights {
     return {
       norm1: await this.norm(`${p}.input_layernorm`),
       norm2: await this.norm(`${p}.post_attention_layernorm`),
-      qkv: {
-        kind: 'separate',
-        q: await this.linear(`${p}.self_attn.q_proj`, true),
-        k: await this.linear(`${p}.self_attn.k_proj`, true),
-        v: await this.linear(`${p}.self_attn.v_proj`, true),
-      },
-      qkHeadDim: s.headDim,
       out: await this.linear(`${p}.self_attn.o_proj`, true),
       mlp: {
         kind: 'swiglu',

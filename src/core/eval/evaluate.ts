@@ -1,0 +1,227 @@
+/**
+ * Perplexity of original and factored models: one evaluation, original-vs-plan, and sweeps
+ * over ranks or energy thresholds for both methods (the panel's quality/savings curve).
+ */
+import { buildLayout } from '../arch/adapters';
+import type { AttentionLayout } from '../arch/layout';
+import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint';
+import { bytesPerElement } from '../checkpoint/dtypes';
+import type { BackendChoice, BackendName } from '../compute/session';
+import { FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
+import type { HeadBasis } from '../factor/basis';
+import { energiesOf } from '../factor/basis';
+import { buildPlan, planKeyBytesPerToken } from '../plan/plan';
+import type { FactorMethod, RankPlan } from '../plan/types';
+import { checkpointSource, computeBases, PlanWeights } from './factored';
+import { loadForward, type WeightSource } from './forward';
+import { CheckpointWeights, readModelSpec, type ModelSpec } from './model';
+import { checkTokens, NllAccumulator, windowBatch } from './protocol';
+
+/** Options shared by every evaluation. */
+export interface EvalOptions {
+  /** Tokens per window (the protocol's --seq). */
+  readonly seq: number;
+  readonly backend?: BackendChoice;
+  readonly threads?: number;
+  /** Windows per onnxruntime run (default: about 4096 tokens' worth). */
+  readonly batch?: number;
+  /** Evaluate only the first N windows (quick checks; the protocol itself uses all). */
+  readonly maxWindows?: number;
+  readonly cancel?: CancelToken;
+  readonly progress?: ProgressFn;
+}
+
+/** Result of one evaluation. */
+export interface EvalResult {
+  readonly perplexity: number;
+  readonly meanNll: number;
+  /** Predicted tokens (windows x seq). */
+  readonly tokens: number;
+  readonly windows: number;
+  /** Execution provider actually used. */
+  readonly backend: BackendName;
+  /** Why the requested backend was not used, when it was not. */
+  readonly fallbackReason?: string;
+  /** Wall-clock seconds: graph build, session creation and all windows. */
+  readonly seconds: number;
+  /** NLL sum of every window, in order. */
+  readonly windowNll: readonly number[];
+}
+
+/** Default windows per run: about 4096 predicted tokens. */
+export function defaultBatch(seq: number): number {
+  return Math.max(1, Math.min(64, Math.floor(4096 / seq)));
+}
+
+/** Runs the protocol over `ids` with the weights of `source`. */
+export async function evaluatePerplexity(source: WeightSource, ids: Int32Array, options: EvalOptions): Promise<EvalResult> {
+  const started = performance.now();
+  const spec = source.spec;
+  if (spec.ropeTheta === null && options.seq > spec.maxPositions) {
+    throw new FactoredKeysError(`--seq ${options.seq} is longer than the model's ${spec.maxPositions} learned positions`);
+  }
+  let windows = checkTokens(ids, options.seq, spec.vocab, 'text');
+  if (options.maxWindows !== undefined) windows = Math.min(windows, Math.max(1, Math.floor(options.maxWindows)));
+  const model = await loadForward(source, { seq: options.seq, backend: options.backend, threads: options.threads, cancel: options.cancel });
+  try {
+    const acc = new NllAccumulator();
+    const batch = options.batch ?? defaultBatch(options.seq);
+    for (let first = 0; first < windows; first += batch) {
+      throwIfCancelled(options.cancel);
+      const count = Math.min(batch, windows - first);
+      const { inputs, targets } = windowBatch(ids, options.seq, first, count);
+      const { nll } = await model.run(inputs, targets, count);
+      acc.addWindows(nll, count, options.seq);
+      options.progress?.(first + count, windows, 'evaluating');
+    }
+    return {
+      perplexity: acc.perplexity,
+      meanNll: acc.meanNll,
+      tokens: acc.tokens,
+      windows,
+      backend: model.backend,
+      fallbackReason: model.fallbackReason,
+      seconds: (performance.now() - started) / 1000,
+      windowNll: acc.windowSums,
+    };
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** Key-cache bytes per token (all layers, batch 1) of the unfactored model. */
+export function originalKeyBytesPerToken(layout: AttentionLayout): number {
+  return layout.layers.length * layout.kvHeads * layout.headDim * bytesPerElement(layout.dtype);
+}
+
+/** Evaluates a checkpoint folder as stored (original, or exported factored checkpoint). */
+export async function evaluateCheckpoint(checkpoint: string, ids: Int32Array, options: EvalOptions): Promise<EvalResult> {
+  const ckpt = await openCheckpoint(checkpoint);
+  try {
+    return await evaluatePerplexity(checkpointSource(ckpt), ids, options);
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** An open checkpoint plus what evaluating plans on it needs, with bases cached per method. */
+export class PlanEvaluator {
+  private readonly basesByMethod = new Map<FactorMethod, Promise<HeadBasis[][]>>();
+  readonly spec: ModelSpec;
+  readonly layout: AttentionLayout;
+
+  private constructor(readonly ckpt: Checkpoint) {
+    if (ckpt.config.factored_keys !== undefined) throw new FactoredKeysError(`${ckpt.dir}/config.json: this checkpoint is already factored; plans apply to original checkpoints`);
+    this.spec = readModelSpec(ckpt);
+    this.layout = buildLayout(ckpt);
+  }
+
+  /** Opens a checkpoint for plan evaluation. Call {@link close} when done. */
+  static async open(checkpoint: string): Promise<PlanEvaluator> {
+    const ckpt = await openCheckpoint(checkpoint);
+    try {
+      return new PlanEvaluator(ckpt);
+    } catch (e) {
+      await ckpt.close();
+      throw e;
+    }
+  }
+
+  /** Full-rank bases for a method (computed once, float64). */
+  bases(method: FactorMethod, options: { cancel?: CancelToken; progress?: ProgressFn } = {}): Promise<HeadBasis[][]> {
+    let b = this.basesByMethod.get(method);
+    if (!b) {
+      b = computeBases(this.ckpt, method, options).then((r) => r.bases);
+      b.catch(() => this.basesByMethod.delete(method));
+      this.basesByMethod.set(method, b);
+    }
+    return b;
+  }
+
+  /** The unfactored model. */
+  original(ids: Int32Array, options: EvalOptions): Promise<EvalResult> {
+    return evaluatePerplexity(new CheckpointWeights(this.ckpt, this.spec), ids, options);
+  }
+
+  /** A plan evaluated in memory (weights rounded to the checkpoint dtype, as export writes them). */
+  async plan(plan: RankPlan, ids: Int32Array, options: EvalOptions): Promise<EvalResult> {
+    const bases = await this.bases(plan.method, options);
+    return evaluatePerplexity(new PlanWeights(this.ckpt, this.spec, this.layout, bases, plan.ranks), ids, options);
+  }
+
+  /** A uniform-rank plan for `method`. */
+  async uniformPlan(method: FactorMethod, rank: number): Promise<RankPlan> {
+    const bases = await this.bases(method);
+    return buildPlan({ method, policy: { kind: 'uniform', rank }, model: this.planModel(), energies: energiesOf(bases) });
+  }
+
+  /** A per-head energy-threshold plan for `method`. */
+  async energyPlan(method: FactorMethod, threshold: number): Promise<RankPlan> {
+    const bases = await this.bases(method);
+    return buildPlan({ method, policy: { kind: 'energy', threshold }, model: this.planModel(), energies: energiesOf(bases) });
+  }
+
+  /** The shape plans for this checkpoint must have. */
+  planModel() {
+    const l = this.layout;
+    return { architecture: l.architecture, layers: l.layers.length, kv_heads: l.kvHeads, head_dim: l.headDim, key_bytes_per_value: bytesPerElement(l.dtype) };
+  }
+
+  close(): Promise<void> {
+    return this.ckpt.close();
+  }
+}
+
+/** One point of the quality/savings curve. */
+export interface SweepPoint {
+  readonly method: FactorMethod | 'original';
+  /** Uniform rank, when the sweep is over ranks. */
+  readonly rank?: number;
+  /** Energy threshold, when the sweep is over thresholds. */
+  readonly threshold?: number;
+  readonly keyCacheBytesPerToken: number;
+  readonly perplexity: number;
+  /** Relative change against the original, in percent. */
+  readonly deltaPercent: number;
+  readonly seconds: number;
+}
+
+/** What to sweep: uniform ranks or energy thresholds, for one or both methods. */
+export interface SweepSpec {
+  readonly methods: readonly FactorMethod[];
+  readonly ranks?: readonly number[];
+  readonly thresholds?: readonly number[];
+}
+
+/**
+ * Evaluates the original and then every (method, rank or threshold) plan; returns the points
+ * in evaluation order, the original first. Progress counts evaluations.
+ */
+export async function sweepPerplexity(evaluator: PlanEvaluator, ids: Int32Array, sweep: SweepSpec, options: EvalOptions): Promise<SweepPoint[]> {
+  const jobs: { method: FactorMethod; rank?: number; threshold?: number }[] = [];
+  for (const method of sweep.methods) {
+    for (const rank of sweep.ranks ?? []) jobs.push({ method, rank });
+    for (const threshold of sweep.thresholds ?? []) jobs.push({ method, threshold });
+  }
+  const total = jobs.length + 1;
+  const inner: EvalOptions = { ...options, progress: undefined };
+  const original = await evaluator.original(ids, inner);
+  const points: SweepPoint[] = [{ method: 'original', keyCacheBytesPerToken: originalKeyBytesPerToken(evaluator.layout), perplexity: original.perplexity, deltaPercent: 0, seconds: original.seconds }];
+  options.progress?.(1, total, 'original');
+  for (const job of jobs) {
+    throwIfCancelled(options.cancel);
+    const plan = job.rank !== undefined ? await evaluator.uniformPlan(job.method, job.rank) : await evaluator.energyPlan(job.method, job.threshold!);
+    const r = await evaluator.plan(plan, ids, inner);
+    points.push({
+      method: job.method,
+      rank: job.rank,
+      threshold: job.threshold,
+      keyCacheBytesPerToken: planKeyBytesPerToken(plan),
+      perplexity: r.perplexity,
+      deltaPercent: (r.perplexity / original.perplexity - 1) * 100,
+      seconds: r.seconds,
+    });
+    options.progress?.(points.length, total, `${job.method} ${job.rank !== undefined ? `rank ${job.rank}` : `energy ${job.threshold}`}`);
+  }
+  return points;
+}
