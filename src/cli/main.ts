@@ -5,6 +5,7 @@
 import { CancelledError, FactoredKeysError } from '../core/errors';
 import { runAnalyze } from './analyze';
 import { runInspect } from './inspect';
+import { runEval } from './eval';
 import { runExport } from './export';
 import { runPlan } from './plan';
 import { runSavings } from './savings';
@@ -19,6 +20,7 @@ export const COMMANDS: Record<string, { run: Command; summary: string }> = {
   plan: { run: runPlan, summary: 'plan <checkpoint> [--method m] (--rank R | --fraction F | --energy E | --budget-bytes-per-token N) [--override L:G=R,...] [--out plan.json] [--json]   per-KV-head ranks' },
   export: { run: runExport, summary: 'export <checkpoint> <outdir> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--force] [--json]   write a factored checkpoint' },
   savings: { run: runSavings, summary: 'savings [<checkpoint>] [--layers L --kv-heads H --head-dim D] --key-rank R --context N [--batch B] [--bytes-per-value 2] [--json]   KV-cache bytes before/after' },
+  eval: { run: runEval, summary: 'eval <checkpoint> --text FILE --tokenizer bytes|<tokenizer.json> [--seq 256] [--backend B] [--method m --rank R | --plan plan.json] [--json]   perplexity (original, exported or planned)' },
 };
 
 function usage(): string {

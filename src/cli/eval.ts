@@ -1,0 +1,103 @@
+/**
+ * `factored-keys eval <checkpoint> --text FILE --tokenizer bytes|<tokenizer.json> --seq 256
+ * [--backend ...] [--threads N] [--method m (--rank R | --fraction F | --energy E |
+ * --budget-bytes-per-token N) | --plan plan.json] [--json]`: perplexity of a checkpoint as
+ * stored (original or exported factored), or of a rank plan applied in memory.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { BACKEND_CHOICES, parseBackendChoice } from '../core/compute/session';
+import { FactoredKeysError } from '../core/errors';
+import { evaluateCheckpoint, PlanEvaluator, tokenizeFile, type EvalOptions, type EvalResult } from '../core/eval';
+import { resolvePlan } from '../core/export/export';
+import { numberFlag, parseArgs } from './args';
+import type { CliIo } from './io';
+import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
+
+const USAGE = `eval <checkpoint> --text FILE --tokenizer bytes|<tokenizer.json> [--seq 256] [--backend ${BACKEND_CHOICES.join('|')}] [--threads N] [--method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N) | --plan plan.json] [--json]`;
+
+/** The `eval --json` object (a documented contract). */
+export interface EvalJson {
+  perplexity: number;
+  tokens: number;
+  backend: string;
+  seconds: number;
+}
+
+async function resolveTokenizer(raw: string | undefined, checkpoint: string): Promise<string> {
+  if (raw !== undefined) {
+    if (raw === 'bytes') return raw;
+    const st = await fsp.stat(raw).catch(() => undefined);
+    if (!st?.isFile()) throw new FactoredKeysError(`${raw}: tokenizer file not found (give --tokenizer bytes or a tokenizer.json path)`);
+    return raw;
+  }
+  const beside = path.join(checkpoint, 'tokenizer.json');
+  if (await fsp.stat(beside).then((s) => s.isFile(), () => false)) return beside;
+  throw new FactoredKeysError(`eval: --tokenizer is required (bytes, or a tokenizer.json path); ${checkpoint} has no tokenizer.json`);
+}
+
+/** `eval` command. */
+export async function runEval(argv: string[], io: CliIo): Promise<number> {
+  const args = parseArgs(argv, { values: ['text', 'tokenizer', 'seq', 'backend', 'threads', 'batch', ...POLICY_FLAGS], booleans: ['json', 'progress'] }, 'eval');
+  if (args.positionals.length !== 1) throw new FactoredKeysError(`eval: expected one checkpoint path (usage: factored-keys ${USAGE})`);
+  const checkpoint = args.positionals[0];
+  const text = args.values.get('text');
+  if (text === undefined) throw new FactoredKeysError('eval: --text FILE is required (the evaluation text)');
+  const seq = numberFlag(args, 'seq', 'eval', { integer: true, min: 1, max: 1 << 20 }) ?? 256;
+  const threads = numberFlag(args, 'threads', 'eval', { integer: true, min: 1, max: 1024 });
+  const batch = numberFlag(args, 'batch', 'eval', { integer: true, min: 1, max: 4096 });
+  const backend = parseBackendChoice(args.values.get('backend') ?? 'auto');
+  const factored = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan', 'override', 'method'].some((f) => args.values.has(f));
+  const choice = factored ? await policyFromArgs(args, 'eval') : undefined;
+  const tokenizer = await resolveTokenizer(args.values.get('tokenizer'), checkpoint);
+  const { ids } = await tokenizeFile(text, tokenizer);
+
+  const cancel = { cancelled: false };
+  const onSignal = () => {
+    cancel.cancelled = true;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let lastPct = -1;
+  const options: EvalOptions = {
+    seq,
+    backend,
+    threads,
+    batch,
+    cancel,
+    progress: args.booleans.has('progress')
+      ? (done, total, label) => {
+          const pct = total > 0 ? Math.floor((100 * done) / total) : 0;
+          if (pct !== lastPct) io.stderr(`${label} ${pct}%\n`);
+          lastPct = pct;
+        }
+      : undefined,
+  };
+  let result: EvalResult;
+  try {
+    if (!choice) {
+      result = await evaluateCheckpoint(checkpoint, ids, options);
+    } else {
+      const evaluator = await PlanEvaluator.open(checkpoint);
+      try {
+        const method = methodOf(choice);
+        const bases = await evaluator.bases(method, { cancel });
+        const plan = resolvePlan(evaluator.layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath });
+        result = await evaluator.plan(plan, ids, options);
+      } finally {
+        await evaluator.close();
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (result.fallbackReason) io.stderr(`note: ${result.fallbackReason}\n`);
+  if (args.booleans.has('json')) {
+    const out: EvalJson = { perplexity: result.perplexity, tokens: result.tokens, backend: result.backend, seconds: result.seconds };
+    io.stdout(JSON.stringify(out) + '\n');
+  } else {
+    io.stdout(`perplexity ${result.perplexity.toFixed(4)} over ${result.tokens} tokens (${result.windows} windows of ${seq}) on ${result.backend} in ${result.seconds.toFixed(2)} s\n`);
+  }
+  return 0;
+}
