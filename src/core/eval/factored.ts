@@ -105,6 +105,11 @@ export class PlanWeights implements WeightSource {
     readonly layout: AttentionLayout,
     readonly bases: readonly (readonly HeadBasis[])[],
     readonly ranks: Ranks,
+    /**
+     * Keep factored weights in float32 instead of rounding them to the checkpoint dtype as an
+     * export would (isolates the factorization's own effect from 16-bit rounding).
+     */
+    readonly keepFloat32 = false,
   ) {
     this.base = new CheckpointWeights(ckpt, spec);
     if (ranks.length !== spec.layers || ranks.some((row) => row.length !== spec.kvHeads)) {
@@ -120,7 +125,7 @@ export class PlanWeights implements WeightSource {
     const { spec, layout } = this;
     const d = spec.hidden;
     const hd = spec.headDim;
-    const dtype = layout.dtype;
+    const dtype = this.keepFloat32 ? 'F32' : layout.dtype;
     const lay = layout.layers[i];
     const ranks = this.ranks[i];
     const maps = ranks.map((r, g) => truncateBasis(this.bases[i][g], r));
