@@ -142,16 +142,18 @@ describe('spectrum result shape', () => {
 });
 
 describe('eigenvalue solver and metrics', () => {
-  test('specialised eigenvalues agree with linalg.symmetricEigen', () => {
+  test('specialised eigenvalues (WebAssembly SIMD and JavaScript reductions) agree with linalg.symmetricEigen', () => {
     let seed = 7;
     const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5;
-    for (const n of [1, 2, 3, 17, 64]) {
+    for (const n of [1, 2, 3, 4, 17, 64, 65]) {
       const b = Float64Array.from({ length: n * (n + 5) }, rand);
       const g = new Float64Array(n * n);
       for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < n + 5; k++) g[i * n + j] += b[i * (n + 5) + k] * b[j * (n + 5) + k];
-      const ours = symmetricEigenvalues(g, n);
       const ref = symmetricEigen(g, n, false).values;
-      for (let i = 0; i < n; i++) assert.ok(Math.abs(ours[i] - ref[i]) <= 1e-10 * Math.max(1, ref[0]), `n=${n} λ${i}`);
+      for (const wasm of [true, false]) {
+        const ours = symmetricEigenvalues(g, n, wasm);
+        for (let i = 0; i < n; i++) assert.ok(Math.abs(ours[i] - ref[i]) <= 1e-10 * Math.max(1, ref[0]), `n=${n} wasm=${wasm} λ${i}`);
+      }
     }
     // a workspace is reusable and handles rank-deficient and zero matrices
     const ws = new EigenWorkspace(3);

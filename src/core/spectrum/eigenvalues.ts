@@ -1,3 +1,5 @@
+import { createWasmTridiagonalizer, type WasmTridiagonalizer } from './wasmTridiagonal';
+
 /**
  * Eigenvalues only of a small dense symmetric matrix, specialised for the spectrum engine's
  * Gram matrices (n = head_dim, 8..256). Same method as linalg's `symmetricEigen` (Householder
@@ -14,9 +16,15 @@ export class EigenWorkspace {
   readonly e: Float64Array;
   private readonly v: Float64Array;
   private readonly p: Float64Array;
+  private readonly wasm?: WasmTridiagonalizer;
 
-  constructor(readonly n: number) {
-    this.a = new Float64Array(n * n);
+  /** `useWasm: false` forces the JavaScript reduction (tests compare the two). */
+  constructor(
+    readonly n: number,
+    useWasm = true,
+  ) {
+    this.wasm = useWasm ? createWasmTridiagonalizer(n) : undefined;
+    this.a = this.wasm ? this.wasm.a : new Float64Array(n * n);
     this.d = new Float64Array(n);
     this.e = new Float64Array(n);
     this.v = new Float64Array(n);
@@ -36,7 +44,8 @@ export class EigenWorkspace {
       a[ri + i] = g[offset + ri + i];
       for (let j = i + 1; j < n; j++) a[ri + j] = 0.5 * (g[offset + ri + j] + g[offset + j * n + i]);
     }
-    this.tridiagonalize();
+    if (this.wasm) this.wasm.run(this.d, this.e);
+    else this.tridiagonalize();
     tridiagonalEigenvalues(this.d, this.e, n);
     out.set(this.d.subarray(0, n));
     out.sort();
@@ -146,8 +155,8 @@ export function tridiagonalEigenvalues(d: Float64Array, e: Float64Array, n: numb
 }
 
 /** Eigenvalues (descending) of symmetric `g` (n x n row-major). Convenience wrapper. */
-export function symmetricEigenvalues(g: ArrayLike<number>, n: number): Float64Array {
+export function symmetricEigenvalues(g: ArrayLike<number>, n: number, useWasm = true): Float64Array {
   const out = new Float64Array(n);
-  new EigenWorkspace(n).eigenvaluesInto(g, 0, out);
+  new EigenWorkspace(n, useWasm).eigenvaluesInto(g, 0, out);
   return out;
 }
