@@ -29,6 +29,8 @@ export interface CorpusCase {
   readonly mentions: readonly string[];
   /** Peak resident memory the CLI may use on this case, in MiB. */
   readonly maxRssMiB: number;
+  /** For NaN/Inf cases: the heads `analyze --json` must flag non_finite, as "layer/kind/head". */
+  readonly nonFiniteHeads?: readonly string[];
 }
 
 /** Options for {@link writeCorpus}. */
@@ -132,9 +134,17 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
     category: string,
     mentions: string[],
     target: string,
-    extra: { expect?: CaseExpectation; command?: string; maxRssMiB?: number; fileNotNamed?: boolean } = {},
+    extra: { expect?: CaseExpectation; command?: string; maxRssMiB?: number; fileNotNamed?: boolean; nonFiniteHeads?: string[] } = {},
   ) => {
-    cases.push({ name, category, argv: [extra.command ?? 'inspect', target], expect: extra.expect ?? 'error', mentions, maxRssMiB: extra.maxRssMiB ?? DEFAULT_RSS_MIB });
+    cases.push({
+      name,
+      category,
+      argv: [extra.command ?? 'inspect', target],
+      expect: extra.expect ?? 'error',
+      mentions,
+      maxRssMiB: extra.maxRssMiB ?? DEFAULT_RSS_MIB,
+      ...(extra.nonFiniteHeads ? { nonFiniteHeads: extra.nonFiniteHeads } : {}),
+    });
   };
   /** A llama-layout case whose model.safetensors is replaced by `bytes`. */
   const llamaFile = (name: string, category: string, mentions: string[], bytes: Uint8Array, extra?: Parameters<typeof add>[4]) => {
@@ -515,15 +525,29 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
 
   // ---- NaN / Inf weights (analyze warns and names the heads) ---------------------------------
   if (options.withAnalyze) {
-    const nanDir = caseDir('weights-nan-inf', LLAMA);
+    const nanDir = caseDir('weights-nan-inf-f32', LLAMA);
     const list = entriesOf(llamaRaw).map((e) => ({ ...e, data: new Uint8Array(e.data) }));
-    // layer 1, KV head 1 gets a NaN; layer 0, query head 2 gets +Inf.
+    // layer 1 KV head 1 gets a NaN; layer 0 query head 2 gets +Inf (heads are 16 rows of 64).
     const k1 = list.find((e) => e.name === 'model.layers.1.self_attn.k_proj.weight')!;
     new DataView(k1.data.buffer).setFloat32((16 + 3) * 64 * 4, NaN, true);
     const q0 = list.find((e) => e.name === Q0)!;
     new DataView(q0.data.buffer).setFloat32((2 * 16 + 5) * 64 * 4 + 7 * 4, Infinity, true);
     fs.writeFileSync(path.join(nanDir, FILE), pack(list));
-    add('weights-nan-inf', 'weights', ['layer 1', 'layer 0'], nanDir, { expect: 'warning', command: 'analyze' });
+    add('weights-nan-inf-f32', 'weights', ['2 heads', 'layer 0 query head 2', Q0, 'layer 1 key head 1'], nanDir, { expect: 'warning', command: 'analyze', nonFiniteHeads: ['0/query/2', '1/key/1'] });
+
+    // BF16 (Mistral, sharded): NaN in layer 2 KV head 0, -Inf in layer 3 query head 3 (64 rows of 256).
+    const bfDir = caseDir('weights-nan-inf-bf16', 'mistral-bytes');
+    const poke = (tensor: string, element: number, bits: number) => {
+      const shard = path.join(bfDir, mistralIndex.weight_map[tensor] as string);
+      const raw = readRaw(shard);
+      const edited = entriesOf(raw).map((e) => ({ ...e, data: new Uint8Array(e.data) }));
+      const t = edited.find((e) => e.name === tensor)!;
+      new DataView(t.data.buffer).setUint16(element * 2, bits, true);
+      fs.writeFileSync(shard, pack(edited));
+    };
+    poke('model.layers.2.self_attn.k_proj.weight', 10 * 256 + 3, 0x7fc0);
+    poke('model.layers.3.self_attn.q_proj.weight', (3 * 64 + 1) * 256, 0xff80);
+    add('weights-nan-inf-bf16', 'weights', ['2 heads', 'layer 2 key head 0', 'layer 3 query head 3'], bfDir, { expect: 'warning', command: 'analyze', nonFiniteHeads: ['2/key/0', '3/query/3'] });
   }
   return cases;
 }

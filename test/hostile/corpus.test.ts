@@ -18,7 +18,13 @@ function problemsOf(c: CorpusCase, run: CliRun): string[] {
   const problems: string[] = [];
   if (c.expect === 'error') problems.push(...cleanErrorProblems(run, c.mentions));
   else if (run.timedOut) problems.push('timed out (killed)');
-  else if (c.expect === 'ok') {
+  else if (c.expect === 'warning') {
+    const lines = run.stderr.split('\n');
+    if (run.code !== 0) problems.push(`expected success with a warning, got exit ${run.code}: ${run.stderr.slice(0, 400)}`);
+    if (!(lines.length === 2 && lines[0].startsWith('warning: '))) problems.push(`stderr is not one warning line: ${JSON.stringify(run.stderr.slice(0, 400))}`);
+    for (const m of c.mentions) if (!lines[0].includes(m)) problems.push(`warning does not mention ${JSON.stringify(m)}: ${lines[0]}`);
+    if (/\bNaN\b|\bInfinity\b/.test(run.stdout)) problems.push(`NaN/Inf in the report: ${run.stdout.slice(0, 400)}`);
+  } else if (c.expect === 'ok') {
     if (run.code !== 0 || run.stderr !== '') problems.push(`expected success, got exit ${run.code}: ${run.stderr.slice(0, 400)}`);
   }
   if (run.maxRssMiB === undefined && !run.timedOut) problems.push('did not report its memory (crashed?)');
@@ -31,7 +37,7 @@ test('malformed-checkpoint corpus: every case is rejected cleanly, in bounded ti
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'fk-corpus-'));
   try {
     const started = Date.now();
-    const cases = writeCorpus(root, FIXTURES, { withAnalyze: false });
+    const cases = writeCorpus(root, FIXTURES, { withAnalyze: true });
     const generatedMs = Date.now() - started;
     const runs = await mapLimit(cases, 2, (c) => runCli(c.argv, CASE_TIMEOUT_MS));
     const failures: string[] = [];
@@ -50,14 +56,36 @@ test('malformed-checkpoint corpus: every case is rejected cleanly, in bounded ti
       if ((run.maxRssMiB ?? 0) > hungriest.mib) hungriest = { mib: run.maxRssMiB ?? 0, name: c.name };
     });
     const clean = cases.length - failures.length;
-    const expectedOk = cases.filter((c) => c.expect === 'ok').length;
+    const failed = new Set(failures.map((f) => f.slice(0, f.indexOf(':'))));
+    const cleanOf = (e: string) => cases.filter((c) => c.expect === e && !failed.has(c.name)).length;
     t.diagnostic(
-      `corpus: ${cases.length} cases tried, ${clean} handled cleanly (${clean - expectedOk} rejected with one error line, ${expectedOk} accepted in bounds), ${failures.length} failed; ` +
-        `generated in ${generatedMs} ms, ran in ${Date.now() - started - generatedMs} ms`,
+      `corpus: ${cases.length} cases tried, ${clean} handled cleanly (${cleanOf('error')} rejected with one error line, ${cleanOf('warning')} analysed with one warning line, ` +
+        `${cleanOf('ok')} accepted in bounds), ${failures.length} failed; generated in ${generatedMs} ms, ran in ${Date.now() - started - generatedMs} ms`,
     );
     t.diagnostic(`corpus by category: ${[...byCategory].map(([k, v]) => `${k} ${v.clean}/${v.tried}`).join(', ')}`);
     t.diagnostic(`corpus slowest case ${slowest.name} ${slowest.ms} ms; peak memory ${hungriest.mib.toFixed(0)} MiB (${hungriest.name})`);
     assert.deepEqual(failures, [], `corpus failures:\n${failures.join('\n')}`);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('NaN/Inf weights: analyze --json flags exactly the affected heads and keeps every other spectrum finite', async () => {
+  ensureBuilt();
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'fk-nan-'));
+  try {
+    const cases = writeCorpus(root, FIXTURES, { withAnalyze: true }).filter((c) => c.nonFiniteHeads);
+    assert.ok(cases.length >= 2);
+    for (const c of cases) {
+      const run = await runCli([...c.argv, '--json'], CASE_TIMEOUT_MS);
+      assert.equal(run.code, 0, run.stderr);
+      const json = JSON.parse(run.stdout) as { heads: { layer: number; kind: string; head: number; singular_values: number[]; stable_rank: number; non_finite?: true }[] };
+      const flagged = json.heads.filter((h) => h.non_finite).map((h) => `${h.layer}/${h.kind}/${h.head}`);
+      assert.deepEqual(flagged.sort(), [...c.nonFiniteHeads!].sort(), c.name);
+      for (const h of json.heads.filter((x) => !x.non_finite)) {
+        assert.ok(h.singular_values.length > 0 && h.singular_values.every(Number.isFinite) && Number.isFinite(h.stable_rank), `${c.name}: head ${h.layer}/${h.kind}/${h.head} not finite`);
+      }
+    }
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
