@@ -3,6 +3,7 @@
  * every layer's key and query head spectra.
  */
 import { buildLayout } from '../core/arch/adapters';
+import type { AttentionLayout } from '../core/arch/layout';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { BACKEND_CHOICES, parseBackendChoice } from '../core/compute/session';
 import { FactoredKeysError } from '../core/errors';
@@ -71,6 +72,25 @@ function summaryLine(heads: HeadSpectrum[]): string {
   return `p90 ${Math.min(...p90)}-${Math.max(...p90)} (mean ${mean(p90).toFixed(1)}), p99 mean ${mean(p99).toFixed(1)}, stable rank ${mean(ok.map((h) => h.stableRank)).toFixed(2)}${bad ? `, ${bad} non-finite` : ''}`;
 }
 
+/** Heads named in the non-finite warning before it switches to a count. */
+const MAX_NAMED_HEADS = 8;
+
+/**
+ * One line naming the heads whose weights hold NaN or Inf (skipped by the engine), with the
+ * tensor each lives in, or undefined when every head is finite.
+ */
+export function nonFiniteWarning(heads: readonly HeadSpectrum[], layout: AttentionLayout): string | undefined {
+  const bad = heads.filter((h) => h.nonFinite);
+  if (bad.length === 0) return undefined;
+  const named = bad.slice(0, MAX_NAMED_HEADS).map((h) => {
+    const layer = layout.layers.find((l) => l.layer === h.layer);
+    const slice = (h.kind === 'key' ? layer?.keyHeads : layer?.queryHeads)?.[h.head];
+    return `layer ${h.layer} ${h.kind} head ${h.head}${slice ? ` (${slice.tensor})` : ''}`;
+  });
+  const more = bad.length > MAX_NAMED_HEADS ? `, and ${bad.length - MAX_NAMED_HEADS} more` : '';
+  return `${bad.length} head${bad.length === 1 ? '' : 's'} with NaN/Inf weights, spectra skipped: ${named.join(', ')}${more}`;
+}
+
 /** Runs the command. */
 export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
   const args = parseArgs(argv, { booleans: ['json'], values: ['backend', 'threads', 'kinds'] }, 'analyze');
@@ -105,6 +125,8 @@ export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
       },
     });
     for (const note of result.notes ?? []) io.stderr(`analyze: ${note}\n`);
+    const warning = nonFiniteWarning(result.heads, layout);
+    if (warning) io.stderr(`warning: ${warning}\n`);
     if (args.booleans.has('json')) {
       io.stdout(JSON.stringify(toAnalyzeJson(result)) + '\n');
       return 0;
