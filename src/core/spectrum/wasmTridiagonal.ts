@@ -199,7 +199,7 @@ let compiled: WebAssembly.Module | null | undefined;
 export function createWasmTridiagonalizer(n: number): WasmTridiagonalizer | undefined {
   if (compiled === undefined) {
     try {
-      compiled = new WebAssembly.Module(moduleBytes());
+      compiled = new WebAssembly.Module(moduleBytes() as Uint8Array<ArrayBuffer>);
     } catch {
       compiled = null;
     }
