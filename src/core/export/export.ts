@@ -109,6 +109,28 @@ async function extraFiles(ckpt: Checkpoint): Promise<string[]> {
   return out.sort();
 }
 
+/** File-system failures that are the environment's fault, not a bug: reported as one line. */
+const FILE_SYSTEM_ERRORS: Readonly<Record<string, string>> = {
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  EFBIG: 'a file is too large for the file system',
+  EROFS: 'the file system is read-only',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EIO: 'input/output error',
+};
+
+/**
+ * Turns a disk-full (or similar) errno error into a FactoredKeysError naming the destination;
+ * anything else is returned unchanged. By the time it is thrown the temporary folder is gone.
+ */
+export function fileSystemError(e: unknown, dest: string): unknown {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (e instanceof FactoredKeysError || typeof code !== 'string' || !Object.hasOwn(FILE_SYSTEM_ERRORS, code)) return e;
+  const where = (e as NodeJS.ErrnoException).path;
+  return new FactoredKeysError(`${dest}: ${FILE_SYSTEM_ERRORS[code]} (${code}${where ? ` at ${where}` : ''}); the export was not written`);
+}
+
 /**
  * Exports a factored checkpoint. Safety rules: see ./destination.ts and docs/FORMAT.md. On
  * any error or cancellation nothing is left at the destination and the temporary folder is
@@ -208,6 +230,8 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
     await commitTempFolder(temp, dest, options.force ?? false);
     temp = undefined;
     return { dest: dest.dest, plan, config, report, bytesWritten };
+  } catch (e) {
+    throw fileSystemError(e, options.dest);
   } finally {
     await sources.close();
     await ckpt.close();
