@@ -235,3 +235,37 @@ test('SIGKILL at random points of a spawned export never leaves a destination th
     fs.rmSync(parent, { recursive: true, force: true });
   }
 });
+
+test('export refuses the source folder, its inside, a file, a symlink and a non-empty folder without --force (CLI)', async () => {
+  ensureBuilt();
+  const root = scratchDir('fk-refuse-');
+  try {
+    const source = path.join(root, 'source');
+    fs.cpSync(path.join(FIXTURES, 'layouts/llama'), source, { recursive: true });
+    const before = listing(source);
+    const file = path.join(root, 'a-file');
+    fs.writeFileSync(file, 'x');
+    const full = path.join(root, 'full');
+    fs.mkdirSync(full);
+    fs.writeFileSync(path.join(full, 'keep.txt'), 'user data');
+    const link = path.join(root, 'link');
+    fs.symlinkSync(full, link);
+    const cases: [string, string[]][] = [
+      [source, ['inside the source']],
+      [path.join(source, 'out'), ['inside the source']],
+      [root, ['contains the source']],
+      [file, ['not a folder']],
+      [link, ['symbolic link']],
+      [full, ['not empty', '--force']],
+    ];
+    for (const [dest, mentions] of cases) {
+      const run = await runCli(['export', source, dest, ...EXPORT_ARGS], 60_000);
+      assert.deepEqual(cleanErrorProblems(run, mentions), [], dest);
+    }
+    assert.deepEqual(listing(source), before, 'source untouched');
+    assert.deepEqual(fs.readdirSync(full), ['keep.txt'], 'non-empty destination untouched');
+    assert.deepEqual(fs.readdirSync(root).sort(), ['a-file', 'full', 'link', 'source'], 'nothing else created');
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
