@@ -23,7 +23,7 @@ import { usableBackends } from '../src/core/compute/session';
 import { analyzeSpectra } from '../src/core/spectrum';
 import { generateSyntheticCheckpoint, syntheticQkBytes, type SyntheticKind } from './synthetic';
 
-const ROOT = path.resolve(__dirname, '..');
+const ROOT = process.env.BENCH_ROOT ?? path.resolve(__dirname, '..');
 
 interface ChildResult {
   seconds: number;
@@ -116,7 +116,9 @@ async function child(args: string[]): Promise<void> {
 // parent side
 
 function measure(mode: string, dir: string, extra = '', sample = ''): ChildResult {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', __filename, '--child', mode, dir, extra, sample], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
+  // from sources under tsx, or as a bundled .js (how it runs on machines without the dev setup)
+  const loader = __filename.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const r = spawnSync(process.execPath, [...loader, __filename, '--child', mode, dir, extra, sample], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`bench child ${mode} ${extra} failed: ${r.stderr}`);
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]) as ChildResult;

@@ -172,7 +172,8 @@ export async function usableBackends(): Promise<BackendName[]> {
   const out: BackendName[] = [];
   const gpu = linuxHasGpuDevice();
   for (const b of autoCandidates()) {
-    if (b !== 'cpu' && !gpu) continue;
+    if (b === 'cpu') continue; // always there; probing it would only cost a session
+    if (!gpu) continue;
     if ((await probeBackend(b)).usable) out.push(b);
   }
   if (!out.includes('cpu')) out.push('cpu');
