@@ -8,7 +8,7 @@ import { buildLayout } from '../arch/adapters';
 import type { AttentionLayout } from '../arch/layout';
 import { CONFIG_FILE, INDEX_FILE, openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint';
 import { bytesPerElement } from '../checkpoint/dtypes';
-import { FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
+import { CancelledError, FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
 import { analyzeHeads, energiesOf, truncateBasis, type HeadBasis } from '../factor/basis';
 import { buildPlan, retainedEnergy, validatePlan } from '../plan/plan';
 import type { FactorMethod, PlanModel, RankOverride, RankPlan, RankPolicy } from '../plan/types';
@@ -16,7 +16,7 @@ import { computeSavings } from '../savings';
 import { checkDestination, commitTempFolder, makeTempFolder, removeStaleTemps } from './destination';
 import { FACTORED_KEYS_FORMAT_VERSION, REPORT_FILE, type ExportReport, type FactoredKeysConfig, type RopeMode } from './format';
 import { planLayerRewrite, produceLayer, type LayerRewrite, type NewTensor } from './rewrite';
-import { SourceFiles, tensorByteLength, writeSafetensors, type OutputTensor } from './writer';
+import { copyTensors, headerJson, headerPrefix, SourceFiles, writeFullyAt, type CopiedTensor, type HeaderEntry } from './writer';
 
 /** Weight files in the source folder that are not copied (they would be unfactored duplicates). */
 const SKIPPED_WEIGHT_EXTENSIONS = ['.safetensors', '.bin', '.pt', '.pth', '.ckpt', '.gguf', '.h5', '.msgpack', '.onnx', '.npz'];
@@ -97,12 +97,12 @@ async function indexMetadata(ckpt: Checkpoint): Promise<Record<string, unknown>>
   return parsed.metadata && typeof parsed.metadata === 'object' && !Array.isArray(parsed.metadata) ? { ...(parsed.metadata as Record<string, unknown>) } : {};
 }
 
-/** Files other than weights, config and index, copied as they are (symlinks followed). */
+/** Files other than weights, config and index, copied as they are (symlinks followed; hidden files skipped). */
 async function extraFiles(ckpt: Checkpoint): Promise<string[]> {
   const own = new Set([CONFIG_FILE, INDEX_FILE, REPORT_FILE, ...ckpt.files.map((f) => path.basename(f.file))]);
   const out: string[] = [];
   for (const e of await fsp.readdir(ckpt.dir)) {
-    if (own.has(e) || SKIPPED_WEIGHT_EXTENSIONS.some((x) => e.endsWith(x))) continue;
+    if (own.has(e) || e.startsWith('.') || SKIPPED_WEIGHT_EXTENSIONS.some((x) => e.endsWith(x))) continue;
     const st = await fsp.stat(path.join(ckpt.dir, e)).catch(() => undefined);
     if (st?.isFile()) out.push(e);
   }
@@ -131,36 +131,116 @@ export function fileSystemError(e: unknown, dest: string): unknown {
   return new FactoredKeysError(`${dest}: ${FILE_SYSTEM_ERRORS[code]} (${code}${where ? ` at ${where}` : ''}); the export was not written`);
 }
 
+/** Picks the error to report when concurrent phases fail: the first that is not a cancellation. */
+function firstRealError(results: PromiseSettledResult<unknown>[]): unknown {
+  const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+  return errors.find((e) => !(e instanceof CancelledError)) ?? errors[0];
+}
+
+/** Checks the rank source before any work: a plan's shape and method, or a policy's numbers. */
+function validateRankSource(layout: AttentionLayout, options: ExportOptions): void {
+  const model = planModelOf(layout);
+  if (options.plan !== undefined) {
+    const where = options.planSource ?? 'plan';
+    const p = validatePlan(options.plan, where, model);
+    if (p.method !== options.method) throw new FactoredKeysError(`${where}: plan is for method ${p.method} but the export uses ${options.method}`);
+    return;
+  }
+  if (!options.policy) throw new FactoredKeysError('export: give a rank policy (--rank, --fraction, --energy, --budget-bytes-per-token) or --plan');
+  // flat stand-in spectra: validates the policy, overrides and a budget's minimum
+  const flat = Array.from({ length: model.layers }, () => Array.from({ length: model.kv_heads }, () => Array<number>(model.head_dim).fill(1)));
+  buildPlan({ method: options.method, policy: options.policy, model, energies: flat, overrides: options.overrides });
+}
+
 /**
  * Exports a factored checkpoint. Safety rules: see ./destination.ts and docs/FORMAT.md. On
  * any error or cancellation nothing is left at the destination and the temporary folder is
  * removed; the source is only read.
+ *
+ * Copying the untouched tensors (most of the bytes) starts at once and runs concurrently with
+ * the factorization; the factored tensors and the headers are written when both are done
+ * (see ./writer.ts for the file layout).
  */
 export async function exportFactored(options: ExportOptions): Promise<ExportResult> {
   const ckpt = await openCheckpoint(options.source);
   const sources = new SourceFiles();
+  const handles: fsp.FileHandle[] = [];
   let temp: string | undefined;
   try {
     if (ckpt.config.factored_keys !== undefined) throw new FactoredKeysError(`${ckpt.dir}/config.json: this checkpoint is already factored (it has a "factored_keys" block)`);
     const layout = buildLayout(ckpt);
+    validateRankSource(layout, options);
     const dest = await checkDestination(ckpt.dir, ckpt.files.map((f) => f.file), options.dest, options.force ?? false);
     await removeStaleTemps(dest);
     const mode: RopeMode = layout.rope ? 'latent' : 'absorbed';
-    const bases = await analyzeHeads(ckpt, layout, options.method, { cancel: options.cancel, progress: options.progress });
-    const plan = resolvePlan(layout, bases, options);
-    const rewrites: LayerRewrite[] = layout.layers.map((layer) => planLayerRewrite(ckpt, layout, layer, plan.ranks[layer.layer], mode));
+    // Full-rank rewrites: which tensors change (independent of ranks) and the largest headers.
+    const fullRank = layout.layers.map((layer) => planLayerRewrite(ckpt, layout, layer, Array<number>(layout.kvHeads).fill(layout.headDim), mode));
+    const replacedNames = new Set(fullRank.flatMap((rw) => [...rw.replaced.keys()]));
+    const addedAfter = new Map<string, string[]>();
+    for (const rw of fullRank) for (const a of rw.added) addedAfter.set(a.after, [...(addedAfter.get(a.after) ?? []), a.tensor.name]);
+    const fullSize = new Map<string, NewTensor>();
+    for (const rw of fullRank) {
+      for (const t of rw.replaced.values()) fullSize.set(t.name, t);
+      for (const a of rw.added) fullSize.set(a.tensor.name, a.tensor);
+    }
+    const shards = ckpt.files.map((f) => {
+      const copied: CopiedTensor[] = [];
+      const created: string[] = [];
+      for (const t of f.tensors) {
+        if (replacedNames.has(t.name)) created.push(t.name);
+        else copied.push({ name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.end - t.start, file: t.file, start: t.start });
+        created.push(...(addedAfter.get(t.name) ?? []));
+      }
+      // every number in a header only shrinks with the rank, so full rank bounds its length
+      const maxHeader = headerJson([...copied, ...created.map((n) => fullSize.get(n)!)], f.metadata).byteLength;
+      const reserved = maxHeader + 64;
+      return { name: path.basename(f.file), metadata: f.metadata, copied, created, reserved };
+    });
 
-    // Which layer produces each new tensor, and where added tensors go.
+    temp = await makeTempFolder(dest);
+    for (const sh of shards) handles.push(await fsp.open(path.join(temp, sh.name), 'wx'));
+    let aborted = false;
+    const cancel = { get cancelled() { return aborted || (options.cancel?.cancelled ?? false); } };
+    const guard = <T>(p: Promise<T>) =>
+      p.catch((e: unknown) => {
+        aborted = true;
+        throw e;
+      });
+    const copiedTotal = shards.reduce((a, sh) => a + sh.copied.reduce((b, t) => b + t.byteLength, 0), 0);
+    let copiedDone = 0;
+    const copyPhase = guard(
+      (async () => {
+        const ends: number[] = [];
+        for (let i = 0; i < shards.length; i++) {
+          ends.push(
+            await copyTensors(handles[i], 8 + shards[i].reserved, shards[i].copied, sources, cancel, (n) => {
+              copiedDone += n;
+              options.progress?.(copiedDone, copiedTotal, `writing ${shards[i].name}`);
+            }),
+          );
+        }
+        return ends;
+      })(),
+    );
+    const factorPhase = guard(
+      (async () => {
+        const bases = await analyzeHeads(ckpt, layout, options.method, { cancel, progress: options.progress });
+        const plan = resolvePlan(layout, bases, options);
+        const rewrites = layout.layers.map((layer) => planLayerRewrite(ckpt, layout, layer, plan.ranks[layer.layer], mode));
+        return { bases, plan, rewrites };
+      })(),
+    );
+    const settled = await Promise.allSettled([copyPhase, factorPhase]);
+    if (settled.some((r) => r.status === 'rejected')) throw firstRealError(settled);
+    const ends = (settled[0] as PromiseFulfilledResult<number[]>).value;
+    const { bases, plan, rewrites } = (settled[1] as PromiseFulfilledResult<{ bases: HeadBasis[][]; plan: RankPlan; rewrites: LayerRewrite[] }>).value;
+
+    // Phase 2: factored tensors, computed one layer at a time and dropped once written.
     const producer = new Map<string, { layer: number; tensor: NewTensor }>();
-    const addedAfter = new Map<string, NewTensor[]>();
     for (const rw of rewrites) {
       for (const t of rw.replaced.values()) producer.set(t.name, { layer: rw.layer, tensor: t });
-      for (const a of rw.added) {
-        producer.set(a.tensor.name, { layer: rw.layer, tensor: a.tensor });
-        addedAfter.set(a.after, [...(addedAfter.get(a.after) ?? []), a.tensor]);
-      }
+      for (const a of rw.added) producer.set(a.tensor.name, { layer: rw.layer, tensor: a.tensor });
     }
-    // Layer outputs are computed on first use and dropped once all are written.
     const pending = new Map<number, Promise<Map<string, Uint8Array>>>();
     const take = async (name: string): Promise<Uint8Array> => {
       const { layer } = producer.get(name)!;
@@ -176,33 +256,33 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
       if (all.size === 0) pending.delete(layer);
       return bytes;
     };
-    const newTensor = (t: NewTensor): OutputTensor => ({ kind: 'bytes', name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength, produce: () => take(t.name) });
-
-    const shards = ckpt.files.map((f) => {
-      const tensors: OutputTensor[] = [];
-      for (const t of f.tensors) {
-        const p = producer.get(t.name);
-        tensors.push(p ? newTensor(p.tensor) : { kind: 'copy', name: t.name, dtype: t.dtype, shape: t.shape, file: t.file, start: t.start, end: t.end });
-        for (const a of addedAfter.get(t.name) ?? []) tensors.push(newTensor(a));
+    const weightMap: Record<string, string> = {};
+    let totalBytes = 0;
+    for (let i = 0; i < shards.length; i++) {
+      const sh = shards[i];
+      let pos = ends[i];
+      const createdEntries: HeaderEntry[] = [];
+      for (const name of sh.created) {
+        throwIfCancelled(options.cancel);
+        const t = producer.get(name)!.tensor;
+        const bytes = await take(name);
+        if (bytes.byteLength !== t.byteLength) throw new Error(`tensor "${name}": produced ${bytes.byteLength} bytes, expected ${t.byteLength}`);
+        await writeFullyAt(handles[i], bytes, bytes.byteLength, pos);
+        pos += bytes.byteLength;
+        createdEntries.push(t);
       }
-      return { name: path.basename(f.file), metadata: f.metadata, tensors };
-    });
-    const totalBytes = shards.reduce((s, sh) => s + sh.tensors.reduce((a, t) => a + tensorByteLength(t), 0), 0);
-
-    temp = await makeTempFolder(dest);
-    let done = 0;
-    let bytesWritten = 0;
-    for (const sh of shards) {
-      throwIfCancelled(options.cancel);
-      bytesWritten += await writeSafetensors(path.join(temp, sh.name), sh.tensors, sh.metadata, sources, options.cancel, (n) => {
-        done += n;
-        options.progress?.(done, totalBytes, `writing ${sh.name}`);
-      });
+      const entries: HeaderEntry[] = [...sh.copied, ...createdEntries];
+      const header = headerJson(entries, sh.metadata, sh.reserved);
+      await writeFullyAt(handles[i], headerPrefix(header.byteLength), 8, 0);
+      await writeFullyAt(handles[i], header, header.byteLength, 8);
+      for (const e of entries) {
+        weightMap[e.name] = sh.name;
+        totalBytes += e.byteLength;
+      }
     }
+    for (const h of handles.splice(0)) await h.close();
     if (ckpt.indexFile) {
       const metadata = { ...(await indexMetadata(ckpt)), total_size: totalBytes };
-      const weightMap: Record<string, string> = {};
-      for (const sh of shards) for (const t of sh.tensors) weightMap[t.name] = sh.name;
       await fsp.writeFile(path.join(temp, INDEX_FILE), JSON.stringify({ metadata, weight_map: weightMap }, null, 2) + '\n', { flag: 'wx' });
     }
     const config: FactoredKeysConfig = {
@@ -229,10 +309,9 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
     throwIfCancelled(options.cancel);
     await commitTempFolder(temp, dest, options.force ?? false);
     temp = undefined;
-    return { dest: dest.dest, plan, config, report, bytesWritten };
-  } catch (e) {
-    throw fileSystemError(e, options.dest);
+    return { dest: dest.dest, plan, config, report, bytesWritten: totalBytes };
   } finally {
+    for (const h of handles) await h.close().catch(() => undefined);
     await sources.close();
     await ckpt.close();
     if (temp) await fsp.rm(temp, { recursive: true, force: true }).catch(() => undefined);

@@ -13,6 +13,7 @@ import type { Checkpoint } from '../checkpoint/checkpoint';
 import { bytesPerElement, encodeFromFloat32, type Dtype } from '../checkpoint/dtypes';
 import { FactoredKeysError } from '../errors';
 import type { TruncatedMaps } from '../factor/basis';
+import { batchedMatmul } from '../factor/products';
 import type { FactoredLayer, RopeMode, SliceRef } from './format';
 
 /** A tensor the export writes with new contents. */
@@ -159,19 +160,11 @@ function transposeBytes(src: Uint8Array, rows: number, cols: number, width: numb
   return out;
 }
 
-/** rows (count x d) of y = Tᵀ F: new feature j = Σ_a T[a][j] · F[a]. */
-function mapFeatures(features: Float32Array, d: number, map: Float64Array, n: number, r: number): Float32Array {
-  const acc = new Float64Array(r * d);
-  for (let a = 0; a < n; a++) {
-    const fa = a * d;
-    for (let j = 0; j < r; j++) {
-      const t = map[a * r + j];
-      if (t === 0) continue;
-      const o = j * d;
-      for (let x = 0; x < d; x++) acc[o + x] += t * features[fa + x];
-    }
-  }
-  return Float32Array.from(acc);
+/** New feature rows (r x d) = Tᵀ·F for a map T (n x r) and feature rows F (n x d), in float64. */
+async function mapFeatures(features: Float32Array, d: number, map: Float64Array, n: number, r: number): Promise<Float32Array> {
+  const tT = new Float64Array(r * n);
+  for (let a = 0; a < n; a++) for (let j = 0; j < r; j++) tT[j * n + a] = map[a * r + j];
+  return Float32Array.from(await batchedMatmul(tT, Float64Array.from(features), 1, r, n, d));
 }
 
 /**
@@ -214,7 +207,7 @@ export async function produceLayer(ckpt: Checkpoint, layout: AttentionLayout, rw
       const m = maps[g];
       const map = s.kind === 'k' ? m.keyMap : m.queryMap;
       const features = decodedFeatures(s.srcOffset);
-      dst.set(encodeFromFloat32(info.dtype, mapFeatures(features, d, map, hd, m.rank)), s.dstOffset * rowBytes);
+      dst.set(encodeFromFloat32(info.dtype, await mapFeatures(features, d, map, hd, m.rank)), s.dstOffset * rowBytes);
       if (biasDst && biasF32) {
         const b = biasF32.subarray(s.srcOffset, s.srcOffset + hd);
         const nb = new Float32Array(m.rank);

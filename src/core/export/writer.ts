@@ -1,43 +1,59 @@
 /**
- * Streaming safetensors writer: header first (every size is known up front), then tensor data
- * in header order, either copied from a source file by byte range or supplied as bytes.
- * Memory use is one copy buffer pair plus whatever a supplied tensor holds.
+ * Streaming safetensors writing in two phases, so copying can start before any factored
+ * tensor's size is known:
+ * 1. the data of every copied tensor is streamed (byte-range copy) to the file right after a
+ *    header area reserved at its maximum possible size;
+ * 2. factored tensors are appended after the copied ones, and the header (offsets now known)
+ *    is written into the reserved area, padded with spaces as the safetensors format allows.
+ * A file's data section is therefore: copied tensors in source order, then new tensors.
  */
 import { promises as fsp } from 'node:fs';
 import type { Dtype } from '../checkpoint/dtypes';
-import { throwIfCancelled, type CancelToken } from '../errors';
+import { CancelledError, throwIfCancelled, type CancelToken } from '../errors';
 
-/** One tensor of an output file. */
-export type OutputTensor =
-  | { readonly kind: 'copy'; readonly name: string; readonly dtype: Dtype; readonly shape: readonly number[]; readonly file: string; readonly start: number; readonly end: number }
-  | { readonly kind: 'bytes'; readonly name: string; readonly dtype: Dtype; readonly shape: readonly number[]; readonly byteLength: number; readonly produce: () => Promise<Uint8Array> };
-
-/** Bytes of a tensor's data. */
-export function tensorByteLength(t: OutputTensor): number {
-  return t.kind === 'copy' ? t.end - t.start : t.byteLength;
+/** A tensor's header entry. */
+export interface HeaderEntry {
+  readonly name: string;
+  readonly dtype: Dtype;
+  readonly shape: readonly number[];
+  readonly byteLength: number;
 }
 
-/** Copy chunk size: large enough that syscall overhead vanishes, small enough for RSS. */
-const CHUNK = 32 * 1024 * 1024;
+/** A tensor copied by byte range from a source file. */
+export interface CopiedTensor extends HeaderEntry {
+  readonly file: string;
+  readonly start: number;
+}
 
-/** Serialized safetensors header (length prefix + JSON padded with spaces to 8 bytes). */
-export function encodeHeader(tensors: readonly OutputTensor[], metadata: Readonly<Record<string, string>>): Uint8Array {
+/** Copy chunk size and how many chunks may be in flight (read-ahead while writing). */
+const CHUNK = 32 * 1024 * 1024;
+const DEPTH = 4;
+
+/**
+ * The JSON header for `entries` laid out back to back in this order, as bytes (without the
+ * 8-byte length prefix), padded with spaces to a multiple of 8 or to exactly `padTo` bytes.
+ */
+export function headerJson(entries: readonly HeaderEntry[], metadata: Readonly<Record<string, string>>, padTo?: number): Uint8Array {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
-  for (const t of tensors) {
-    const n = tensorByteLength(t);
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + n] };
-    offset += n;
+  for (const t of entries) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.byteLength] };
+    offset += t.byteLength;
   }
-  let json = JSON.stringify(header);
-  const pad = (8 - (Buffer.byteLength(json) % 8)) % 8;
-  json += ' '.repeat(pad);
-  const body = Buffer.from(json, 'utf8');
-  const out = new Uint8Array(8 + body.byteLength);
-  new DataView(out.buffer).setBigUint64(0, BigInt(body.byteLength), true);
-  out.set(body, 8);
+  const body = Buffer.from(JSON.stringify(header), 'utf8');
+  const length = padTo ?? body.byteLength + ((8 - (body.byteLength % 8)) % 8);
+  if (body.byteLength > length) throw new Error(`safetensors header needs ${body.byteLength} bytes but only ${length} were reserved`);
+  const out = Buffer.alloc(length, 0x20);
+  body.copy(out);
   return out;
+}
+
+/** The 8-byte little-endian header length prefix. */
+export function headerPrefix(length: number): Uint8Array {
+  const p = new Uint8Array(8);
+  new DataView(p.buffer).setBigUint64(0, BigInt(length), true);
+  return p;
 }
 
 /** Source file handles shared across output files, closed together. */
@@ -69,80 +85,98 @@ async function readFully(fh: fsp.FileHandle, buf: Uint8Array, length: number, po
   }
 }
 
-async function writeFully(fh: fsp.FileHandle, buf: Uint8Array, length: number): Promise<void> {
+/** Writes all of `buf[0, length)` at `position`. */
+export async function writeFullyAt(fh: fsp.FileHandle, buf: Uint8Array, length: number, position: number): Promise<void> {
   let done = 0;
   while (done < length) {
-    const { bytesWritten } = await fh.write(buf, done, length - done);
+    const { bytesWritten } = await fh.write(buf, done, length - done, position + done);
     done += bytesWritten;
   }
 }
 
+interface Range {
+  readonly file: string;
+  readonly start: number;
+  readonly length: number;
+}
+
+/** Merges tensors that are contiguous in the same source file into single ranges. */
+function ranges(tensors: readonly CopiedTensor[]): Range[] {
+  const out: { file: string; start: number; length: number }[] = [];
+  for (const t of tensors) {
+    const last = out[out.length - 1];
+    if (last && last.file === t.file && last.start + last.length === t.start) last.length += t.byteLength;
+    else out.push({ file: t.file, start: t.start, length: t.byteLength });
+  }
+  return out;
+}
+
 /**
- * Writes one safetensors file at `path` (must not exist). Consecutive copied tensors that are
- * contiguous in their source are merged into one range; reads of the next chunk overlap the
- * write of the current one.
+ * Copies the tensors' bytes, back to back, into `fh` from `position` on. Up to DEPTH chunks
+ * are in flight, so reads run ahead of writes and the disk stays busy even while the main
+ * thread computes. Returns the position after the last byte.
  */
-export async function writeSafetensors(
-  path: string,
-  tensors: readonly OutputTensor[],
-  metadata: Readonly<Record<string, string>>,
+export async function copyTensors(
+  fh: fsp.FileHandle,
+  position: number,
+  tensors: readonly CopiedTensor[],
   sources: SourceFiles,
   cancel?: CancelToken,
   onBytes?: (n: number) => void,
 ): Promise<number> {
-  const fh = await fsp.open(path, 'wx');
-  let written = 0;
-  try {
-    const header = encodeHeader(tensors, metadata);
-    await writeFully(fh, header, header.byteLength);
-    written += header.byteLength;
-    let bufs: [Uint8Array, Uint8Array] | undefined;
-    let i = 0;
-    while (i < tensors.length) {
-      throwIfCancelled(cancel);
-      const t = tensors[i];
-      if (t.kind === 'bytes') {
-        const bytes = await t.produce();
-        if (bytes.byteLength !== t.byteLength) throw new Error(`tensor "${t.name}": produced ${bytes.byteLength} bytes, expected ${t.byteLength}`);
-        await writeFully(fh, bytes, bytes.byteLength);
-        written += bytes.byteLength;
-        onBytes?.(bytes.byteLength);
-        i++;
-        continue;
-      }
-      // merge a run of contiguous copies from the same file
-      let end = t.end;
-      let j = i + 1;
-      while (j < tensors.length) {
-        const u = tensors[j];
-        if (u.kind !== 'copy' || u.file !== t.file || u.start !== end) break;
-        end = u.end;
-        j++;
-      }
-      const src = await sources.handle(t.file);
-      const size = Math.min(CHUNK, Math.max(1, end - t.start));
-      if (!bufs || bufs[0].byteLength < size) bufs = [new Uint8Array(size), new Uint8Array(size)];
-      let pos = t.start;
-      let which = 0;
-      let pending: { buf: Uint8Array; len: number } | undefined;
-      while (pos < end || pending) {
-        throwIfCancelled(cancel);
-        const len = Math.min(bufs[which].byteLength, end - pos);
-        const read = len > 0 ? readFully(src, bufs[which], len, pos, t.file) : Promise.resolve();
-        const write = pending ? writeFully(fh, pending.buf, pending.len) : Promise.resolve();
-        await Promise.all([read, write]);
-        if (pending) {
-          written += pending.len;
-          onBytes?.(pending.len);
-        }
-        pending = len > 0 ? { buf: bufs[which], len } : undefined;
-        pos += len;
-        which ^= 1;
-      }
-      i = j;
+  const chunks: { file: string; src: number; dst: number; length: number }[] = [];
+  let dst = position;
+  for (const r of ranges(tensors)) {
+    for (let off = 0; off < r.length; off += CHUNK) {
+      const length = Math.min(CHUNK, r.length - off);
+      chunks.push({ file: r.file, src: r.start + off, dst, length });
+      dst += length;
     }
-  } finally {
-    await fh.close();
   }
-  return written;
+  if (chunks.length === 0) return position;
+  const free: Uint8Array[] = Array.from({ length: Math.min(DEPTH, chunks.length) }, () => new Uint8Array(Math.min(CHUNK, Math.max(...chunks.map((c) => c.length)))));
+  const waiting: (() => void)[] = [];
+  const acquire = async (): Promise<Uint8Array> => {
+    while (free.length === 0) await new Promise<void>((resolve) => waiting.push(resolve));
+    return free.pop()!;
+  };
+  const release = (b: Uint8Array) => {
+    free.push(b);
+    waiting.shift()?.();
+  };
+  // Writes are chained in order; each chunk's read starts as soon as a buffer is free.
+  let writes: Promise<void> = Promise.resolve();
+  let failure: unknown;
+  for (const c of chunks) {
+    if (cancel?.cancelled) failure ??= new CancelledError();
+    if (failure) break;
+    const buf = await acquire();
+    if (failure) {
+      release(buf);
+      break;
+    }
+    const src = await sources.handle(c.file);
+    const read = readFully(src, buf, c.length, c.src, c.file);
+    writes = writes.then(async () => {
+      await read;
+      throwIfCancelled(cancel);
+      await writeFullyAt(fh, buf, c.length, c.dst);
+      onBytes?.(c.length);
+      release(buf);
+    });
+    // keep the loop going, but remember the first failure (and never leave a rejection unobserved)
+    writes.catch((e: unknown) => {
+      failure ??= e;
+      release(buf);
+    });
+    read.catch(() => undefined);
+  }
+  // wait for every in-flight write before reporting, so no write outlives this call
+  try {
+    await writes;
+  } catch (e) {
+    failure ??= e;
+  }
+  if (failure) throw failure;
+  return dst;
 }

@@ -15,6 +15,7 @@ import { FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn 
 import { choleskyUpper } from '../linalg/cholesky';
 import { matmul, solveUpper, transpose } from '../linalg/dense';
 import { symmetricEigen } from '../linalg/eigen';
+import { batchedGram } from './products';
 import type { FactorMethod, HeadEnergies } from '../plan/types';
 
 /** The full-rank factorization of one KV head; truncate with {@link truncateBasis}. */
@@ -156,9 +157,12 @@ export class LayerTensorCache {
   }
 }
 
-/** Output features [offset, offset + count) of a projection as feature-major rows (count x d_model). */
+/**
+ * Output features [offset, offset + count) of a projection as feature-major rows
+ * (count x d_model); a view into `all` for `linear` tensors, so treat it as read-only.
+ */
 export function sliceFeatures(all: Float32Array, shape: readonly number[], orientation: HeadSlice['orientation'], offset: number, count: number): Float32Array {
-  if (orientation === 'linear') return all.slice(offset * shape[1], (offset + count) * shape[1]);
+  if (orientation === 'linear') return all.subarray(offset * shape[1], (offset + count) * shape[1]);
   const [d, cols] = shape;
   const out = new Float32Array(count * d);
   for (let x = 0; x < d; x++) {
@@ -194,34 +198,70 @@ export interface AnalyzeOptions {
  */
 export async function analyzeHeads(ckpt: Checkpoint, layout: AttentionLayout, method: FactorMethod, options: AnalyzeOptions = {}): Promise<HeadBasis[][]> {
   const n = layout.headDim;
-  const d = layout.hiddenSize;
   const out: HeadBasis[][] = [];
   for (const layer of layout.layers) {
     throwIfCancelled(options.cancel);
     options.progress?.(layer.layer, layout.layers.length, `factoring layer ${layer.layer}`);
     const cache = new LayerTensorCache(ckpt);
+    const queryGrams = await headGrams(ckpt, cache, layer.queryHeads, n, true, options.cancel);
     const queryAug = Array.from({ length: layout.kvHeads }, () => new Float64Array(n * n));
-    for (let h = 0; h < layout.queryHeads; h++) {
-      const { features, bias } = await readHeadFeatures(ckpt, cache, layer.queryHeads[h], n);
-      featureGram(features, n, d, bias, queryAug[layout.queryToKv[h]]);
-      throwIfCancelled(options.cancel);
-    }
+    queryGrams.forEach((g, h) => {
+      const acc = queryAug[layout.queryToKv[h]];
+      for (let i = 0; i < n * n; i++) acc[i] += g[i];
+    });
+    const keyPlain = await headGrams(ckpt, cache, layer.keyHeads, n, false, options.cancel);
     const row: HeadBasis[] = [];
     for (let g = 0; g < layout.kvHeads; g++) {
       const slice = layer.keyHeads[g];
-      const { features, bias } = await readHeadFeatures(ckpt, cache, slice, n);
-      const keyPlain = featureGram(features, n, d);
-      let keyAug = keyPlain;
-      if (bias) {
-        keyAug = Float64Array.from(keyPlain);
-        for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) keyAug[a * n + b] += bias[a] * bias[b];
-      }
-      row.push(basisFromGrams(method, { keyPlain, keyAug, queryAug: queryAug[g] }, n, layer.layer, g, slice.tensor));
+      const bias = slice.bias ? (await cache.get(slice.bias)).subarray(slice.offset, slice.offset + n) : undefined;
+      const keyAug = bias ? addOuter(keyPlain[g], bias, n) : keyPlain[g];
+      row.push(basisFromGrams(method, { keyPlain: keyPlain[g], keyAug, queryAug: queryAug[g] }, n, layer.layer, g, slice.tensor));
     }
     cache.clear();
     out.push(row);
   }
   options.progress?.(layout.layers.length, layout.layers.length, 'factored');
+  return out;
+}
+
+/** G + b bᵀ (a copy). */
+function addOuter(g: Float64Array, b: ArrayLike<number>, n: number): Float64Array {
+  const out = Float64Array.from(g);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out[i * n + j] += b[i] * b[j];
+  return out;
+}
+
+/** Heads per batched Gram call: bounds the staging buffer and onnxruntime's float64 copy (8 x 128 x 4096 x 8 B = 32 MiB). */
+const GRAM_BATCH = 8;
+
+/** Float64 Gram W̃ᵀW̃ of every head in `slices` (with its bias when `withBias`). */
+async function headGrams(ckpt: Checkpoint, cache: LayerTensorCache, slices: readonly HeadSlice[], n: number, withBias: boolean, cancel?: CancelToken): Promise<Float64Array[]> {
+  const out: Float64Array[] = [];
+  for (let start = 0; start < slices.length; start += GRAM_BATCH) {
+    throwIfCancelled(cancel);
+    const chunk = slices.slice(start, start + GRAM_BATCH);
+    const t = ckpt.tensor(chunk[0].tensor);
+    const d = chunk[0].orientation === 'linear' ? t.shape[1] : t.shape[0];
+    const first = chunk[0];
+    const contiguous = first.orientation === 'linear' && chunk.every((s, i) => s.tensor === first.tensor && s.offset === first.offset + i * n);
+    let buf: Float32Array;
+    if (contiguous) {
+      // consecutive heads of a [out, in] tensor are already stacked feature-major blocks
+      buf = (await cache.get(first.tensor)).subarray(first.offset * d, (first.offset + chunk.length * n) * d);
+    } else {
+      buf = new Float32Array(chunk.length * n * d);
+      for (let i = 0; i < chunk.length; i++) {
+        const s = chunk[i];
+        buf.set(sliceFeatures(await cache.get(s.tensor), ckpt.tensor(s.tensor).shape, s.orientation, s.offset, n), i * n * d);
+      }
+    }
+    const grams = await batchedGram(buf, chunk.length, n, d);
+    for (let i = 0; i < chunk.length; i++) {
+      const g = grams.slice(i * n * n, (i + 1) * n * n);
+      const s = chunk[i];
+      out.push(withBias && s.bias ? addOuter(g, (await cache.get(s.bias)).subarray(s.offset, s.offset + n), n) : g);
+    }
+  }
   return out;
 }
 
