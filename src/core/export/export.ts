@@ -310,6 +310,8 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
     await commitTempFolder(temp, dest, options.force ?? false);
     temp = undefined;
     return { dest: dest.dest, plan, config, report, bytesWritten: totalBytes };
+  } catch (e) {
+    throw fileSystemError(e, options.dest);
   } finally {
     for (const h of handles) await h.close().catch(() => undefined);
     await sources.close();
