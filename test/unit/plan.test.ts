@@ -88,3 +88,20 @@ test('bad plans give one-line errors naming the file', () => {
   assert.throws(() => buildPlan({ method: 'key-svd', policy: { kind: 'uniform', rank: 0 }, model }), /rank must be an integer from 1/);
   assert.throws(() => buildPlan({ method: 'key-svd', policy: { kind: 'fraction', fraction: 1.5 }, model }), /fraction must be in \(0, 1\]/);
 });
+
+test('key energies from analyzeSpectra-shaped heads are squared singular values', async () => {
+  const { keyEnergiesFromSpectra } = await import('../../src/core/plan/plan');
+  const e = keyEnergiesFromSpectra(
+    [
+      { layer: 0, kind: 'key', head: 1, singularValues: [3, 2, 1, 0] },
+      { layer: 0, kind: 'query', head: 0, singularValues: [9, 9, 9, 9] },
+      { layer: 1, kind: 'key', head: 0, singularValues: [] },
+    ],
+    2,
+    2,
+    4,
+  );
+  assert.deepEqual(e[0][1], [9, 4, 1, 0]);
+  assert.deepEqual(e[0][0], [0, 0, 0, 0]);
+  assert.equal(buildPlan({ method: 'key-svd', policy: { kind: 'energy', threshold: 0.9 }, model, energies: e }).ranks[0][1], 2);
+});

@@ -1,6 +1,7 @@
 /**
  * Building and validating rank plans from per-head energy spectra.
  */
+import { previewJson } from '../checkpoint/safetensors';
 import { FactoredKeysError } from '../errors';
 import {
   FACTOR_METHODS,
@@ -55,7 +56,7 @@ export function rankForEnergy(energies: readonly number[], threshold: number, ma
 function checkModel(m: PlanModel, where: string): void {
   for (const k of ['layers', 'kv_heads', 'head_dim', 'key_bytes_per_value'] as const) {
     const v = m[k];
-    if (!Number.isSafeInteger(v) || v <= 0) throw new FactoredKeysError(`${where}: model.${k} must be a positive integer, got ${JSON.stringify(v)}`);
+    if (!Number.isSafeInteger(v) || v <= 0) throw new FactoredKeysError(`${where}: model.${k} must be a positive integer, got ${previewJson(v)}`);
   }
 }
 
@@ -127,11 +128,11 @@ function checkOverrides(overrides: readonly RankOverride[], m: PlanModel, where:
   overrides.forEach((o, i) => {
     const at = `${where}: overrides[${i}]`;
     if (o === null || typeof o !== 'object') throw new FactoredKeysError(`${at} is not an object`);
-    if (!Number.isSafeInteger(o.layer) || o.layer < 0 || o.layer >= m.layers) throw new FactoredKeysError(`${at}.layer must be 0..${m.layers - 1}, got ${JSON.stringify(o.layer)}`);
+    if (!Number.isSafeInteger(o.layer) || o.layer < 0 || o.layer >= m.layers) throw new FactoredKeysError(`${at}.layer must be 0..${m.layers - 1}, got ${previewJson(o.layer)}`);
     if (!Number.isSafeInteger(o.kv_head) || o.kv_head < 0 || o.kv_head >= m.kv_heads) {
-      throw new FactoredKeysError(`${at}.kv_head must be 0..${m.kv_heads - 1}, got ${JSON.stringify(o.kv_head)}`);
+      throw new FactoredKeysError(`${at}.kv_head must be 0..${m.kv_heads - 1}, got ${previewJson(o.kv_head)}`);
     }
-    if (!Number.isSafeInteger(o.rank) || o.rank < 1 || o.rank > m.head_dim) throw new FactoredKeysError(`${at}.rank must be 1..${m.head_dim}, got ${JSON.stringify(o.rank)}`);
+    if (!Number.isSafeInteger(o.rank) || o.rank < 1 || o.rank > m.head_dim) throw new FactoredKeysError(`${at}.rank must be 1..${m.head_dim}, got ${previewJson(o.rank)}`);
     fixed.set(`${o.layer}:${o.kv_head}`, o.rank);
   });
   return fixed;
@@ -141,23 +142,23 @@ function checkPolicy(p: RankPolicy, m: PlanModel, where: string): void {
   if (p === null || typeof p !== 'object') throw new FactoredKeysError(`${where}: policy is not an object`);
   switch (p.kind) {
     case 'uniform':
-      if (!Number.isSafeInteger(p.rank) || p.rank < 1 || p.rank > m.head_dim) throw new FactoredKeysError(`${where}: rank must be an integer from 1 to head_dim ${m.head_dim}, got ${JSON.stringify(p.rank)}`);
+      if (!Number.isSafeInteger(p.rank) || p.rank < 1 || p.rank > m.head_dim) throw new FactoredKeysError(`${where}: rank must be an integer from 1 to head_dim ${m.head_dim}, got ${previewJson(p.rank)}`);
       return;
     case 'fraction':
-      if (typeof p.fraction !== 'number' || !(p.fraction > 0 && p.fraction <= 1)) throw new FactoredKeysError(`${where}: fraction must be in (0, 1], got ${JSON.stringify(p.fraction)}`);
+      if (typeof p.fraction !== 'number' || !(p.fraction > 0 && p.fraction <= 1)) throw new FactoredKeysError(`${where}: fraction must be in (0, 1], got ${previewJson(p.fraction)}`);
       return;
     case 'energy':
-      if (typeof p.threshold !== 'number' || !(p.threshold > 0 && p.threshold <= 1)) throw new FactoredKeysError(`${where}: energy threshold must be in (0, 1], got ${JSON.stringify(p.threshold)}`);
+      if (typeof p.threshold !== 'number' || !(p.threshold > 0 && p.threshold <= 1)) throw new FactoredKeysError(`${where}: energy threshold must be in (0, 1], got ${previewJson(p.threshold)}`);
       return;
     case 'budget':
       if (!Number.isSafeInteger(p.key_bytes_per_token) || p.key_bytes_per_token <= 0) {
-        throw new FactoredKeysError(`${where}: key-cache budget must be a positive integer of bytes per token, got ${JSON.stringify(p.key_bytes_per_token)}`);
+        throw new FactoredKeysError(`${where}: key-cache budget must be a positive integer of bytes per token, got ${previewJson(p.key_bytes_per_token)}`);
       }
       return;
     case 'manual':
       return;
     default:
-      throw new FactoredKeysError(`${where}: unknown policy kind ${JSON.stringify((p as { kind?: unknown }).kind)} (uniform, fraction, energy, budget, manual)`);
+      throw new FactoredKeysError(`${where}: unknown policy kind ${previewJson((p as { kind?: unknown }).kind)} (uniform, fraction, energy, budget, manual)`);
   }
 }
 
@@ -212,7 +213,7 @@ function checkRanks(ranks: unknown, m: PlanModel, where: string): number[][] {
     }
     return row.map((r: unknown, g) => {
       if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 1 || r > m.head_dim) {
-        throw new FactoredKeysError(`${where}: ranks[${l}][${g}] must be an integer from 1 to head_dim ${m.head_dim}, got ${JSON.stringify(r)}`);
+        throw new FactoredKeysError(`${where}: ranks[${l}][${g}] must be an integer from 1 to head_dim ${m.head_dim}, got ${previewJson(r)}`);
       }
       return r;
     });
@@ -227,9 +228,9 @@ function checkRanks(ranks: unknown, m: PlanModel, where: string): number[][] {
 export function validatePlan(raw: unknown, where: string, expect?: PlanModel): RankPlan {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new FactoredKeysError(`${where}: plan is not a JSON object`);
   const p = raw as Record<string, unknown>;
-  if (p.format !== PLAN_FORMAT) throw new FactoredKeysError(`${where}: "format" must be "${PLAN_FORMAT}", got ${JSON.stringify(p.format)}`);
-  if (p.version !== PLAN_FORMAT_VERSION) throw new FactoredKeysError(`${where}: plan version ${JSON.stringify(p.version)} is not supported (this tool reads version ${PLAN_FORMAT_VERSION})`);
-  if (!FACTOR_METHODS.includes(p.method as FactorMethod)) throw new FactoredKeysError(`${where}: "method" must be key-svd or qk-svd, got ${JSON.stringify(p.method)}`);
+  if (p.format !== PLAN_FORMAT) throw new FactoredKeysError(`${where}: "format" must be "${PLAN_FORMAT}", got ${previewJson(p.format)}`);
+  if (p.version !== PLAN_FORMAT_VERSION) throw new FactoredKeysError(`${where}: plan version ${previewJson(p.version)} is not supported (this tool reads version ${PLAN_FORMAT_VERSION})`);
+  if (!FACTOR_METHODS.includes(p.method as FactorMethod)) throw new FactoredKeysError(`${where}: "method" must be key-svd or qk-svd, got ${previewJson(p.method)}`);
   const model = p.model as PlanModel;
   if (model === null || typeof model !== 'object') throw new FactoredKeysError(`${where}: "model" is missing`);
   checkModel(model, where);
@@ -265,4 +266,30 @@ export function planKeyBytesPerToken(plan: RankPlan): number {
   let dims = 0;
   for (const row of plan.ranks) for (const r of row) dims += r;
   return dims * plan.model.key_bytes_per_value;
+}
+
+/** The fields of a spectrum-analysis head that {@link keyEnergiesFromSpectra} reads. */
+export interface KeySpectrumLike {
+  readonly layer: number;
+  readonly kind: string;
+  readonly head: number;
+  readonly singularValues: readonly number[];
+}
+
+/**
+ * key-svd energies (σ²) from `analyzeSpectra` key heads, for planning without re-reading
+ * weights (e.g. in the panel). Heads without values (non-finite weights) get zero energy,
+ * which plans as rank 1 under energy policies. qk-svd energies need the queries too: use
+ * `analyzeHeads(..., 'qk-svd')` from src/core/factor instead.
+ */
+export function keyEnergiesFromSpectra(heads: readonly KeySpectrumLike[], layers: number, kvHeads: number, headDim: number): number[][][] {
+  const out = Array.from({ length: layers }, () => Array.from({ length: kvHeads }, () => Array<number>(headDim).fill(0)));
+  for (const h of heads) {
+    if (h.kind !== 'key' || h.layer < 0 || h.layer >= layers || h.head < 0 || h.head >= kvHeads) continue;
+    const e = out[h.layer][h.head];
+    h.singularValues.forEach((s, j) => {
+      if (j < headDim) e[j] = s * s;
+    });
+  }
+  return out;
 }
