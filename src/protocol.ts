@@ -125,6 +125,14 @@ export interface SavingsView {
   readonly factoredKeyBytesPerToken: number;
 }
 
+/** A fixed worked example shown for scale: the paper's configuration, priced by the same code. */
+export interface ReferenceSavings {
+  readonly label: string;
+  readonly baselineBytes: number;
+  readonly factoredBytes: number;
+  readonly capacityMultiplier: number;
+}
+
 /** The host's evaluation of a plan: the rank of every KV head (row `l × kvHeads + g`) and the savings. */
 export interface PlanResult {
   readonly ranks: Uint32Array;
@@ -143,7 +151,7 @@ export interface PanelDefaults {
 // ---------------------------------------------------------------- host -> webview
 
 export type HostMessage =
-  | { readonly type: 'init'; readonly version: number; readonly summary: CheckpointSummary; readonly defaults: PanelDefaults; readonly trusted: boolean; readonly evaluateAvailable: boolean }
+  | { readonly type: 'init'; readonly version: number; readonly summary: CheckpointSummary; readonly defaults: PanelDefaults; readonly trusted: boolean; readonly evaluateAvailable: boolean; readonly reference: ReferenceSavings }
   | { readonly type: 'spectra'; readonly spectra: SpectraPayload }
   | { readonly type: 'busy'; readonly task: 'analyze' | 'export' | 'evaluate' | null; readonly backend?: string; readonly label?: string }
   | { readonly type: 'notice'; readonly level: 'info' | 'error'; readonly message: string }

@@ -43,16 +43,18 @@ export function rampColor(t: number): [number, number, number] {
 const AXIS = 28;
 const TOP = 16;
 
-/** Cell size that fits `cols` columns in `width` pixels, within sensible bounds. */
-export function cellSize(cols: number, rows: number, width: number): number {
-  const byWidth = Math.floor((width - AXIS - 4) / Math.max(1, cols));
-  const byHeight = Math.floor(520 / Math.max(1, rows));
-  return Math.max(6, Math.min(44, byWidth, Math.max(10, byHeight)));
+/**
+ * One cell size for both maps (so their layer rows line up): the keys' and queries' columns
+ * together must fit `width`, and tall models stay within a readable height.
+ */
+export function cellSize(rows: number, totalCols: number, maps: number, width: number): number {
+  const byWidth = Math.floor((width - maps * (AXIS + 4) - (maps - 1) * 24) / Math.max(1, totalCols));
+  const byHeight = Math.max(10, Math.floor(560 / Math.max(1, rows)));
+  return Math.max(5, Math.min(44, byWidth, byHeight));
 }
 
-/** Draws the heatmap into `canvas` (resizing it) and returns the cell size used for hit-testing. */
-export function drawHeatmap(canvas: HTMLCanvasElement, data: HeatmapData, width: number, theme: HeatmapTheme): number {
-  const cell = cellSize(data.cols, data.rows, width);
+/** Draws the heatmap into `canvas` at `cell` CSS pixels per head (resizing the canvas). */
+export function drawHeatmap(canvas: HTMLCanvasElement, data: HeatmapData, cell: number, theme: HeatmapTheme): void {
   const cssW = AXIS + data.cols * cell + 2;
   const cssH = TOP + data.rows * cell + 2;
   const dpr = window.devicePixelRatio || 1;
@@ -61,7 +63,7 @@ export function drawHeatmap(canvas: HTMLCanvasElement, data: HeatmapData, width:
   canvas.style.width = `${cssW}px`;
   canvas.style.height = `${cssH}px`;
   const ctx = canvas.getContext('2d');
-  if (!ctx) return cell;
+  if (!ctx) return;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, cssW, cssH);
   const font = getComputedStyle(document.body).fontFamily || 'sans-serif';
@@ -69,7 +71,9 @@ export function drawHeatmap(canvas: HTMLCanvasElement, data: HeatmapData, width:
   ctx.textAlign = 'center';
   ctx.textBaseline = 'middle';
   ctx.fillStyle = theme.muted;
-  const labelEvery = Math.max(1, Math.ceil(14 / cell));
+  // Label every k-th column/row so labels never overlap (widest label decides).
+  const widest = ctx.measureText(data.colLabel(data.cols - 1)).width + 4;
+  const labelEvery = Math.max(1, Math.ceil(widest / cell));
   for (let c = 0; c < data.cols; c += labelEvery) ctx.fillText(data.colLabel(c), AXIS + c * cell + cell / 2, TOP / 2);
   ctx.textAlign = 'right';
   for (let r = 0; r < data.rows; r += Math.max(1, Math.ceil(12 / cell))) ctx.fillText(`L${r}`, AXIS - 4, TOP + r * cell + cell / 2);
@@ -109,7 +113,6 @@ export function drawHeatmap(canvas: HTMLCanvasElement, data: HeatmapData, width:
     ctx.lineWidth = 2;
     ctx.strokeRect(AXIS + data.selected.col * cell + 1, TOP + data.selected.row * cell + 1, cell - 1, cell - 1);
   }
-  return cell;
 }
 
 /** The cell under a point in the canvas's CSS pixels, or null outside the grid. */

@@ -7,7 +7,7 @@ import '@vscode-elements/elements/dist/main.js';
 import 'uplot/dist/uPlot.min.css';
 import './panel.css';
 import { normalizeSpectra, POLICIES, type EnergyLevel, type HostMessage, type PlanControls, type PlanResult, type PolicyName, type RequestMap, type RequestType, type SavingsControls } from '../src/protocol';
-import { drawHeatmap, drawLegend, hitTest, type HeatmapTheme } from './heatmap';
+import { cellSize, drawHeatmap, drawLegend, hitTest, type HeatmapTheme } from './heatmap';
 import { SpectrumPlots, type PlotTheme } from './plots';
 import { canExport, formatBytes, heatmapValues, initialState, policyField, reduce, selectedRank, selectedSpectra, type Action, type HeatmapMode, type PanelState } from './state';
 
@@ -20,6 +20,8 @@ declare function acquireVsCodeApi(): VsCodeApi;
 
 const vscode = acquireVsCodeApi();
 let state: PanelState = initialState();
+/** When the latest spectra message arrived (for the render-time measurement), until shown. */
+let spectraArrived: number | null = null;
 
 // ------------------------------------------------------------------ requests
 
@@ -66,8 +68,12 @@ function sendPlan(): void {
     })
     .catch((e: Error) => {
       planInFlight = false;
-      state = { ...state, planPending: false };
-      dispatch({ kind: 'notice', level: 'error', message: e.message });
+      const fresh = state.plan === plan && state.savings === savings;
+      dispatch({ kind: 'planError', message: e.message });
+      if (!fresh) {
+        state = { ...state, planPending: true };
+        schedulePlan();
+      }
     });
 }
 
@@ -88,6 +94,7 @@ window.addEventListener('message', (event: MessageEvent) => {
     return;
   }
   if (m.type === 'spectra') {
+    spectraArrived = performance.now();
     try {
       dispatch({ kind: 'host', message: { type: 'spectra', spectra: normalizeSpectra(m.spectra) } });
     } catch (e) {
@@ -146,6 +153,7 @@ app.innerHTML = `
       <vscode-label for="param" id="param-label">Rank</vscode-label>
       <vscode-textfield id="param" type="number"></vscode-textfield>
     </div>
+    <p class="error-text small hidden" id="plan-error" role="alert"></p>
     <h3 id="sel-title">Selected head</h3>
     <div class="form">
       <vscode-label for="override">Rank</vscode-label>
@@ -174,6 +182,7 @@ app.innerHTML = `
     <p class="big"><span id="sv-saved" data-testid="savings-saved"></span> <span id="sv-cap" class="muted" data-testid="savings-capacity"></span></p>
     <p class="muted small" id="sv-energy"></p>
     <p class="muted small" id="sv-eval"></p>
+    <p class="muted small" id="sv-reference" data-testid="savings-reference"></p>
   </section>
   <section class="card wide" id="spectra">
     <div class="card-head"><h2 id="spec-title">Spectrum</h2><span class="muted small" id="spec-info"></span></div>
@@ -236,6 +245,19 @@ function setField(id: string, value: string): void {
 }
 
 function render(): void {
+  const started = performance.now();
+  renderPanel();
+  // Exposed for the e2e test's rendering budget (32 × 32 heads in under a second).
+  app.dataset.renderMs = (performance.now() - started).toFixed(1);
+  if (spectraArrived !== null && state.spectra) {
+    const t0 = spectraArrived;
+    spectraArrived = null;
+    // Time from the spectra message to the first frame that shows them (decode, layout, paint).
+    requestAnimationFrame(() => (app.dataset.spectraToFrameMs = (performance.now() - t0).toFixed(1)));
+  }
+}
+
+function renderPanel(): void {
   const s = state;
   const sm = s.summary;
   if (sm) {
@@ -275,12 +297,14 @@ function renderHeatmaps(): void {
   const pinnedKeys = new Set(s.plan.overrides.map((o) => `${o.layer}/${o.head}`));
   const pinnedQueries = new Set<string>();
   for (const o of s.plan.overrides) sm.queryToKv.forEach((g, h) => g === o.head && pinnedQueries.add(`${o.layer}/${h}`));
-  const width = Math.max(160, ($('heatmaps').clientWidth - 48) / 2);
+  const cell = cellSize(sm.layers, sm.kvHeads + sm.queryHeads, 2, $('heatmaps').clientWidth - 26);
+  keyCell = cell;
+  queryCell = cell;
   const keyCanvas = $<HTMLCanvasElement>('heat-keys');
   const queryCanvas = $<HTMLCanvasElement>('heat-queries');
   const sel = s.selection;
-  keyCell = drawHeatmap(keyCanvas, { rows: sm.layers, cols: sm.kvHeads, values: heatmapValues(s, 'key'), max: sm.headDim, selected: { row: sel.layer, col: sel.kvHead }, pinned: pinnedKeys, colLabel: (c) => `KV${c}` }, width, theme);
-  queryCell = drawHeatmap(queryCanvas, { rows: sm.layers, cols: sm.queryHeads, values: heatmapValues(s, 'query'), max: sm.headDim, selected: sel.queryHead === null ? null : { row: sel.layer, col: sel.queryHead }, pinned: pinnedQueries, colLabel: (c) => `Q${c}` }, width, theme);
+  drawHeatmap(keyCanvas, { rows: sm.layers, cols: sm.kvHeads, values: heatmapValues(s, 'key'), max: sm.headDim, selected: { row: sel.layer, col: sel.kvHead }, pinned: pinnedKeys, colLabel: (c) => `KV${c}` }, cell, theme);
+  drawHeatmap(queryCanvas, { rows: sm.layers, cols: sm.queryHeads, values: heatmapValues(s, 'query'), max: sm.headDim, selected: sel.queryHead === null ? null : { row: sel.layer, col: sel.queryHead }, pinned: pinnedQueries, colLabel: (c) => `Q${c}` }, cell, theme);
   for (const [canvas, heads, kind] of [[keyCanvas, sm.kvHeads, 'KV'], [queryCanvas, sm.queryHeads, 'query']] as const) {
     canvas.dataset.layers = String(sm.layers);
     canvas.dataset.heads = String(heads);
@@ -315,6 +339,8 @@ function renderPlan(): void {
     if (rank !== null) info += ` Keeps ${(100 * spectra.keyEnergy[row * spectra.width + rank - 1]).toFixed(1)}% of its key energy.`;
   }
   $('sel-info').textContent = info;
+  $('plan-error').classList.toggle('hidden', !s.planError);
+  $('plan-error').textContent = s.planError ?? '';
   $('pins').textContent = s.plan.overrides.length ? `Pinned: ${s.plan.overrides.map((o) => `L${o.layer}·KV${o.head}=${o.rank}`).join(', ')}` : '';
 }
 
@@ -326,6 +352,8 @@ function renderSavings(): void {
   const r = s.result?.savings;
   $('savings').classList.toggle('stale', s.planPending);
   const set = (id: string, text: string) => ($(id).textContent = text);
+  const ref = s.reference;
+  set('sv-reference', ref ? `For scale, the ${ref.label}: ${formatBytes(ref.baselineBytes)} → ${formatBytes(ref.factoredBytes)}, saves ${formatBytes(ref.baselineBytes - ref.factoredBytes)} (×${ref.capacityMultiplier.toFixed(2)}).` : '');
   set('sv-at', `K+V at ${s.savings.context.toLocaleString('en-US')} × ${s.savings.batch}`);
   if (!r) {
     for (const id of ['sv-k0', 'sv-k1', 'sv-t0', 'sv-t1', 'sv-b0', 'sv-b1', 'sv-saved', 'sv-cap']) set(id, '');
@@ -349,7 +377,7 @@ function renderSpectra(): void {
   const series = selectedSpectra(s);
   const { rank } = selectedRank(s);
   const hostWidth = $('spectra').clientWidth;
-  const width = Math.max(260, Math.floor((hostWidth - 40) / 2));
+  const width = Math.max(260, Math.floor((hostWidth - 64) / 2));
   $('spec-title').textContent = `Spectrum · layer ${s.selection.layer}, KV head ${s.selection.kvHead}`;
   $('spec-info').textContent = s.spectra ? `${s.spectra.backend} · ${s.spectra.seconds.toFixed(2)} s for ${s.spectra.layers * (s.spectra.kvHeads + s.spectra.queryHeads)} heads` : s.busy ? 'analyzing…' : '';
   plots.update(series, rank, width, plotTheme());

@@ -3,7 +3,7 @@
  * port; everything that decides *what* the panel shows lives here so it can be unit-tested
  * without a browser.
  */
-import type { CheckpointSummary, EnergyLevel, HostMessage, PanelDefaults, PlanControls, PlanResult, PolicyName, RankOverride, SavingsControls, SpectraPayload } from '../src/protocol';
+import type { CheckpointSummary, EnergyLevel, HostMessage, PanelDefaults, PlanControls, PlanResult, PolicyName, RankOverride, ReferenceSavings, SavingsControls, SpectraPayload } from '../src/protocol';
 
 /** What the heatmap colours: each head's effective rank at an energy level, or the plan's rank. */
 export type HeatmapMode = 'effective' | 'chosen';
@@ -24,6 +24,8 @@ export interface PanelState {
   /** The host's ranks and savings for `plan` (stale while `planPending`). */
   readonly result: PlanResult | null;
   readonly planPending: boolean;
+  /** Why the host could not evaluate the current plan (cleared by the next good result). */
+  readonly planError: string | null;
   readonly selection: Selection;
   readonly heatmapMode: HeatmapMode;
   readonly level: EnergyLevel;
@@ -31,6 +33,7 @@ export interface PanelState {
   readonly backend: string;
   readonly trusted: boolean;
   readonly evaluateAvailable: boolean;
+  readonly reference: ReferenceSavings | null;
   readonly notice: { readonly level: 'info' | 'error'; readonly message: string } | null;
   readonly evaluation: { readonly baseline: number; readonly factored: number; readonly tokens: number } | null;
 }
@@ -47,6 +50,7 @@ export type Action =
   | { readonly kind: 'heatmapMode'; readonly mode: HeatmapMode }
   | { readonly kind: 'level'; readonly level: EnergyLevel }
   | { readonly kind: 'planResult'; readonly result: PlanResult }
+  | { readonly kind: 'planError'; readonly message: string }
   | { readonly kind: 'evaluation'; readonly result: { baseline: number; factored: number; tokens: number } }
   | { readonly kind: 'notice'; readonly level: 'info' | 'error'; readonly message: string | null };
 
@@ -59,6 +63,7 @@ export function initialState(): PanelState {
     savings: { context: 128000, batch: 1, dtype: 'bf16' },
     result: null,
     planPending: false,
+    planError: null,
     selection: { layer: 0, kvHead: 0, queryHead: null },
     heatmapMode: 'effective',
     level: 'p95',
@@ -66,6 +71,7 @@ export function initialState(): PanelState {
     backend: 'auto',
     trusted: true,
     evaluateAvailable: false,
+    reference: null,
     notice: null,
     evaluation: null,
   };
@@ -113,7 +119,7 @@ export function reduce(state: PanelState, action: Action): PanelState {
       const m = action.message;
       switch (m.type) {
         case 'init':
-          return { ...applyDefaults(state, m.summary, m.defaults), trusted: m.trusted, evaluateAvailable: m.evaluateAvailable, selection: { layer: 0, kvHead: 0, queryHead: null } };
+          return { ...applyDefaults(state, m.summary, m.defaults), trusted: m.trusted, evaluateAvailable: m.evaluateAvailable, reference: m.reference, selection: { layer: 0, kvHead: 0, queryHead: null } };
         case 'spectra':
           return { ...state, spectra: m.spectra, backend: m.spectra.backend, planPending: true };
         case 'busy':
@@ -163,7 +169,9 @@ export function reduce(state: PanelState, action: Action): PanelState {
     case 'level':
       return { ...state, level: action.level };
     case 'planResult':
-      return { ...state, result: action.result, planPending: false };
+      return { ...state, result: action.result, planPending: false, planError: null };
+    case 'planError':
+      return { ...state, planPending: false, planError: action.message };
     case 'evaluation':
       return { ...state, evaluation: action.result };
     case 'notice':

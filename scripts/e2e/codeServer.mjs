@@ -57,6 +57,8 @@ export async function startCodeServer(options) {
     'security.workspace.trust.enabled': false,
     'files.simpleDialog.enable': true,
     'window.restoreWindows': 'none',
+    'workbench.secondarySideBar.defaultVisibility': 'hidden',
+    'chat.disableAIFeatures': true,
     ...(options.settings ?? {}),
   };
   writeFileSync(path.join(dirs.userData, 'User/settings.json'), JSON.stringify(settings, null, 2));

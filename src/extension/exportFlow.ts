@@ -59,17 +59,18 @@ export async function exportPlan(services: PanelServices, summary: CheckpointSum
   });
   result.notes.forEach((n) => services.log.appendLine(`export: ${n}`));
   services.log.appendLine(`exported ${summary.name} to ${dest}: ${result.files.join(', ')}`);
-  void offerReveal(services, dest);
+  void offerReveal(dest);
   return dest;
 }
 
-/** Offers to reveal the exported folder, or to open it in the panel. */
-async function offerReveal(services: PanelServices, dest: string): Promise<void> {
+/** Offers to reveal the exported folder (Explorer when it is in the workspace) or to copy its path. */
+async function offerReveal(dest: string): Promise<void> {
   const uri = vscode.Uri.file(dest);
   const inWorkspace = vscode.workspace.getWorkspaceFolder(uri) !== undefined;
-  const reveal = inWorkspace ? 'Reveal in Explorer' : 'Reveal in File Manager';
-  const pick = await vscode.window.showInformationMessage(`Factored Keys: exported to ${dest}`, reveal, 'Inspect Result');
-  if (pick === reveal) await vscode.commands.executeCommand(inWorkspace ? 'revealInExplorer' : 'revealFileInOS', uri);
-  else if (pick === 'Inspect Result') await vscode.commands.executeCommand('factoredKeys.openCheckpoint', uri);
-  void services;
+  // Outside the workspace there is nothing to reveal in a remote window (SSH, code-server); copy the path instead.
+  const action = inWorkspace ? 'Reveal in Explorer' : vscode.env.remoteName ? 'Copy Path' : 'Reveal in File Manager';
+  const pick = await vscode.window.showInformationMessage(`Factored Keys: exported to ${dest}`, action);
+  if (pick === 'Reveal in Explorer') await vscode.commands.executeCommand('revealInExplorer', uri);
+  else if (pick === 'Reveal in File Manager') await vscode.commands.executeCommand('revealFileInOS', uri);
+  else if (pick === 'Copy Path') await vscode.env.clipboard.writeText(dest);
 }

@@ -12,7 +12,7 @@ import type { RankPlan } from '../core/plan';
 import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type HostMessage, type PlanControls, type SavingsControls, type SpectraPayload, type WebviewRequest } from '../protocol';
 import { exportPlan } from './exportFlow';
 import { JobError, type JobRunner } from './jobs';
-import { checkpointSummary, panelPlan, planResult } from './panelModel';
+import { checkpointSummary, panelPlan, paperReference, planResult } from './panelModel';
 import { readSettings } from './settings';
 
 /** What a panel needs from the extension. */
@@ -156,7 +156,7 @@ export class CheckpointPanel implements vscode.Disposable {
       return;
     }
     const settings = readSettings();
-    this.post({ type: 'init', version: 1, summary: this.summary, defaults: settings.defaults, trusted: vscode.workspace.isTrusted, evaluateAvailable: false });
+    this.post({ type: 'init', version: 1, summary: this.summary, defaults: settings.defaults, trusted: vscode.workspace.isTrusted, evaluateAvailable: false, reference: paperReference() });
     if (this.spectra) this.post({ type: 'spectra', spectra: this.spectra });
     else void this.analyze().catch(() => undefined);
   }
@@ -193,7 +193,10 @@ export class CheckpointPanel implements vscode.Disposable {
         await this.analyze();
         return null;
       case 'plan': {
+        await this.loaded;
         const summary = this.requireSummary();
+        // Spectrum-based policies wait for a running analysis instead of failing.
+        if (!this.spectra && this.analyzing && (m.plan.policy === 'energy' || m.plan.policy === 'budget')) await this.analyzing.catch(() => undefined);
         const plan = panelPlan(summary, this.spectra, m.plan, readSettings().method);
         this.lastControls = { plan: m.plan, savings: m.savings };
         this.lastResult = planResult(summary, plan, m.savings);

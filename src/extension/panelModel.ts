@@ -8,7 +8,7 @@ import { FactoredKeysError } from '../core/errors';
 import { buildPlan, type FactorMethod, type HeadEnergies, type PlanModel, type RankPlan, type RankPolicy } from '../core/plan';
 import { computeSavings } from '../core/savings';
 import type { SpectrumResult } from '../core/spectrum';
-import type { CacheDtype, CheckpointSummary, PlanControls, PlanResult, SavingsControls, SavingsView, SpectraPayload } from '../protocol';
+import type { CacheDtype, CheckpointSummary, PlanControls, PlanResult, ReferenceSavings, SavingsControls, SavingsView, SpectraPayload } from '../protocol';
 
 /** Bits per cached element for each cache dtype the panel offers. */
 export const CACHE_DTYPE_BITS: Record<CacheDtype, number> = { f32: 32, f16: 16, bf16: 16, fp8: 8 };
@@ -178,4 +178,13 @@ export function planResult(summary: CheckpointSummary, plan: RankPlan, controls:
     meanRetainedEnergy = sum / ranks.length;
   }
   return { ranks, savings: savingsView(summary, plan.ranks, controls), meanRetainedEnergy };
+}
+
+/**
+ * The paper's worked example (a 7B-class model: 32 layers, 32 KV heads × 128, 16-bit cache,
+ * 128,000 tokens, keys at rank 32), priced by the same savings code as the open checkpoint.
+ */
+export function paperReference(): ReferenceSavings {
+  const s = computeSavings({ layers: 32, kvHeads: 32, headDim: 128, keyRanks: 32, keyBitsPerValue: 16, context: 128000, batch: 1 });
+  return { label: "paper's example: 32 layers × 32 KV heads × 128, fp16, 128,000 tokens, keys at rank 32", baselineBytes: s.baselineBytes, factoredBytes: s.factoredBytes, capacityMultiplier: s.capacityMultiplier };
 }

@@ -1,0 +1,260 @@
+/**
+ * End-to-end: the packaged extension in real VS Code (code-server) driven by Chromium.
+ * Opens the Mistral fixture through the Command Palette, checks the heatmaps' shape, changes
+ * the rank and watches the savings change, exports through the panel and checks the result
+ * with the CLI, and saves dark and light screenshots under test/e2e/screenshots/.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium, type Browser, type Frame, type Page } from 'playwright-core';
+import { writeSafetensors, type RawTensor } from '../helpers/safetensors';
+// @ts-expect-error plain ESM helper shared with `npm run demo` (no type declarations)
+import { CHROMIUM, ensureCodeServer, packageExtension, ROOT, startCodeServer } from '../../scripts/e2e/codeServer.mjs';
+
+const FIXTURES = path.resolve(ROOT, '../shared/fixtures');
+const MISTRAL = path.join(FIXTURES, 'mistral-bytes');
+const SHOTS = path.join(ROOT, 'test/e2e/screenshots');
+
+interface Server {
+  url: string;
+  pid: number;
+  dirs: { userData: string };
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** Bytes as the panel formats them (SI units, like the paper's "25.2 GB"). */
+function si(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${u === 0 ? v.toFixed(0) : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
+}
+
+/** The page, for a screenshot when a wait times out (saved next to the others). */
+let debugPage: Page | undefined;
+
+async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      lastError = e;
+    }
+    if (Date.now() > deadline) {
+      await debugPage?.screenshot({ path: path.join(SHOTS, `timeout-${what.replace(/[^a-z0-9]+/gi, '-')}.png`) }).catch(() => undefined);
+      throw new Error(`timed out waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The webview frame that holds the panel for checkpoint `name` (VS Code nests it two iframes deep). */
+function panelFrame(page: Page, name: string): Promise<Frame> {
+  return waitFor(`the Factored Keys panel for ${name}`, async () => {
+    for (const f of page.frames()) {
+      const title = await f.$('#model-name').then((h) => h?.innerText() ?? null).catch(() => null);
+      if (title === name) return f;
+    }
+    return null;
+  });
+}
+
+/**
+ * A Llama-style checkpoint with 32 layers × 32 query / 8 KV heads (head_dim 8, hidden 256),
+ * random weights with a per-dimension scale so spectra decay. Only the attention tensors are
+ * written: that is all the panel reads.
+ */
+function writeWideCheckpoint(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  const layers = 32;
+  const heads = 32;
+  const kvHeads = 8;
+  const headDim = 8;
+  const hidden = heads * headDim;
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: hidden, num_attention_heads: heads, num_key_value_heads: kvHeads, head_dim: headDim, num_hidden_layers: layers, intermediate_size: 512, vocab_size: 256, rope_theta: 10000, torch_dtype: 'float32' }));
+  let seed = 12345;
+  const rand = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31 - 0.5;
+  };
+  const matrix = (rows: number, cols: number): RawTensor => {
+    const v = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) v[r * cols + c] = rand() / (1 + (r % headDim));
+    return { dtype: 'F32', shape: [rows, cols], data: new Uint8Array(v.buffer) };
+  };
+  const tensors: Record<string, RawTensor> = {};
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}.self_attn.`;
+    tensors[`${p}q_proj.weight`] = matrix(hidden, hidden);
+    tensors[`${p}k_proj.weight`] = matrix(kvHeads * headDim, hidden);
+    tensors[`${p}v_proj.weight`] = matrix(kvHeads * headDim, hidden);
+    tensors[`${p}o_proj.weight`] = matrix(hidden, hidden);
+  }
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+}
+
+/** Runs a command from the Command Palette, retrying while extensions are still being scanned. */
+async function runCommand(page: Page, title: string): Promise<void> {
+  const input = page.locator('.quick-input-widget input');
+  const row = page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first();
+  await waitFor(`command "${title}" in the palette`, async () => {
+    if (!(await input.isVisible())) await page.keyboard.press('F1');
+    await input.waitFor({ state: 'visible', timeout: 5000 });
+    await input.fill(`>${title}`);
+    try {
+      await row.waitFor({ timeout: 3000 });
+      return true;
+    } catch {
+      await page.keyboard.press('Escape');
+      return false;
+    }
+  }, 90_000);
+  await row.click();
+}
+
+describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }, () => {
+  let server: Server;
+  let browser: Browser;
+  let page: Page;
+  let frame: Frame;
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'fk-e2e-'));
+  const exportDir = path.join(tmp, 'mistral-bytes-factored');
+  // The workspace: the fixtures (linked, they are read-only) and a synthetic 32 × 32 checkpoint.
+  const workspace = path.join(tmp, 'workspace');
+  const consoleErrors: string[] = [];
+
+  before(async () => {
+    ensureCodeServer();
+    if (process.env.FK_E2E_SKIP_PACKAGE !== '1') packageExtension();
+    mkdirSync(SHOTS, { recursive: true });
+    mkdirSync(workspace);
+    symlinkSync(FIXTURES, path.join(workspace, 'fixtures'));
+    writeWideCheckpoint(path.join(workspace, 'llama-32x32'));
+    server = await startCodeServer({
+      workspace,
+      settings: { 'workbench.colorTheme': 'Default Dark Modern', 'factoredKeys.backend': 'cpu', 'factoredKeys.policy': 'energy' },
+      env: { FACTORED_KEYS_TEST_MODE: '1', FACTORED_KEYS_TEST_EXPORT_DIR: exportDir },
+    });
+    browser = await chromium.launch(CHROMIUM);
+    page = await browser.newPage({ viewport: { width: 1600, height: 1100 } });
+    debugPage = page;
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) consoleErrors.push(m.text());
+    });
+    await page.goto(server.url);
+    await page.locator('.monaco-workbench').waitFor({ timeout: 90_000 });
+    // The workbench is interactive once the status bar has rendered.
+    await page.locator('.statusbar').waitFor({ timeout: 90_000 });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => undefined);
+    await server?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('opens the Mistral fixture from the Command Palette and shows 4 layers × 2 KV / 4 query heads', async () => {
+    await runCommand(page, 'Factored Keys: Open Checkpoint…');
+    const pick = page.locator('.quick-input-list .monaco-list-row', { hasText: 'mistral-bytes' }).first();
+    await pick.waitFor({ timeout: 30_000 });
+    await pick.click();
+    frame = await panelFrame(page, 'mistral-bytes');
+    const keys = frame.locator('#heat-keys');
+    await waitFor('spectra in the heatmap', async () => (await keys.getAttribute('data-ready')) === 'true', 60_000);
+    assert.equal(await keys.getAttribute('data-layers'), '4');
+    assert.equal(await keys.getAttribute('data-heads'), '2');
+    const queries = frame.locator('#heat-queries');
+    assert.equal(await queries.getAttribute('data-layers'), '4');
+    assert.equal(await queries.getAttribute('data-heads'), '4');
+    assert.match(await frame.locator('#model-facts').innerText(), /mistral · 4 layers · 4 query \/ 2 KV heads × 64/);
+    // One key series plus the two query heads sharing KV head 0.
+    await waitFor('spectrum plot series', async () => (await frame.locator('#spectra').getAttribute('data-series')) === '3');
+    assert.equal(await frame.locator('#plot-spectrum .uplot').count(), 1);
+    assert.equal(await frame.locator('#plot-energy .uplot').count(), 1);
+  });
+
+  it('updates the savings when the rank changes', async () => {
+    const total = frame.locator('[data-testid=savings-factored-total]');
+    await waitFor('savings', async () => (await total.innerText()).trim() !== '');
+    // Switch to the uniform policy through the select, then type rank 8.
+    await frame.locator('#policy').click();
+    await frame.locator('#policy').getByText('uniform', { exact: true }).last().click();
+    await waitFor('the rank field', async () => (await frame.locator('#param-label').innerText()).startsWith('Rank'));
+    const field = frame.locator('#param input');
+    const contextTokens = 128000;
+    const layers = 4;
+    const kv = 2;
+    const headDim = 64;
+    const bytes = 2; // bf16 cache
+    const expected = (rank: number) => si(layers * kv * (rank + headDim) * bytes * contextTokens);
+    await field.fill('32');
+    await waitFor('savings at rank 32', async () => (await total.innerText()).trim() === expected(32));
+    const before = await total.innerText();
+    await field.fill('8');
+    await waitFor('savings at rank 8', async () => (await total.innerText()).trim() === expected(8));
+    assert.notEqual(await total.innerText(), before);
+    assert.equal((await frame.locator('[data-testid=savings-capacity]').innerText()).trim(), `· ×${((2 * headDim) / (8 + headDim)).toFixed(2)} tokens in the same memory`);
+    await page.screenshot({ path: path.join(SHOTS, 'panel-dark.png') });
+  });
+
+  it('exports the plan and the CLI reads the result', async () => {
+    await frame.locator('#btn-export').click();
+    await waitFor('export notice', async () => (await frame.locator('#notice').innerText()).includes('Exported to'), 120_000);
+    const config = JSON.parse(readFileSync(path.join(exportDir, 'config.json'), 'utf8'));
+    assert.deepEqual(config.factored_keys.ranks, [[8, 8], [8, 8], [8, 8], [8, 8]]);
+    // The CLI loads the exported checkpoint and runs it: perplexity on a slice of held-out text.
+    const text = path.join(tmp, 'heldout-2k.txt');
+    writeFileSync(text, readFileSync(path.join(FIXTURES, 'heldout.txt')).subarray(0, 2048));
+    const cli = (dir: string) => JSON.parse(execFileSync(process.execPath, [path.join(ROOT, 'dist/cli.js'), 'eval', dir, '--text', text, '--tokenizer', 'bytes', '--seq', '128', '--backend', 'cpu', '--json'], { encoding: 'utf8' }));
+    const factored = cli(exportDir);
+    const original = cli(MISTRAL);
+    assert.equal(factored.tokens, original.tokens);
+    assert.ok(Number.isFinite(factored.perplexity) && factored.perplexity > 1, `perplexity ${factored.perplexity}`);
+    assert.notEqual(factored.perplexity, original.perplexity);
+  });
+
+  it('follows the light theme', async () => {
+    await runCommand(page, 'Preferences: Color Theme');
+    const input = page.locator('.quick-input-widget input');
+    await input.fill('Light Modern');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Light Modern' }).first().click();
+    await waitFor('light theme in the webview', async () => frame.evaluate(() => document.body.classList.contains('vscode-light')), 30_000);
+    await page.waitForTimeout(800);
+    await page.screenshot({ path: path.join(SHOTS, 'panel-light.png') });
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  it('opens a 32-layer × 32-head checkpoint from the Explorer context menu and renders it in under a second', async () => {
+    await page.keyboard.press('Escape');
+    const item = page.locator('.explorer-folders-view .monaco-list-row', { hasText: 'llama-32x32' }).first();
+    await item.waitFor({ timeout: 30_000 });
+    await item.click({ button: 'right' });
+    const menuItem = page.getByRole('menuitem', { name: 'Open Checkpoint…' }).first();
+    await menuItem.waitFor({ timeout: 10_000 });
+    await menuItem.hover();
+    await menuItem.focus();
+    await page.keyboard.press('Enter');
+    const wide = await panelFrame(page, 'llama-32x32');
+    await waitFor('the 32 × 32 heatmap', async () => (await wide.locator('#heat-keys').getAttribute('data-ready')) === 'true', 120_000);
+    assert.equal(await wide.locator('#heat-keys').getAttribute('data-layers'), '32');
+    assert.equal(await wide.locator('#heat-keys').getAttribute('data-heads'), '8');
+    assert.equal(await wide.locator('#heat-queries').getAttribute('data-heads'), '32');
+    const ms = Number(await waitFor('the render time', () => wide.locator('#app').getAttribute('data-spectra-to-frame-ms')));
+    console.log(`32 layers × (32 query + 8 KV) heads: spectra message to painted frame in ${ms} ms`);
+    assert.ok(ms < 1000, `rendering took ${ms} ms`);
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: path.join(SHOTS, 'panel-32x32-light.png') });
+  });
+});

@@ -1,0 +1,106 @@
+/** Host-side panel logic (src/extension/panelModel.ts) on the real Mistral fixture. */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { buildLayout } from '../../src/core/arch/adapters';
+import { openCheckpoint, type Checkpoint } from '../../src/core/checkpoint/checkpoint';
+import { analyzeSpectra, type SpectrumResult } from '../../src/core/spectrum';
+import { checkpointSummary, keyEnergies, panelPlan, paperReference, planResult, rankPolicy, savingsView, spectraPayload } from '../../src/extension/panelModel';
+import type { CheckpointSummary, PlanControls, SpectraPayload } from '../../src/protocol';
+import { fixture } from '../helpers/fixtures';
+
+const base: PlanControls = { policy: 'uniform', rank: 8, fraction: 0.25, energy: 0.95, budget: 0.25, overrides: [] };
+
+describe('panel model on mistral-bytes', () => {
+  let ckpt: Checkpoint;
+  let summary: CheckpointSummary;
+  let result: SpectrumResult;
+  let spectra: SpectraPayload;
+
+  before(async () => {
+    ckpt = await openCheckpoint(fixture('mistral-bytes'));
+    const layout = buildLayout(ckpt);
+    summary = checkpointSummary(ckpt.dir, layout, ckpt.files.length);
+    result = await analyzeSpectra(ckpt, layout, { backend: 'cpu', threads: 1 });
+    spectra = spectraPayload(result, summary);
+  });
+  after(() => ckpt?.close());
+
+  it('summarizes the checkpoint like inspect', () => {
+    assert.equal(summary.name, 'mistral-bytes');
+    assert.deepEqual([summary.layers, summary.queryHeads, summary.kvHeads, summary.headDim, summary.files], [4, 4, 2, 64, 3]);
+    assert.deepEqual(summary.queryToKv, [0, 0, 1, 1]);
+  });
+
+  it('packs every head of the core result into flat typed arrays at row l × heads + h', () => {
+    assert.equal(spectra.keySingular.length, 4 * 2 * 64);
+    assert.equal(spectra.querySingular.length, 4 * 4 * 64);
+    for (const h of result.heads) {
+      const heads = h.kind === 'key' ? 2 : 4;
+      const row = h.layer * heads + h.head;
+      const sv = h.kind === 'key' ? spectra.keySingular : spectra.querySingular;
+      const eff = h.kind === 'key' ? spectra.keyEffRank : spectra.queryEffRank;
+      assert.equal(sv[row * 64], Math.fround(h.singularValues[0]));
+      assert.equal(sv[row * 64 + 63], Math.fround(h.singularValues[63]));
+      assert.deepEqual(Array.from(eff.subarray(row * 3, row * 3 + 3)), [h.effectiveRank.p90, h.effectiveRank.p95, h.effectiveRank.p99]);
+    }
+    const energies = keyEnergies(spectra);
+    assert.equal(energies.length, 4);
+    assert.equal(energies[2][1].length, 64);
+  });
+
+  it('rejects a core result that misses a head or places one outside the model', () => {
+    const missing = { ...result, heads: result.heads.filter((h) => !(h.kind === 'key' && h.layer === 3 && h.head === 1)) };
+    assert.throws(() => spectraPayload(missing, summary), /no result for key head 1 of layer 3/);
+    const outside = { ...result, heads: [...result.heads, { ...result.heads[0], head: 7 }] };
+    assert.throws(() => spectraPayload(outside, summary), /outside the model/);
+  });
+
+  it('builds plans for every policy, with overrides winning', () => {
+    const uniform = panelPlan(summary, spectra, base, 'key-svd');
+    assert.deepEqual(uniform.ranks, [[8, 8], [8, 8], [8, 8], [8, 8]]);
+    const pinned = panelPlan(summary, spectra, { ...base, overrides: [{ layer: 2, head: 1, rank: 3 }] }, 'key-svd');
+    assert.equal(pinned.ranks[2][1], 3);
+    assert.equal(pinned.ranks[2][0], 8);
+    const fraction = panelPlan(summary, spectra, { ...base, policy: 'fraction', fraction: 0.25 }, 'key-svd');
+    assert.deepEqual(fraction.ranks.flat(), Array(8).fill(16));
+    // Energy: each head's rank is its own smallest rank reaching the threshold.
+    const energy = panelPlan(summary, spectra, { ...base, policy: 'energy', energy: 0.95 }, 'key-svd');
+    for (let l = 0; l < 4; l++) for (let g = 0; g < 2; g++) assert.equal(energy.ranks[l][g], spectra.keyEffRank[(l * 2 + g) * 3 + 1]);
+    // Budget: a quarter of the original key cache (bf16 keys: 4 × 2 × 64 × 2 bytes per token).
+    const budget = panelPlan(summary, spectra, { ...base, policy: 'budget', budget: 0.25 }, 'key-svd');
+    const dims = budget.ranks.flat().reduce((a, b) => a + b, 0);
+    assert.ok(dims * 2 <= 0.25 * 4 * 2 * 64 * 2, `budget plan uses ${dims} dims`);
+    assert.ok(budget.ranks.flat().every((r) => r >= 1));
+  });
+
+  it('needs spectra for energy and budget policies', () => {
+    assert.throws(() => panelPlan(summary, null, { ...base, policy: 'energy' }, 'key-svd'), /needs the spectra/);
+    assert.deepEqual(panelPlan(summary, null, base, 'key-svd').ranks[0], [8, 8]);
+  });
+
+  it('maps the budget share to key bytes per token and never below one dim per head', () => {
+    const model = { architecture: 'mistral', layers: 4, kv_heads: 2, head_dim: 64, key_bytes_per_value: 2 };
+    assert.deepEqual(rankPolicy({ ...base, policy: 'budget', budget: 0.5 }, model), { kind: 'budget', key_bytes_per_token: 512 });
+    assert.deepEqual(rankPolicy({ ...base, policy: 'budget', budget: 1e-6 }, model), { kind: 'budget', key_bytes_per_token: 16 });
+  });
+
+  it('prices a plan: rank 8 of 64 at 128,000 tokens in bf16', () => {
+    const r = planResult(summary, panelPlan(summary, spectra, base, 'key-svd'), { context: 128000, batch: 1, dtype: 'bf16' });
+    assert.deepEqual(Array.from(r.ranks), Array(8).fill(8));
+    // Per token: keys 4 layers × 2 heads × 64 dims × 2 bytes before, × 8 dims after; values unchanged.
+    assert.equal(r.savings.baselineKeyBytesPerToken, 1024);
+    assert.equal(r.savings.factoredKeyBytesPerToken, 128);
+    assert.equal(r.savings.baselineBytes, 2048 * 128000);
+    assert.equal(r.savings.factoredBytes, (128 + 1024) * 128000);
+    assert.equal(r.savings.capacityMultiplier, 2048 / 1152);
+    assert.ok(r.meanRetainedEnergy !== null && r.meanRetainedEnergy > 0 && r.meanRetainedEnergy < 1);
+    const fp8 = savingsView(summary, [[8, 8], [8, 8], [8, 8], [8, 8]], { context: 10, batch: 3, dtype: 'fp8' });
+    assert.equal(fp8.baselineBytes, 1024 * 30);
+  });
+
+  it("reproduces the paper's 25.2 GB example", () => {
+    const ref = paperReference();
+    assert.equal(ref.baselineBytes - ref.factoredBytes, 25_165_824_000);
+    assert.equal(ref.capacityMultiplier, 1.6);
+  });
+});
