@@ -29,6 +29,8 @@ export interface CorpusCase {
   readonly mentions: readonly string[];
   /** Peak resident memory the CLI may use on this case, in MiB. */
   readonly maxRssMiB: number;
+  /** A path the command must not create (an export destination). */
+  readonly mustNotExist?: string;
   /** For NaN/Inf cases: the heads `analyze --json` must flag non_finite, as "layer/kind/head". */
   readonly nonFiniteHeads?: readonly string[];
 }
@@ -365,11 +367,11 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
   const INDEX = 'model.safetensors.index.json';
   const mistralIndex = JSON.parse(fs.readFileSync(path.join(fixture('mistral-bytes'), INDEX), 'utf8')) as { weight_map: Record<string, Json> };
   /** A Mistral case with index.json replaced; `mentions` are complete (some errors name the shard). */
-  const withIndex = (name: string, mentions: string[], index: unknown, prepare?: (dir: string) => void) => {
+  const withIndex = (name: string, mentions: string[], index: unknown, prepare?: (dir: string) => void, maxRssMiB?: number) => {
     const dir = caseDir(name, 'mistral-bytes');
     prepare?.(dir);
     fs.writeFileSync(path.join(dir, INDEX), typeof index === 'string' ? index : JSON.stringify(index));
-    add(name, 'index', mentions, dir);
+    add(name, 'index', mentions, dir, { maxRssMiB });
   };
   /** index.json text with the shard of lm_head.weight replaced by raw JSON text. */
   const rawShardOf = (rawJson: string) => JSON.stringify({ ...mistralIndex, weight_map: { ...mistralIndex.weight_map, 'lm_head.weight': '@@' } }).replace('"@@"', rawJson);
@@ -416,7 +418,7 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
   }
   {
     const shards = Array.from({ length: 200_000 }, (_, i) => [`t.${i}`, `shard-${i}.safetensors`]);
-    withIndex('index-many-shards', ['shard-'], { weight_map: Object.fromEntries(shards) });
+    withIndex('index-many-shards', ['shard-'], { weight_map: Object.fromEntries(shards) }, undefined, 512);
     const dir = caseDir('index-giant', 'mistral-bytes');
     fs.writeFileSync(path.join(dir, INDEX), '{');
     fs.truncateSync(path.join(dir, INDEX), 65 * 1024 * 1024);
@@ -521,6 +523,58 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
       pack(entriesOf(qwen).map((e) => (e.name === bias ? { ...e, shape: [e.shape[0] / 2], data: e.data.subarray(0, e.data.length / 2) } : e))),
     );
     add('config-bias-shape', 'config', [bias], dir);
+  }
+
+  // ---- plan files given to `export --plan` (shared plans are untrusted too) ------------------
+  {
+    const validPlan = {
+      format: 'factored-keys-plan',
+      version: 1,
+      method: 'key-svd',
+      policy: { kind: 'uniform', rank: 8 },
+      model: { architecture: 'llama', layers: 2, kv_heads: 2, head_dim: 16, key_bytes_per_value: 4 },
+      ranks: [[8, 8], [8, 8]],
+      overrides: [],
+    };
+    const planCase = (name: string, mentions: string[], plan: unknown, prepare?: (file: string) => void, maxRssMiB = DEFAULT_RSS_MIB) => {
+      const dir = caseDir(name);
+      const file = path.join(dir, 'plan.json');
+      if (prepare) prepare(file);
+      else fs.writeFileSync(file, typeof plan === 'string' ? plan : JSON.stringify(plan));
+      const dest = path.join(dir, 'out');
+      cases.push({ name, category: 'plan', argv: ['export', fixture(LLAMA), dest, '--plan', file], expect: 'error', mentions: ['plan.json', ...mentions], maxRssMiB, mustNotExist: dest });
+    };
+    const withPlan = (edit: (p: Record<string, Json>) => void) => {
+      const p = structuredClone(validPlan) as unknown as Record<string, Json>;
+      edit(p);
+      return p;
+    };
+    const rawPlan = (key: string, rawJson: string) => JSON.stringify({ ...validPlan, [key]: '@@' }).replace('"@@"', rawJson);
+    planCase('plan-not-json', ['not valid JSON'], '{"format":');
+    planCase('plan-array', ['not a JSON object'], []);
+    planCase('plan-wrong-format', ['format'], withPlan((p) => (p.format = 'gguf')));
+    planCase('plan-deep-format', ['format'], rawPlan('format', deepArray(DEEP)));
+    planCase('plan-deep-version', ['version'], rawPlan('version', deepArray(DEEP)));
+    planCase('plan-deep-method', ['method'], rawPlan('method', deepArray(DEEP)));
+    planCase('plan-version-99', ['version'], withPlan((p) => (p.version = 99)));
+    planCase('plan-method-unknown', ['method'], withPlan((p) => (p.method = 'pca')));
+    planCase('plan-model-missing', ['model'], withPlan((p) => delete p.model));
+    planCase('plan-model-mismatch', ['layers'], withPlan((p) => ((p.model as Record<string, Json>).layers = 3)));
+    planCase('plan-ranks-wrong-shape', ['ranks'], withPlan((p) => (p.ranks = [[8, 8]])));
+    planCase('plan-rank-zero', ['rank'], withPlan((p) => (p.ranks = [[0, 8], [8, 8]])));
+    planCase('plan-rank-too-big', ['rank'], withPlan((p) => (p.ranks = [[17, 8], [8, 8]])));
+    planCase('plan-rank-float', ['rank'], withPlan((p) => (p.ranks = [[8.5, 8], [8, 8]])));
+    planCase('plan-rank-string', ['rank'], withPlan((p) => (p.ranks = [['8', 8], [8, 8]])));
+    planCase('plan-ranks-huge', ['ranks'], withPlan((p) => (p.ranks = Array.from({ length: 1_000_000 }, () => [8, 8]))), undefined, 512);
+    planCase('plan-ranks-deep', ['ranks'], rawPlan('ranks', deepArray(DEEP)));
+    planCase('plan-overrides-object', ['overrides'], withPlan((p) => (p.overrides = { layer: 0 })));
+    planCase('plan-policy-deep', ['policy'], rawPlan('policy', deepArray(DEEP)));
+    planCase('plan-is-fifo', ['cannot read'], undefined, (file) => execFileSync('mkfifo', [file]));
+    planCase('plan-is-dev-zero', ['cannot read'], undefined, (file) => fs.symlinkSync('/dev/zero', file));
+    planCase('plan-giant', ['cannot read'], undefined, (file) => {
+      fs.writeFileSync(file, '{');
+      fs.truncateSync(file, 65 * 1024 * 1024);
+    });
   }
 
   // ---- NaN / Inf weights (analyze warns and names the heads) ---------------------------------

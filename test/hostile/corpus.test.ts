@@ -27,6 +27,7 @@ function problemsOf(c: CorpusCase, run: CliRun): string[] {
   } else if (c.expect === 'ok') {
     if (run.code !== 0 || run.stderr !== '') problems.push(`expected success, got exit ${run.code}: ${run.stderr.slice(0, 400)}`);
   }
+  if (c.mustNotExist && fs.existsSync(c.mustNotExist)) problems.push(`${c.mustNotExist} was created`);
   if (run.maxRssMiB === undefined && !run.timedOut) problems.push('did not report its memory (crashed?)');
   if (run.maxRssMiB !== undefined && run.maxRssMiB > c.maxRssMiB) problems.push(`peak memory ${run.maxRssMiB.toFixed(0)} MiB > ${c.maxRssMiB} MiB`);
   return problems;
