@@ -260,11 +260,13 @@ test('webview messages, fuzzed: anything is a ProtocolError or a well-formed mes
 
 test('untrusted workspace: declared limited in package.json, export command gated, export flow refuses before any dialog or write', async () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as {
-    capabilities?: { untrustedWorkspaces?: { supported?: unknown; description?: string } };
+    capabilities?: { untrustedWorkspaces?: { supported?: unknown; description?: string; restrictedConfigurations?: string[] } };
     contributes?: { commands?: { command: string; enablement?: string }[] };
   };
   assert.equal(pkg.capabilities?.untrustedWorkspaces?.supported, 'limited');
   assert.ok((pkg.capabilities?.untrustedWorkspaces?.description ?? '').length > 0);
+  // settings that pick native code paths or resource use come from user settings only
+  for (const key of ['factoredKeys.backend', 'factoredKeys.maxThreads']) assert.ok(pkg.capabilities?.untrustedWorkspaces?.restrictedConfigurations?.includes(key), key);
   const exportCommand = pkg.contributes?.commands?.find((c) => c.command === 'factoredKeys.exportCheckpoint');
   assert.match(exportCommand?.enablement ?? '', /isWorkspaceTrusted/);
 
