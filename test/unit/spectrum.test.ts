@@ -8,6 +8,7 @@ import { float32ToBf16Bits } from '../../src/core/checkpoint/dtypes';
 import { CancelledError } from '../../src/core/errors';
 import { analyzeSpectra, cumulativeEnergy, effectiveRanks, rankForEnergy, stableRank, type SpectrumResult } from '../../src/core/spectrum';
 import { EigenWorkspace, symmetricEigenvalues } from '../../src/core/spectrum/eigenvalues';
+import { runSpectrumEngine } from '../../src/core/spectrum/engine';
 import { symmetricEigen } from '../../src/core/linalg';
 import { ALL_FIXTURES, REPO_ROOT, fixture, tempDir } from '../helpers/fixtures';
 import { writeSafetensors } from '../helpers/safetensors';
@@ -136,6 +137,56 @@ describe('spectrum result shape', () => {
         await ckpt.close();
       }
     } finally {
+      cleanup();
+    }
+  });
+});
+
+/** A llama-shaped F32 checkpoint built in code: `layers` layers, 4 query / 2 KV heads x 8, hidden 32. */
+function writeSmallLlama(dir: string, layers: number): void {
+  const hidden = 32;
+  const tensors: Record<string, { dtype: string; shape: number[]; data: Uint8Array }> = {};
+  let seed = 1;
+  const values = (count: number): Uint8Array => new Uint8Array(Float32Array.from({ length: count }, () => ((seed = (seed * 16807) % 2147483647) / 2147483647) - 0.5).buffer);
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}.self_attn.`;
+    tensors[p + 'q_proj.weight'] = { dtype: 'F32', shape: [32, hidden], data: values(32 * hidden) };
+    tensors[p + 'k_proj.weight'] = { dtype: 'F32', shape: [16, hidden], data: values(16 * hidden) };
+    tensors[p + 'v_proj.weight'] = { dtype: 'F32', shape: [16, hidden], data: values(16 * hidden) };
+    tensors[p + 'o_proj.weight'] = { dtype: 'F32', shape: [hidden, 32], data: values(32 * hidden) };
+  }
+  writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: hidden, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, num_hidden_layers: layers, rope_theta: 10000, vocab_size: 16, intermediate_size: 16 }));
+}
+
+describe('auto backend choice', () => {
+  test('with several usable providers, auto times each inside the run, keeps every result, and remembers the winner', async () => {
+    const { dir, cleanup } = tempDir();
+    const saved = process.env.FACTORED_KEYS_CACHE_DIR;
+    process.env.FACTORED_KEYS_CACHE_DIR = path.join(dir, 'cache');
+    try {
+      writeSmallLlama(dir, 24);
+      const ckpt = await openCheckpoint(dir);
+      try {
+        const layout = buildLayout(ckpt);
+        const plain = await analyzeSpectra(ckpt, layout, { backend: 'cpu' });
+        // two candidates that are both the CPU provider: the trial machinery without a GPU
+        const first = await runSpectrumEngine(ckpt, layout, { backend: 'auto' }, { autoCandidates: ['cpu', 'cpu'] });
+        assert.match(first.notes?.join(' ') ?? '', /auto: measured cpu [\d.]+ ms, cpu [\d.]+ ms per layer; using cpu/);
+        assert.equal(first.heads.length, 24 * 6);
+        assert.deepEqual(first.heads.map((h) => h.singularValues), plain.heads.map((h) => h.singularValues));
+        const second = await runSpectrumEngine(ckpt, layout, { backend: 'auto' }, { autoCandidates: ['cpu', 'cpu'] });
+        assert.match(second.notes?.join(' ') ?? '', /auto: using cpu, measured fastest here/);
+        // too few layers for a trial: cpu, said so
+        const few = await runSpectrumEngine(ckpt, { ...layout, layers: layout.layers.slice(0, 3) }, { backend: 'auto' }, { autoCandidates: ['cpu', 'webgpu'] });
+        assert.equal(few.backend, 'cpu');
+        assert.match(few.notes?.join(' ') ?? '', /too few/);
+      } finally {
+        await ckpt.close();
+      }
+    } finally {
+      if (saved === undefined) delete process.env.FACTORED_KEYS_CACHE_DIR;
+      else process.env.FACTORED_KEYS_CACHE_DIR = saved;
       cleanup();
     }
   });

@@ -44,6 +44,11 @@ export interface SessionOptions {
   readonly threads?: number;
   /** onnxruntime graph optimisation level (default `all`). */
   readonly optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * Whether idle intra-op threads busy-wait for the next op (onnxruntime's default: true).
+   * Turn off when other threads (workers) need the cores between runs.
+   */
+  readonly spinning?: boolean;
 }
 
 /** A session plus the provider it actually runs on. */
@@ -108,6 +113,7 @@ function ortOptions(backend: BackendName, options: SessionOptions): ort.Inferenc
     executionProviders: backend === 'cpu' ? ['cpu'] : [ORT_PROVIDER[backend], 'cpu'],
     graphOptimizationLevel: options.optimization ?? 'all',
     ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+    ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
     logSeverityLevel: 3,
   };
 }

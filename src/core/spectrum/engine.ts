@@ -12,6 +12,7 @@ import { FactoredKeysError, throwIfCancelled } from '../errors';
 import { EigenPool, solveEigenTask } from './eigenPool';
 import { GramRunner, type GramFeed } from './gram';
 import type { HeadSpectrum, SpectrumKind, SpectrumOptions, SpectrumResult } from './index';
+import { choiceKey, recalledChoice, rememberChoice } from './backendChoice';
 import { cumulativeEnergy, effectiveRanks, stableRank } from './metrics';
 
 /** One head to analyse. */
@@ -122,26 +123,85 @@ function headSpectrum(layer: number, job: HeadJob, eigen: Float64Array, at: numb
   return { layer, kind: job.kind, head: job.head, singularValues: sv, cumulativeEnergy: cumulative, effectiveRank: effectiveRanks(cumulative), stableRank: stableRank(sv) };
 }
 
-/** Picks the provider for `auto`: the only usable one, or the fastest on a real layer. */
-async function raceBackends(candidates: BackendName[], sample: LayerBatch, headDim: number, threads: number | undefined, notes: string[]): Promise<GramRunner> {
-  const runners = candidates.map((b) => new GramRunner(b, threads));
-  const times: number[] = [];
-  for (const r of runners) {
-    // first run pays for session creation and kernel compilation; time the second
-    await r.run(sample.feed, sample.data, sample.jobs.length, headDim, sample.dModel);
-    const t = performance.now();
-    await r.run(sample.feed, sample.data, sample.jobs.length, headDim, sample.dModel);
-    times.push(r.backend === r.requested ? performance.now() - t : Number.POSITIVE_INFINITY);
+/**
+ * `auto` with several usable providers: each gets a short trial inside the real analysis (a
+ * warm-up layer, then {@link TRIAL_LAYERS} timed layers including their eigensolves), and the
+ * fastest per layer runs the rest. Whole-pipeline timing matters: a CPU provider competes with
+ * the eigensolver workers for cores, a GPU provider does not, so timing the Gram product alone
+ * picks wrong. No work is wasted: every trial layer's result is kept.
+ */
+class BackendTrial {
+  private index = 0;
+  private timedLayers = 0;
+  private windowStart = 0;
+  private readonly perLayerMs: number[] = [];
+  private readonly runners: GramRunner[] = [];
+
+  constructor(
+    private readonly candidates: readonly BackendName[],
+    private readonly threads: number | undefined,
+  ) {}
+
+  /** The runner for the next layer, or undefined once the trial is over. */
+  current(): GramRunner | undefined {
+    if (this.index >= this.candidates.length) return undefined;
+    if (this.runners.length === this.index) this.runners.push(new GramRunner(this.candidates[this.index], this.threads));
+    return this.runners[this.index];
   }
-  let best = 0;
-  for (let i = 1; i < runners.length; i++) if (times[i] < times[best]) best = i;
-  notes.push(`auto: ${runners.map((r, i) => `${r.requested} ${Number.isFinite(times[i]) ? `${times[i].toFixed(1)} ms` : 'failed'}`).join(', ')} per layer; using ${runners[best].backend}`);
-  await Promise.all(runners.filter((_, i) => i !== best).map((r) => r.dispose()));
-  return runners[best];
+
+  /** Whether the next layer is a warm-up (session creation, kernel compilation), not timed. */
+  get warmingUp(): boolean {
+    return this.windowStart === 0;
+  }
+
+  /** Marks the start of the timed window (call after draining the warm-up's eigensolves). */
+  startWindow(): void {
+    this.windowStart = performance.now();
+  }
+
+  /** Counts a finished timed layer; true when the window is full (drain, then call {@link closeWindow}). */
+  countLayer(): boolean {
+    return ++this.timedLayers >= TRIAL_LAYERS;
+  }
+
+  closeWindow(): void {
+    const r = this.runners[this.index];
+    const ms = (performance.now() - this.windowStart) / this.timedLayers;
+    this.perLayerMs.push(r.backend === r.requested ? ms : Number.POSITIVE_INFINITY);
+    this.index++;
+    this.timedLayers = 0;
+    this.windowStart = 0;
+  }
+
+  /** The winner (others disposed), the measured per-layer times and a note saying how it was chosen. */
+  async finish(): Promise<{ runner: GramRunner; note: string; perLayerMs: Record<string, number> }> {
+    const ms = this.runners.map((_, i) => this.perLayerMs[i] ?? Number.POSITIVE_INFINITY);
+    let best = 0;
+    for (let i = 1; i < ms.length; i++) if (ms[i] < ms[best]) best = i;
+    const note = `auto: measured ${this.runners.map((r, i) => `${r.requested} ${Number.isFinite(ms[i]) ? `${ms[i].toFixed(1)} ms` : 'failed'}`).join(', ')} per layer; using ${this.runners[best].backend}`;
+    const losers = this.runners.filter((_, i) => i !== best);
+    const winner = this.runners[best];
+    this.runners.length = 0;
+    await Promise.all(losers.map((r) => r.dispose()));
+    return { runner: winner, note, perLayerMs: Object.fromEntries(this.candidates.map((c, i) => [c, ms[i]])) };
+  }
+
+  /** Disposes every runner (on errors). */
+  async dispose(): Promise<void> {
+    await Promise.all(this.runners.map((r) => r.dispose()));
+  }
+}
+
+/** Timed layers per candidate in an `auto` trial. */
+const TRIAL_LAYERS = 2;
+
+/** Test hooks: replace the usable-provider list `auto` chooses from. */
+export interface EngineInternals {
+  readonly autoCandidates?: readonly BackendName[];
 }
 
 /** Implementation of `analyzeSpectra` (see there). */
-export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayout, options: SpectrumOptions): Promise<SpectrumResult> {
+export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayout, options: SpectrumOptions, internals: EngineInternals = {}): Promise<SpectrumResult> {
   const started = performance.now();
   const kinds: readonly SpectrumKind[] = options.kinds && options.kinds.length > 0 ? [...new Set(options.kinds)] : ['key', 'query'];
   const threads = options.threads;
@@ -155,11 +215,40 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
   const cores = Math.max(1, threads ?? os.availableParallelism());
   const pool = totalHeads >= MIN_HEADS_FOR_WORKERS && n >= 32 ? EigenPool.create(cores) : undefined;
   let runner: GramRunner | undefined;
+  let trial: BackendTrial | undefined;
+  let trialKey = '';
+  if (choice === 'auto') {
+    // cpu first: it needs no warm-up, so a trial it wins wastes least
+    const candidates: BackendName[] = internals.autoCandidates ? [...internals.autoCandidates] : ['cpu', ...(await usableBackends()).filter((b) => b !== 'cpu')];
+    if (candidates.length === 1) {
+      runner = new GramRunner('cpu', threads);
+    } else {
+      const first = layout.layers[0];
+      const shape = first ? `${layout.dtype}|${layout.headDim}x${layout.hiddenSize}|${kinds.map((k) => (k === 'key' ? first.keyHeads.length : first.queryHeads.length)).join('+')}` : '';
+      trialKey = choiceKey(shape, cores, candidates);
+      const known = recalledChoice(trialKey, candidates);
+      if (known) {
+        runner = new GramRunner(known.backend, threads);
+        notes.push(`auto: using ${known.backend}, measured fastest here on ${known.measured.slice(0, 10)} (${Object.entries(known.perLayerMs).map(([b, ms]) => `${b} ${ms === null || !Number.isFinite(ms) ? 'failed' : `${ms.toFixed(1)} ms`}`).join(', ')} per layer)`);
+      } else if (layers >= 4 * candidates.length * (TRIAL_LAYERS + 1)) {
+        // enough layers for a trial to pay for itself
+        trial = new BackendTrial(candidates, threads);
+      } else {
+        runner = new GramRunner('cpu', threads);
+        notes.push(`auto: ${layers} layers are too few to time ${candidates.join(' and ')}; using cpu`);
+      }
+    }
+  } else {
+    runner = new GramRunner(choice, threads);
+  }
+  const pendingEigen: Promise<void>[] = [];
+  const drain = async (): Promise<void> => {
+    await Promise.all(pendingEigen.splice(0));
+  };
   try {
     throwIfCancelled(options.cancel);
     options.progress?.(0, layers, 'reading layer 0');
     let nextBatch: Promise<LayerBatch> | undefined = layers > 0 ? loadLayer(ckpt, layout, 0, kinds) : undefined;
-    const pendingEigen: Promise<void>[] = [];
     for (let layer = 0; layer < layers; layer++) {
       const batch = await nextBatch!;
       nextBatch = layer + 1 < layers ? loadLayer(ckpt, layout, layer + 1, kinds) : undefined;
@@ -167,29 +256,45 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
       nextBatch?.catch(() => undefined);
       throwIfCancelled(options.cancel);
       if (batch.jobs.length === 0) continue;
-      if (!runner) {
-        if (choice === 'auto') {
-          const candidates = await usableBackends();
-          runner = candidates.length > 1 ? await raceBackends(candidates, batch, n, threads, notes) : new GramRunner(candidates[0], threads);
-        } else {
-          runner = new GramRunner(choice, threads);
-        }
-      }
-      const grams = await runner.run(batch.feed, batch.data, batch.jobs.length, n, batch.dModel);
+      const active = trial?.current() ?? runner!;
+      const warmUp = trial?.current() !== undefined && trial.warmingUp;
+      const grams = await active.run(batch.feed, batch.data, batch.jobs.length, n, batch.dModel);
       const slot = heads.length;
       heads.length += batch.jobs.length;
       const place = (eigen: Float64Array): void => {
         batch.jobs.forEach((job, i) => (heads[slot + i] = headSpectrum(batch.layer, job, eigen, i * n, n)));
       };
-      if (pool) pendingEigen.push(pool.eigenvalues(grams, n, batch.jobs.length).then(place));
-      else place(solveEigenTask(grams, n, batch.jobs.length));
+      if (pool) {
+        const p = pool.eigenvalues(grams, n, batch.jobs.length).then(place);
+        p.catch(() => undefined);
+        pendingEigen.push(p);
+      } else {
+        place(solveEigenTask(grams, n, batch.jobs.length));
+      }
+      if (trial?.current()) {
+        if (warmUp) {
+          await drain();
+          trial.startWindow();
+        } else if (trial.countLayer()) {
+          await drain();
+          trial.closeWindow();
+          if (!trial.current()) {
+            const { runner: best, note, perLayerMs } = await trial.finish();
+            runner = best;
+            notes.push(note);
+            trial = undefined;
+            rememberChoice(trialKey, best.backend, perLayerMs);
+          }
+        }
+      }
       options.progress?.(layer + 1, layers, `layer ${layer + 1}/${layers}`);
     }
-    await Promise.all(pendingEigen);
+    await drain();
     throwIfCancelled(options.cancel);
     if (runner) for (const note of runner.notes) if (!notes.includes(note)) notes.push(note);
-    return { backend: runner?.backend ?? (choice === 'auto' ? 'cpu' : choice), seconds: (performance.now() - started) / 1000, heads, ...(notes.length > 0 ? { notes } : {}) };
+    return { backend: runner?.backend ?? 'cpu', seconds: (performance.now() - started) / 1000, heads, ...(notes.length > 0 ? { notes } : {}) };
   } finally {
+    await trial?.dispose();
     await runner?.dispose();
     await pool?.close();
   }

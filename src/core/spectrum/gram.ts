@@ -9,7 +9,7 @@ import { createSession, type BackendName, type ComputeSession, Tensor } from '..
 /**
  * How the weights are fed. 16-bit weights travel as 16-bit (half the bytes of float32) and are
  * widened inside the graph: float16 by `Cast`; bfloat16 (which onnxruntime's JS API has no
- * tensor type for) as its uint16 bit patterns, widened exactly by shift + `BitCast`.
+ * tensor type for) as its uint16 bit patterns, reinterpreted by `BitCast` and widened by `Cast`.
  */
 export type GramFeed = 'float32' | 'float16' | 'bfloat16';
 
@@ -23,11 +23,11 @@ export function gramModel(feed: GramFeed, headDim: number, dModel: number): Uint
   } else if (feed === 'float16') {
     x = g.op('Cast', [g.input('w', 'float16', ['batch', headDim, dModel])], { to: DataType.FLOAT });
   } else {
-    // bf16 bits << 16 are the float32 bits of the same value; BitCast is ai.onnx opset 26.
+    // reinterpret the uint16 bits as bfloat16 (BitCast, ai.onnx opset 26), then widen exactly;
+    // measured faster on 16 cores than widening the bits by Cast + BitShift + BitCast
     opset = 26;
-    const bits = g.op('Cast', [g.input('w', 'uint16', ['batch', headDim, dModel])], { to: DataType.UINT32 });
-    const shifted = g.op('BitShift', [bits, g.constant('uint32', [], [16])], { direction: 'LEFT' });
-    x = g.op('BitCast', [shifted], { to: DataType.FLOAT });
+    const bits = g.input('w', 'uint16', ['batch', headDim, dModel]);
+    x = g.op('Cast', [g.op('BitCast', [bits], { to: DataType.BFLOAT16 })], { to: DataType.FLOAT });
   }
   const xt = g.op('Transpose', [x], { perm: [0, 2, 1] });
   g.output(g.op('MatMul', [x, xt], {}, { outputs: ['gram'] }), 'float32', ['batch', headDim, headDim]);
@@ -54,7 +54,9 @@ export class GramRunner {
     const key = `${feed}:${headDim}:${dModel}`;
     let s = this.sessions.get(key);
     if (!s) {
-      s = createSession(gramModel(feed, headDim, dModel), { backend: this.requested, threads: this.threads });
+      // no spinning: idle onnxruntime threads would otherwise busy-wait on the cores the
+      // eigensolver workers need between Gram products
+      s = createSession(gramModel(feed, headDim, dModel), { backend: this.requested, threads: this.threads, spinning: false });
       this.sessions.set(key, s);
     }
     return s;
