@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { main } from '../../src/cli/main';
-import { evaluateCheckpoint, PlanEvaluator, sweepPerplexity } from '../../src/core/eval';
+import { comparePlan, evaluateCheckpoint, PlanEvaluator, sweepPerplexity } from '../../src/core/eval';
 import { fixture, REPO_ROOT } from '../helpers/fixtures';
 
 const WINDOWS = 3;
@@ -122,4 +122,17 @@ test('eval CLI: human output, and one-line errors for bad input', async () => {
     assert.match(r.err, /^error: [^\n]+\n$/);
     assert.match(r.err, message, r.err);
   }
+});
+
+test('comparePlan: original and plan side by side with the delta and cache sizes (the panel\'s Evaluate)', async () => {
+  const ev = await PlanEvaluator.open(fixture('mistral-bytes'));
+  const plan = await ev.uniformPlan('key-svd', 16);
+  await ev.close();
+  const seen: number[] = [];
+  const c = await comparePlan(fixture('mistral-bytes'), plan, HELDOUT, { seq: SEQ, maxWindows: 2, batch: 1, backend: 'cpu', progress: (done, total) => seen.push(done / total) });
+  assertClose(c.original.perplexity, refPpl(REF.models['mistral-bytes'].original, 2), 'original');
+  assertClose(c.plan.perplexity, refPpl(REF.models['mistral-bytes'].factored['key-svd/16'], 2), 'plan');
+  assert.ok(Math.abs(c.deltaPercent - (c.plan.perplexity / c.original.perplexity - 1) * 100) < 1e-9);
+  assert.deepEqual(c.keyCacheBytesPerToken, { before: 4 * 2 * 64 * 2, after: 4 * 2 * 16 * 2 });
+  assert.deepEqual(seen, [0.25, 0.5, 0.75, 1]);
 });

@@ -145,7 +145,7 @@ export class PlanEvaluator {
 
   /** A plan evaluated in memory (weights rounded to the checkpoint dtype, as export writes them). */
   async plan(plan: RankPlan, ids: Int32Array, options: EvalOptions): Promise<EvalResult> {
-    const bases = await this.bases(plan.method, options);
+    const bases = await this.bases(plan.method, { cancel: options.cancel });
     return evaluatePerplexity(new PlanWeights(this.ckpt, this.spec, this.layout, bases, plan.ranks), ids, options);
   }
 
@@ -224,4 +224,35 @@ export async function sweepPerplexity(evaluator: PlanEvaluator, ids: Int32Array,
     options.progress?.(points.length, total, `${job.method} ${job.rank !== undefined ? `rank ${job.rank}` : `energy ${job.threshold}`}`);
   }
   return points;
+}
+
+/** Original and plan perplexity side by side (the panel's "Evaluate"). */
+export interface PlanComparison {
+  readonly original: EvalResult;
+  readonly plan: EvalResult;
+  /** (plan / original − 1) · 100. */
+  readonly deltaPercent: number;
+  readonly keyCacheBytesPerToken: { readonly before: number; readonly after: number };
+}
+
+/**
+ * Evaluates the original checkpoint and `plan` (in memory) on the same token ids. Progress runs
+ * over both evaluations; cancelling stops between batches.
+ */
+export async function comparePlan(checkpoint: string, plan: RankPlan, ids: Int32Array, options: EvalOptions): Promise<PlanComparison> {
+  const evaluator = await PlanEvaluator.open(checkpoint);
+  try {
+    const half = (offset: number, label: string): ProgressFn | undefined =>
+      options.progress ? (done, total) => options.progress!(offset * total + done, 2 * total, label) : undefined;
+    const original = await evaluator.original(ids, { ...options, progress: half(0, 'evaluating the original') });
+    const planned = await evaluator.plan(plan, ids, { ...options, progress: half(1, `evaluating the ${plan.method} plan`) });
+    return {
+      original,
+      plan: planned,
+      deltaPercent: (planned.perplexity / original.perplexity - 1) * 100,
+      keyCacheBytesPerToken: { before: originalKeyBytesPerToken(evaluator.layout), after: planKeyBytesPerToken(plan) },
+    };
+  } finally {
+    await evaluator.close();
+  }
 }
