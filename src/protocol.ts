@@ -141,6 +141,18 @@ export interface PlanResult {
   readonly meanRetainedEnergy: number | null;
 }
 
+/** Perplexity of the original checkpoint and of a plan, on the same tokens. */
+export interface EvaluationResult {
+  readonly original: number;
+  readonly factored: number;
+  /** (factored / original − 1) · 100. */
+  readonly deltaPercent: number;
+  readonly tokens: number;
+  readonly textFile: string;
+  readonly backend: string;
+  readonly seconds: number;
+}
+
 /** Settings the panel starts from (from the user's configuration). */
 export interface PanelDefaults {
   readonly plan: PlanControls;
@@ -174,8 +186,8 @@ export interface RequestMap {
   plan: { params: { plan: PlanControls; savings: SavingsControls }; result: PlanResult };
   /** Export the plan; the host asks the user where. Result: the folder written, or null if the user declined. */
   export: { params: { plan: PlanControls }; result: { path: string } | null };
-  /** Perplexity of the plan (issue 6). Result: baseline and factored perplexity. */
-  evaluate: { params: { plan: PlanControls }; result: { baseline: number; factored: number; tokens: number } };
+  /** Perplexity of the original and of the plan on held-out text (the host asks which text). */
+  evaluate: { params: { plan: PlanControls }; result: EvaluationResult | null };
   /** Let the user pick the compute backend (host shows a quick pick). Result: the backend now selected. */
   selectBackend: { params: Record<string, never>; result: string };
   /** Cancel the running analysis/export/evaluation, if any. */

@@ -181,7 +181,7 @@ app.innerHTML = `
     </table>
     <p class="big"><span id="sv-saved" data-testid="savings-saved"></span> <span id="sv-cap" class="muted" data-testid="savings-capacity"></span></p>
     <p class="muted small" id="sv-energy"></p>
-    <p class="muted small" id="sv-eval"></p>
+    <p class="small" id="sv-eval" data-testid="evaluation"></p>
     <p class="muted small" id="sv-reference" data-testid="savings-reference"></p>
   </section>
   <section class="card wide" id="spectra">
@@ -277,7 +277,7 @@ function renderPanel(): void {
   exportBtn.title = s.trusted ? 'Write a factored checkpoint (you choose the folder)' : 'Export needs a trusted workspace';
   const evalBtn = $<ValueElement>('btn-evaluate');
   evalBtn.disabled = !s.evaluateAvailable || s.busy !== null || !s.result;
-  if (!s.evaluateAvailable) evalBtn.title = 'Perplexity evaluation is not available in this build yet';
+  evalBtn.title = s.evaluateAvailable ? 'Perplexity of the original and of this plan on held-out text' : 'Perplexity evaluation is not available in this build';
   const notice = $('notice');
   notice.classList.toggle('hidden', !s.notice);
   notice.classList.toggle('error', s.notice?.level === 'error');
@@ -369,7 +369,8 @@ function renderSavings(): void {
   set('sv-cap', `· ×${r.capacityMultiplier.toFixed(2)} tokens in the same memory`);
   const energy = s.result?.meanRetainedEnergy;
   set('sv-energy', energy === null || energy === undefined ? '' : `Mean key energy kept: ${(100 * energy).toFixed(1)}%`);
-  set('sv-eval', s.evaluation ? `Perplexity on held-out text: ${s.evaluation.baseline.toFixed(3)} → ${s.evaluation.factored.toFixed(3)} (${s.evaluation.tokens} tokens)` : '');
+  const ev = s.evaluation;
+  set('sv-eval', ev ? `Perplexity${ev.stale ? ' (for an earlier plan)' : ''}: ${ev.original.toFixed(3)} → ${ev.factored.toFixed(3)} (${ev.deltaPercent >= 0 ? '+' : ''}${ev.deltaPercent.toFixed(2)}%) on ${ev.tokens.toLocaleString('en-US')} tokens of ${ev.textFile.split(/[\\/]/).pop()}, ${ev.backend}, ${ev.seconds.toFixed(1)} s` : '');
 }
 
 function renderSpectra(): void {
@@ -460,7 +461,7 @@ $('btn-export').addEventListener('click', () => {
 });
 $('btn-evaluate').addEventListener('click', () => {
   request('evaluate', { plan: state.plan })
-    .then((r) => dispatch({ kind: 'evaluation', result: r }))
+    .then((r) => r && dispatch({ kind: 'evaluation', result: r }))
     .catch((e: Error & { cancelled?: boolean }) => !e.cancelled && dispatch({ kind: 'notice', level: 'error', message: e.message }));
 });
 

@@ -84,8 +84,7 @@ export class SpectrumPlots {
         ...series.map((s): uPlot.Series => ({
           label: s.label,
           stroke: s.kind === 'key' ? theme.key : theme.queries[q++ % theme.queries.length],
-          width: s.kind === 'key' ? 2.5 : 1.25,
-          dash: s.kind === 'key' ? undefined : [5, 3],
+          width: s.kind === 'key' ? 3 : 1.5,
           points: { show: false },
         })),
       ],

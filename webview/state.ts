@@ -3,7 +3,7 @@
  * port; everything that decides *what* the panel shows lives here so it can be unit-tested
  * without a browser.
  */
-import type { CheckpointSummary, EnergyLevel, HostMessage, PanelDefaults, PlanControls, PlanResult, PolicyName, RankOverride, ReferenceSavings, SavingsControls, SpectraPayload } from '../src/protocol';
+import type { CheckpointSummary, EnergyLevel, EvaluationResult, HostMessage, PanelDefaults, PlanControls, PlanResult, PolicyName, RankOverride, ReferenceSavings, SavingsControls, SpectraPayload } from '../src/protocol';
 
 /** What the heatmap colours: each head's effective rank at an energy level, or the plan's rank. */
 export type HeatmapMode = 'effective' | 'chosen';
@@ -35,7 +35,8 @@ export interface PanelState {
   readonly evaluateAvailable: boolean;
   readonly reference: ReferenceSavings | null;
   readonly notice: { readonly level: 'info' | 'error'; readonly message: string } | null;
-  readonly evaluation: { readonly baseline: number; readonly factored: number; readonly tokens: number } | null;
+  /** The last evaluation, and the plan it was for (it goes stale when the plan changes). */
+  readonly evaluation: (EvaluationResult & { readonly stale: boolean }) | null;
 }
 
 /** Transitions: host events plus the user's gestures. */
@@ -51,7 +52,7 @@ export type Action =
   | { readonly kind: 'level'; readonly level: EnergyLevel }
   | { readonly kind: 'planResult'; readonly result: PlanResult }
   | { readonly kind: 'planError'; readonly message: string }
-  | { readonly kind: 'evaluation'; readonly result: { baseline: number; factored: number; tokens: number } }
+  | { readonly kind: 'evaluation'; readonly result: EvaluationResult }
   | { readonly kind: 'notice'; readonly level: 'info' | 'error'; readonly message: string | null };
 
 /** Before the host's `init` arrives. */
@@ -168,12 +169,16 @@ export function reduce(state: PanelState, action: Action): PanelState {
       return { ...state, heatmapMode: action.mode };
     case 'level':
       return { ...state, level: action.level };
-    case 'planResult':
-      return { ...state, result: action.result, planPending: false, planError: null };
+    case 'planResult': {
+      // A different plan than the one evaluated makes the shown perplexity stale.
+      const same = state.result !== null && sameRanks(state.result.ranks, action.result.ranks);
+      const evaluation = state.evaluation && !same ? { ...state.evaluation, stale: true } : state.evaluation;
+      return { ...state, result: action.result, planPending: false, planError: null, evaluation };
+    }
     case 'planError':
       return { ...state, planPending: false, planError: action.message };
     case 'evaluation':
-      return { ...state, evaluation: action.result };
+      return { ...state, evaluation: { ...action.result, stale: false } };
     case 'notice':
       return { ...state, notice: action.message === null ? null : { level: action.level, message: action.message } };
   }
@@ -270,4 +275,8 @@ export function policyField(policy: PolicyName): 'rank' | 'fraction' | 'energy' 
 /** Whether an export can start now (trusted workspace, nothing running, a plan computed). */
 export function canExport(state: Pick<PanelState, 'trusted' | 'busy' | 'result' | 'planPending'>): boolean {
   return state.trusted && state.busy === null && state.result !== null;
+}
+
+function sameRanks(a: Uint32Array, b: Uint32Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
 }

@@ -5,12 +5,13 @@
  */
 import type { BackendProbe } from '../core/compute/session';
 import type { RankPlan } from '../core/plan';
-import type { SpectraPayload } from '../protocol';
+import type { EvaluationResult, SpectraPayload } from '../protocol';
 
 /** What to run. Paths come from the host (the user's own choices), never from the webview. */
 export type JobRequest =
   | { readonly kind: 'analyze'; readonly dir: string; readonly backend: string; readonly threads: number }
   | { readonly kind: 'export'; readonly dir: string; readonly dest: string; readonly plan: RankPlan; readonly backend: string; readonly threads: number }
+  | { readonly kind: 'evaluate'; readonly dir: string; readonly plan: RankPlan; readonly textFile: string; readonly tokenizer: string; readonly seq: number; readonly maxWindows: number; readonly backend: string; readonly threads: number }
   | { readonly kind: 'probe' };
 
 /** Result type of each job kind. */
@@ -18,6 +19,7 @@ export interface JobResults {
   analyze: { readonly spectra: SpectraPayload; readonly notes: readonly string[] };
   export: { readonly dest: string; readonly files: readonly string[]; readonly notes: readonly string[] };
   probe: { readonly probes: readonly BackendProbe[] };
+  evaluate: EvaluationResult;
 }
 
 /** Data the worker starts with: the request and the shared cancel flag (Int32Array over it; 1 = cancel). */

@@ -7,6 +7,8 @@ import { buildLayout } from '../core/arch/adapters';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { parseBackendChoice, probeBackends } from '../core/compute/session';
 import { CancelledError, FactoredKeysError, type CancelToken } from '../core/errors';
+import { comparePlan } from '../core/eval/evaluate';
+import { tokenizeFile } from '../core/eval/tokenize';
 import { analyzeSpectra } from '../core/spectrum';
 import { runExportJob } from './exportJob';
 import type { JobEvent, JobResults, JobWorkerData } from './jobProtocol';
@@ -51,6 +53,21 @@ async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
       } finally {
         await ckpt.close();
       }
+    }
+    case 'evaluate': {
+      const { ids } = await tokenizeFile(req.textFile, req.tokenizer);
+      const backend = parseBackendChoice(req.backend, 'factoredKeys.backend');
+      const c = await comparePlan(req.dir, req.plan, ids, { seq: req.seq, maxWindows: req.maxWindows > 0 ? req.maxWindows : undefined, backend, threads: req.threads > 0 ? req.threads : undefined, cancel, progress });
+      const result: JobResults['evaluate'] = {
+        original: c.original.perplexity,
+        factored: c.plan.perplexity,
+        deltaPercent: c.deltaPercent,
+        tokens: c.plan.tokens,
+        textFile: req.textFile,
+        backend: c.plan.backend,
+        seconds: c.original.seconds + c.plan.seconds,
+      };
+      return { result, transfer: [] };
     }
     case 'export': {
       const result: JobResults['export'] = await runExportJob(req, cancel, progress);

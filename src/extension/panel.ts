@@ -9,7 +9,8 @@ import { buildLayout } from '../core/arch/adapters';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
 import type { RankPlan } from '../core/plan';
-import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type HostMessage, type PlanControls, type SavingsControls, type SpectraPayload, type WebviewRequest } from '../protocol';
+import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type EvaluationResult, type HostMessage, type PlanControls, type SavingsControls, type SpectraPayload, type WebviewRequest } from '../protocol';
+import { evaluatePlan } from './evaluateFlow';
 import { exportPlan } from './exportFlow';
 import { JobError, type JobRunner } from './jobs';
 import { checkpointSummary, panelPlan, paperReference, planResult } from './panelModel';
@@ -65,6 +66,7 @@ export class CheckpointPanel implements vscode.Disposable {
   private static lastActive: CheckpointPanel | undefined;
 
   private summary: CheckpointSummary | null = null;
+  private vocabSize: number | undefined;
   private spectra: SpectraPayload | null = null;
   private loadError: string | null = null;
   private ready = false;
@@ -139,6 +141,8 @@ export class CheckpointPanel implements vscode.Disposable {
       const ckpt = await openCheckpoint(this.input);
       try {
         this.summary = checkpointSummary(ckpt.dir, buildLayout(ckpt), ckpt.files.length);
+        const vocab = ckpt.config.vocab_size;
+        this.vocabSize = typeof vocab === 'number' ? vocab : undefined;
       } finally {
         await ckpt.close();
       }
@@ -156,7 +160,7 @@ export class CheckpointPanel implements vscode.Disposable {
       return;
     }
     const settings = readSettings();
-    this.post({ type: 'init', version: 1, summary: this.summary, defaults: settings.defaults, trusted: vscode.workspace.isTrusted, evaluateAvailable: false, reference: paperReference() });
+    this.post({ type: 'init', version: 1, summary: this.summary, defaults: settings.defaults, trusted: vscode.workspace.isTrusted, evaluateAvailable: true, reference: paperReference() });
     if (this.spectra) this.post({ type: 'spectra', spectra: this.spectra });
     else void this.analyze().catch(() => undefined);
   }
@@ -207,7 +211,7 @@ export class CheckpointPanel implements vscode.Disposable {
         return dest ? { path: dest } : null;
       }
       case 'evaluate':
-        throw new FactoredKeysError('perplexity evaluation is not available in this build yet');
+        return this.evaluate(m.plan);
       case 'selectBackend':
         return this.services.selectBackend();
       case 'cancel':
@@ -270,6 +274,22 @@ export class CheckpointPanel implements vscode.Disposable {
     this.post({ type: 'busy', task: 'export', label: 'exporting' });
     try {
       return await exportPlan(this.services, summary, this.input, plan, this.current.token, (done, total, label) => this.post({ type: 'busy', task: 'export', label: `${label} (${done}/${total})` }));
+    } finally {
+      this.current.dispose();
+      this.current = null;
+      this.post({ type: 'busy', task: null });
+    }
+  }
+
+  /** Perplexity of the original and of `controls` on held-out text (the user picks it). */
+  async evaluate(controls: PlanControls): Promise<EvaluationResult | null> {
+    const summary = this.requireSummary();
+    if (!this.spectra && (controls.policy === 'energy' || controls.policy === 'budget')) await this.analyze();
+    const plan = panelPlan(summary, this.spectra, controls, readSettings().method);
+    this.current = new vscode.CancellationTokenSource();
+    this.post({ type: 'busy', task: 'evaluate', label: 'evaluating' });
+    try {
+      return await evaluatePlan(this.services, summary, this.input, this.vocabSize, plan, this.current.token, (done, total, label) => this.post({ type: 'busy', task: 'evaluate', label: `${label} (${done}/${total})` }));
     } finally {
       this.current.dispose();
       this.current = null;

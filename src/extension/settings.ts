@@ -14,6 +14,7 @@ export interface Settings {
   readonly threads: number;
   readonly defaults: PanelDefaults;
   readonly openWorkspaceCheckpointOnStartup: boolean;
+  readonly eval: { readonly textFile: string; readonly tokenizer: string; readonly seq: number; readonly maxWindows: number };
 }
 
 function pick<T extends string>(value: unknown, options: readonly T[], fallback: T): T {
@@ -35,6 +36,12 @@ export function readSettings(): Settings {
     method: pick(c.get('method'), FACTOR_METHODS, 'key-svd'),
     threads,
     openWorkspaceCheckpointOnStartup: c.get<boolean>('openWorkspaceCheckpointOnStartup', false) === true,
+    eval: {
+      textFile: String(c.get('eval.textFile') ?? ''),
+      tokenizer: String(c.get('eval.tokenizer') ?? 'auto') || 'auto',
+      seq: Math.round(positive(c.get('eval.seq'), 256, 1 << 16)),
+      maxWindows: Math.max(0, Math.round(Number(c.get('eval.maxWindows') ?? 16)) || 0),
+    },
     defaults: {
       backend,
       plan: {

@@ -133,6 +133,8 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
   const exportDir = path.join(tmp, 'mistral-bytes-factored');
   // The workspace: the fixtures (linked, they are read-only) and a synthetic 32 × 32 checkpoint.
   const workspace = path.join(tmp, 'workspace');
+  // Held-out text for Evaluate (and for the CLI cross-check): the first 2 KiB of heldout.txt.
+  const evalText = path.join(tmp, 'heldout-2k.txt');
   const consoleErrors: string[] = [];
 
   before(async () => {
@@ -142,9 +144,10 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     mkdirSync(workspace);
     symlinkSync(FIXTURES, path.join(workspace, 'fixtures'));
     writeWideCheckpoint(path.join(workspace, 'llama-32x32'));
+    writeFileSync(evalText, readFileSync(path.join(FIXTURES, 'heldout.txt')).subarray(0, 2048));
     server = await startCodeServer({
       workspace,
-      settings: { 'workbench.colorTheme': 'Default Dark Modern', 'factoredKeys.backend': 'cpu', 'factoredKeys.policy': 'energy' },
+      settings: { 'workbench.colorTheme': 'Default Dark Modern', 'factoredKeys.backend': 'cpu', 'factoredKeys.policy': 'energy', 'factoredKeys.eval.textFile': evalText, 'factoredKeys.eval.seq': 128, 'factoredKeys.eval.maxWindows': 0 },
       env: { FACTORED_KEYS_TEST_MODE: '1', FACTORED_KEYS_TEST_EXPORT_DIR: exportDir },
     });
     browser = await chromium.launch(CHROMIUM);
@@ -158,6 +161,10 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     // The workbench is interactive once the status bar has rendered.
     await page.locator('.statusbar').waitFor({ timeout: 90_000 });
   });
+
+  /** `factored-keys eval … --json` on the held-out slice. */
+  const cliEval = (args: string[]): { perplexity: number; tokens: number } =>
+    JSON.parse(execFileSync(process.execPath, [path.join(ROOT, 'dist/cli.js'), 'eval', ...args, '--text', evalText, '--tokenizer', 'bytes', '--seq', '128', '--backend', 'cpu', '--json'], { encoding: 'utf8' }));
 
   after(async () => {
     await browser?.close().catch(() => undefined);
@@ -207,6 +214,7 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     assert.notEqual(await total.innerText(), before);
     assert.equal((await frame.locator('[data-testid=savings-capacity]').innerText()).trim(), `· ×${((2 * headDim) / (8 + headDim)).toFixed(2)} tokens in the same memory`);
     await page.screenshot({ path: path.join(SHOTS, 'panel-dark.png') });
+    await frame.locator('#spectra').screenshot({ path: path.join(SHOTS, 'spectra-dark.png') });
   });
 
   it('exports the plan and the CLI reads the result', async () => {
@@ -215,14 +223,24 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     const config = JSON.parse(readFileSync(path.join(exportDir, 'config.json'), 'utf8'));
     assert.deepEqual(config.factored_keys.ranks, [[8, 8], [8, 8], [8, 8], [8, 8]]);
     // The CLI loads the exported checkpoint and runs it: perplexity on a slice of held-out text.
-    const text = path.join(tmp, 'heldout-2k.txt');
-    writeFileSync(text, readFileSync(path.join(FIXTURES, 'heldout.txt')).subarray(0, 2048));
-    const cli = (dir: string) => JSON.parse(execFileSync(process.execPath, [path.join(ROOT, 'dist/cli.js'), 'eval', dir, '--text', text, '--tokenizer', 'bytes', '--seq', '128', '--backend', 'cpu', '--json'], { encoding: 'utf8' }));
-    const factored = cli(exportDir);
-    const original = cli(MISTRAL);
+    const factored = cliEval([exportDir]);
+    const original = cliEval([MISTRAL]);
     assert.equal(factored.tokens, original.tokens);
     assert.ok(Number.isFinite(factored.perplexity) && factored.perplexity > 1, `perplexity ${factored.perplexity}`);
     assert.notEqual(factored.perplexity, original.perplexity);
+  });
+
+  it("evaluates the plan: the panel's perplexities match the CLI's", async () => {
+    await frame.locator('#btn-evaluate').click();
+    const line = frame.locator('[data-testid=evaluation]');
+    await waitFor('perplexity in the panel', async () => (await line.innerText()).startsWith('Perplexity'), 120_000);
+    const text = await line.innerText();
+    const [, shownOriginal, shownPlan] = /^Perplexity: ([\d.]+) → ([\d.]+)/.exec(text) ?? [];
+    const original = cliEval([MISTRAL]);
+    const planned = cliEval([MISTRAL, '--method', 'key-svd', '--rank', '8']);
+    assert.equal(shownOriginal, original.perplexity.toFixed(3), text);
+    assert.equal(shownPlan, planned.perplexity.toFixed(3), text);
+    assert.match(text, new RegExp(`on ${original.tokens.toLocaleString('en-US')} tokens of heldout-2k.txt`));
   });
 
   it('follows the light theme', async () => {
