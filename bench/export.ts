@@ -10,7 +10,7 @@
  *     exist; the next export must clean the dead run's temporary folder.
  *
  * Environment: BENCH_DIR (default .bench), BENCH_EXPORT_KIND (default mistral-7b),
- * BENCH_REPEATS (timed pairs, default 2), BENCH_KILLS (default 6), BENCH_OUT (JSON results,
+ * BENCH_REPEATS (timed pairs, default 3), BENCH_KILLS (default 6), BENCH_OUT (JSON results,
  * default <BENCH_DIR>/export-results.json).
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -49,7 +49,11 @@ function timed(cmd: string, args: string[], killAfterMs?: number): Promise<Timed
   });
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 
 async function rm(p: string): Promise<void> {
   await fsp.rm(p, { recursive: true, force: true });
@@ -87,7 +91,7 @@ async function verify(source: string, dest: string, fraction: number): Promise<{
 export async function run(): Promise<void> {
   const benchDir = path.resolve(ROOT, process.env.BENCH_DIR ?? '.bench');
   const kind = (process.env.BENCH_EXPORT_KIND ?? 'mistral-7b') as SyntheticKind;
-  const repeats = Number(process.env.BENCH_REPEATS ?? 2);
+  const repeats = Number(process.env.BENCH_REPEATS ?? 3);
   const kills = Number(process.env.BENCH_KILLS ?? 6);
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing; run npm run build first`);
   const ckpt = await generateSyntheticCheckpoint(kind, path.join(benchDir, kind));
@@ -104,6 +108,8 @@ export async function run(): Promise<void> {
   const log = (s: string) => process.stderr.write(s + '\n');
   log(`export bench: ${kind} (${(ckpt.bytes / 1e9).toFixed(2)} GB, ${ckpt.shards} shards) at ${ckpt.dir}`);
 
+  // the machine may be shared: record the load so the numbers can be judged
+  const loadBefore = (await import('node:os')).loadavg().map((x) => Number(x.toFixed(2)));
   const cpTimes: number[] = [];
   const exportTimes: number[] = [];
   const rss: number[] = [];
@@ -157,6 +163,9 @@ export async function run(): Promise<void> {
     cpSeconds: cpTimes.map((x) => Number(x.toFixed(2))),
     exportSeconds: exportTimes.map((x) => Number(x.toFixed(2))),
     ratioOfMedians: Number((median(exportTimes) / median(cpTimes)).toFixed(3)),
+    pairRatios: exportTimes.map((e, i) => Number((e / cpTimes[i]).toFixed(3))),
+    loadAverageBefore: loadBefore,
+    loadAverageAfter: (await import('node:os')).loadavg().map((x) => Number(x.toFixed(2))),
     peakRssMiB: rss.map((x) => Number(x.toFixed(0))),
     verified,
     kills: killResults,
