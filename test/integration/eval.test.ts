@@ -5,7 +5,7 @@
  * test/integration/eval-full.test.ts (FK_EVAL_FULL=1) runs the whole text.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
@@ -135,4 +135,27 @@ test('comparePlan: original and plan side by side with the delta and cache sizes
   assert.ok(Math.abs(c.deltaPercent - (c.plan.perplexity / c.original.perplexity - 1) * 100) < 1e-9);
   assert.deepEqual(c.keyCacheBytesPerToken, { before: 4 * 2 * 64 * 2, after: 4 * 2 * 16 * 2 });
   assert.deepEqual(seen, [0.25, 0.5, 0.75, 1]);
+});
+
+test('eval of a damaged factored_keys block fails with one line naming what is wrong', async () => {
+  const src = path.join(work, 'mistral-bytes-qk-svd-8'); // exported by an earlier test
+  const damage: [string, (fk: Record<string, unknown> & { layers: Record<string, unknown>[]; ranks: number[][] }) => void, RegExp][] = [
+    ['no-key-up', (fk) => (fk.layers[1].key_up = null), /factored_keys\.layers\[1\]\.key_up is missing/],
+    ['bad-rank', (fk) => (fk.ranks[0][0] = 9), /layer 0 KV head 0 key slice is 8 wide but its rank is 9/],
+    ['bad-scale', (fk) => (fk.softmax_scale = -1), /softmax_scale must be a positive number/],
+    ['bad-mode', (fk) => (fk.rope_mode = 'absorbed'), /rope_mode "absorbed" does not fit a RoPE model/],
+    ['bad-tensor', (fk) => ((fk.layers[0].key as { tensor: string }[])[0].tensor = 'nope.weight'), /tensor "nope\.weight" not found/],
+  ];
+  for (const [name, edit, message] of damage) {
+    const dir = path.join(work, `damaged-${name}`);
+    cpSync(src, dir, { recursive: true });
+    const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    edit(config.factored_keys);
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+    const r = await cli('eval', dir, '--text', shortText, '--tokenizer', 'bytes', '--backend', 'cpu', '--json');
+    assert.equal(r.code, 1, name);
+    assert.equal(r.out, '');
+    assert.match(r.err, /^error: [^\n]+\n$/);
+    assert.match(r.err, message, `${name}: ${r.err}`);
+  }
 });
