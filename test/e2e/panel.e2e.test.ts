@@ -275,4 +275,18 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await page.waitForTimeout(300);
     await page.screenshot({ path: path.join(SHOTS, 'panel-32x32-light.png') });
   });
+
+  it('opens a .safetensors file from the Explorer in the checkpoint editor', async () => {
+    const row = (name: string) => page.locator('.explorer-folders-view .monaco-list-row', { hasText: name }).first();
+    await row('fixtures').click();
+    await row('gpt2-bytes').waitFor({ timeout: 30_000 });
+    await row('gpt2-bytes').click();
+    await row('model.safetensors').waitFor({ timeout: 30_000 });
+    await row('model.safetensors').click();
+    const gpt2 = await panelFrame(page, 'gpt2-bytes');
+    await waitFor('the GPT-2 heatmap', async () => (await gpt2.locator('#heat-keys').getAttribute('data-ready')) === 'true', 60_000);
+    assert.equal(await gpt2.locator('#heat-keys').getAttribute('data-heads'), '4');
+    assert.equal(await gpt2.locator('#heat-queries').getAttribute('data-heads'), '4');
+    assert.match(await gpt2.locator('#model-facts').innerText(), /gpt2 · 4 layers · 4 query \/ 4 KV heads × 64 \(MHA\)/);
+  });
 });
