@@ -159,3 +159,17 @@ test('eval of a damaged factored_keys block fails with one line naming what is w
     assert.match(r.err, message, `${name}: ${r.err}`);
   }
 });
+
+test('sweepPerplexity over energy thresholds: per-head ranks from the spectrum, cache shrinking with the threshold', async () => {
+  const ev = await PlanEvaluator.open(fixture('gpt2-bytes'));
+  try {
+    const seen: string[] = [];
+    const points = await sweepPerplexity(ev, HELDOUT, { methods: ['key-svd'], thresholds: [0.8, 0.99] }, { seq: SEQ, maxWindows: 1, backend: 'cpu', progress: (d, t, label) => seen.push(`${d}/${t} ${label}`) });
+    assert.deepEqual(points.map((p) => [p.method, p.threshold]), [['original', undefined], ['key-svd', 0.8], ['key-svd', 0.99]]);
+    assert.ok(points[1].keyCacheBytesPerToken < points[2].keyCacheBytesPerToken && points[2].keyCacheBytesPerToken < points[0].keyCacheBytesPerToken);
+    assert.ok(points[1].perplexity > points[2].perplexity);
+    assert.deepEqual(seen, ['1/3 original', '2/3 key-svd energy 0.8', '3/3 key-svd energy 0.99']);
+  } finally {
+    await ev.close();
+  }
+});
