@@ -143,8 +143,9 @@ class OpenCheckpoint implements Checkpoint {
     const t = this.tensor(name);
     const rows = t.shape.length === 0 ? 1 : t.shape[0];
     const end = rowEnd ?? rows;
-    if (!(rowStart >= 0 && rowStart <= end && end <= rows)) {
-      throw new Error(`rows [${rowStart}, ${end}) outside tensor "${name}" with ${rows} rows`);
+    // Ranges come from metadata (layouts, factored_keys slices) that a file may get wrong.
+    if (!(Number.isSafeInteger(rowStart) && Number.isSafeInteger(end) && rowStart >= 0 && rowStart <= end && end <= rows)) {
+      throw new FactoredKeysError(`${t.file}: rows [${rowStart}, ${end}) are outside tensor "${name}" with ${rows} rows`);
     }
     const rowBytes = rows === 0 ? 0 : (t.end - t.start) / rows;
     return this.reader.read(t.file, t.start + rowStart * rowBytes, (end - rowStart) * rowBytes, target);

@@ -3,6 +3,7 @@
  * through here, so tests can observe exactly which ranges were touched.
  */
 import { promises as fsp } from 'node:fs';
+import { FactoredKeysError } from '../errors';
 
 export type ReadObserver = (file: string, position: number, length: number) => void;
 
@@ -30,7 +31,8 @@ export class FileReader {
     while (done < length) {
       const chunk = Math.min(length - done, 1 << 30);
       const { bytesRead } = await fh.read(out, done, chunk, position + done);
-      if (bytesRead === 0) throw new Error(`${file}: unexpected end of file at byte ${position + done}`);
+      // Headers were checked against the size at open time: the file shrank while open.
+      if (bytesRead === 0) throw new FactoredKeysError(`${file}: unexpected end of file at byte ${position + done} (was it changed while being read?)`);
       done += bytesRead;
     }
     return out;
