@@ -97,7 +97,7 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
     const out: EvalJson = { perplexity: result.perplexity, tokens: result.tokens, backend: result.backend, seconds: result.seconds };
     io.stdout(JSON.stringify(out) + '\n');
   } else {
-    io.stdout(`perplexity ${result.perplexity.toFixed(4)} over ${result.tokens} tokens (${result.windows} windows of ${seq}) on ${result.backend} in ${result.seconds.toFixed(2)} s\n`);
+    io.stdout(`perplexity ${result.perplexity.toFixed(4)} over ${result.tokens} tokens (${result.windows} window${result.windows === 1 ? '' : 's'} of ${seq}) on ${result.backend} in ${result.seconds.toFixed(2)} s\n`);
   }
   return 0;
 }

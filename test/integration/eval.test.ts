@@ -173,3 +173,15 @@ test('sweepPerplexity over energy thresholds: per-head ranks from the spectrum, 
     await ev.close();
   }
 });
+
+test('eval --plan: a saved plan file is evaluated in memory, like the equivalent --method/--rank', async () => {
+  const planFile = path.join(work, 'gpt2-plan.json');
+  const p = await cli('plan', fixture('gpt2-bytes'), '--method', 'qk-svd', '--rank', '16', '--out', planFile, '--json');
+  assert.equal(p.code, 0, p.err);
+  const viaPlan = await cli('eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--plan', planFile, '--backend', 'cpu', '--json');
+  assert.equal(viaPlan.code, 0, viaPlan.err);
+  assertClose(JSON.parse(viaPlan.out).perplexity, refPpl(REF.models['gpt2-bytes'].factored['qk-svd/16']), 'eval --plan');
+  const bad = await cli('eval', fixture('mistral-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--plan', planFile, '--backend', 'cpu');
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /^error: .*gpt2-plan\.json: plan is for kv_heads = 4 but the checkpoint has 2\n$/);
+});
