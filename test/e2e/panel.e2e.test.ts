@@ -190,6 +190,10 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await waitFor('spectrum plot series', async () => (await frame.locator('#spectra').getAttribute('data-series')) === '3');
     assert.equal(await frame.locator('#plot-spectrum .uplot').count(), 1);
     assert.equal(await frame.locator('#plot-energy .uplot').count(), 1);
+    // The console listener sees the webview's messages (so the CSP check at the end means something).
+    await frame.evaluate(() => console.error('Refused to run: e2e probe'));
+    await waitFor('the probe console message', async () => consoleErrors.some((m) => m.includes('e2e probe')), 10_000);
+    consoleErrors.splice(0, consoleErrors.length);
   });
 
   it('updates the savings when the rank changes', async () => {
