@@ -18,6 +18,9 @@ W_K is replaced by W_K . P, which gives the same attention scores as the thin-ke
   key-svd-aug: like key-svd but V_r from the SVD of [W_K; b_K] (only differs on models with key biases).
 
 Usage (GPU machine): python3 eval_reference.py --fixtures DIR --out FILE.json [--seq 256] [--device cuda]
+test/reference/eval/eval_reference.json was produced on the H200 machine with
+  python3 scripts/reference/eval_reference.py --fixtures <copy of ../shared/fixtures> --out eval_reference.json
+(the file records the torch/transformers versions and device it ran with).
 """
 import argparse
 import json

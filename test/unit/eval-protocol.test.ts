@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { FactoredKeysError } from '../../src/core/errors';
-import { bytesToIds, checkTokens, NllAccumulator, tokenizeFile, windowBatch, windowCount } from '../../src/core/eval';
+import { bytesToIds, checkTokens, defaultBatch, NllAccumulator, tokenizeFile, windowBatch, windowCount } from '../../src/core/eval';
 import { causalMask, ropeTables } from '../../src/core/eval/graph';
 import { fixture, tempDir } from '../helpers/fixtures';
 
@@ -87,4 +87,12 @@ test('RoPE tables: position 0 is the identity, halves repeat (rotate-half layout
   assert.equal(cos[8 + 0], cos[8 + 4]);
   assert.ok(Math.abs(cos[8 + 0] - Math.cos(1)) < 1e-7);
   assert.ok(Math.abs(sin[2 * 8 + 1] - Math.sin(2 * Math.fround(1 / Math.fround(Math.pow(10000, 0.25))))) < 1e-6);
+});
+
+test('default batch: ~4096 tokens per run, fewer for large vocabularies (logits stay near 256 MiB)', () => {
+  assert.equal(defaultBatch(256, 256), 16);
+  assert.equal(defaultBatch(256, 32000), 8);
+  assert.equal(defaultBatch(256, 152064), 1);
+  assert.equal(defaultBatch(8192, 256), 1);
+  assert.equal(defaultBatch(16, 256), 64);
 });

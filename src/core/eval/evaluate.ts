@@ -48,9 +48,13 @@ export interface EvalResult {
   readonly windowNll: readonly number[];
 }
 
-/** Default windows per run: about 4096 predicted tokens. */
-export function defaultBatch(seq: number): number {
-  return Math.max(1, Math.min(64, Math.floor(4096 / seq)));
+/**
+ * Default windows per run: about 4096 predicted tokens, fewer for large vocabularies so the
+ * float32 logits of one run stay near 256 MiB.
+ */
+export function defaultBatch(seq: number, vocab = 256): number {
+  const tokens = Math.min(4096, Math.floor((256 << 20) / (4 * vocab)));
+  return Math.max(1, Math.min(64, Math.floor(tokens / seq)));
 }
 
 /** Runs the protocol over `ids` with the weights of `source`. */
@@ -65,7 +69,7 @@ export async function evaluatePerplexity(source: WeightSource, ids: Int32Array, 
   const model = await loadForward(source, { seq: options.seq, backend: options.backend, threads: options.threads, cancel: options.cancel });
   try {
     const acc = new NllAccumulator();
-    const batch = options.batch ?? defaultBatch(options.seq);
+    const batch = options.batch ?? defaultBatch(options.seq, spec.vocab);
     for (let first = 0; first < windows; first += batch) {
       throwIfCancelled(options.cancel);
       const count = Math.min(batch, windows - first);
