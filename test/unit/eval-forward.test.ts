@@ -10,9 +10,10 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { buildLayout } from '../../src/core/arch/adapters';
 import { openCheckpoint, type Checkpoint } from '../../src/core/checkpoint/checkpoint';
-import { CheckpointWeights, computeBases, loadForward, PlanWeights, readModelSpec, windowBatch, type WeightSource } from '../../src/core/eval';
+import { CheckpointWeights, checkpointSource, computeBases, loadForward, PlanWeights, readModelSpec, windowBatch, type WeightSource } from '../../src/core/eval';
+import { exportFactored } from '../../src/core/export/export';
 import { FactoredKeysError } from '../../src/core/errors';
-import { fixture, REPO_ROOT } from '../helpers/fixtures';
+import { fixture, REPO_ROOT, tempDir } from '../helpers/fixtures';
 
 interface Reference {
   logit_windows: number[];
@@ -108,3 +109,37 @@ test('eval refuses architectures it does not run, naming config.json', async () 
     assert.throws(() => readModelSpec(ckpt), (e: Error) => e instanceof FactoredKeysError && /config\.json: eval runs gpt2, llama, mistral, qwen2 models; model_type is "phi3"/.test(e.message));
   });
 });
+
+for (const name of ['layouts/qwen2', 'layouts/llama']) {
+  test(`${name}: factored at full rank equals the original, and a rank-5 export reads back as the in-memory plan (biases, latent keys)`, async () => {
+    const t = tempDir();
+    try {
+      await withCheckpoint(name, async (ckpt) => {
+        const spec = readModelSpec(ckpt);
+        const layout = buildLayout(ckpt);
+        const input = Int32Array.from(REF.layout_logits.input);
+        const original = await logitsOf(new CheckpointWeights(ckpt, spec), input, 32, 0, 1);
+        for (const method of ['key-svd', 'qk-svd'] as const) {
+          const { bases } = await computeBases(ckpt, method);
+          const full = layout.layers.map(() => Array(spec.kvHeads).fill(spec.headDim));
+          const d = maxAbsDiff(original, await logitsOf(new PlanWeights(ckpt, spec, layout, bases, full), input, 32, 0, 1));
+          assert.ok(d < 1e-4, `${method} full rank: ${d}`);
+          const five = layout.layers.map(() => Array(spec.kvHeads).fill(5));
+          const planned = await logitsOf(new PlanWeights(ckpt, spec, layout, bases, five), input, 32, 0, 1);
+          const dest = path.join(t.dir, method);
+          await exportFactored({ source: fixture(name), dest, method, policy: { kind: 'uniform', rank: 5 } });
+          const exported = await openCheckpoint(dest);
+          try {
+            const e = await logitsOf(checkpointSource(exported), input, 32, 0, 1);
+            assert.ok(maxAbsDiff(planned, e) < 1e-5, `${method} rank 5: export vs plan ${maxAbsDiff(planned, e)}`);
+            assert.ok(maxAbsDiff(original, e) > 1e-3, 'rank 5 changes the model');
+          } finally {
+            await exported.close();
+          }
+        }
+      });
+    } finally {
+      t.cleanup();
+    }
+  });
+}
