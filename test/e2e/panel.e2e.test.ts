@@ -205,11 +205,10 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await waitFor('the rank field', async () => (await frame.locator('#param-label').innerText()).startsWith('Rank'));
     const field = frame.locator('#param input');
     const contextTokens = 128000;
-    const layers = 4;
     const kv = 2;
     const headDim = 64;
     const bytes = 2; // bf16 cache
-    const expected = (rank: number) => si(layers * kv * (rank + headDim) * bytes * contextTokens);
+    const expected = (rank: number) => si(4 * kv * (rank + headDim) * bytes * contextTokens);
     await field.fill('32');
     await waitFor('savings at rank 32', async () => (await total.innerText()).trim() === expected(32));
     const before = await total.innerText();
@@ -217,6 +216,22 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await waitFor('savings at rank 8', async () => (await total.innerText()).trim() === expected(8));
     assert.notEqual(await total.innerText(), before);
     assert.equal((await frame.locator('[data-testid=savings-capacity]').innerText()).trim(), `· ×${((2 * headDim) / (8 + headDim)).toFixed(2)} tokens in the same memory`);
+    // Click-to-override: click layer 2, KV head 1 in the key heatmap and pin it at rank 4.
+    const keys = frame.locator('#heat-keys');
+    const box = (await keys.boundingBox())!;
+    const layers = 4;
+    const cols = 2;
+    // The grid starts after the row labels (28 px) and column labels (16 px) and is square-celled.
+    const cell = (box.width - 28 - 2) / cols;
+    await keys.click({ position: { x: 28 + cell * 1.5, y: 16 + cell * 2.5 } });
+    await waitFor('the selection', async () => (await frame.locator('#sel-title').innerText()).startsWith('Selected: layer 2, KV head 1'));
+    await frame.locator('#override input').fill('4');
+    await frame.locator('#btn-pin').click();
+    const pinned = si(contextTokens * bytes * (layers * kv * headDim + (layers * kv - 1) * 8 + 4));
+    await waitFor('savings with one head pinned at rank 4', async () => (await total.innerText()).trim() === pinned);
+    assert.equal((await frame.locator('#pins').innerText()).trim(), 'Pinned: L2·KV1=4');
+    await frame.locator('#btn-unpin').click();
+    await waitFor('savings back at rank 8', async () => (await total.innerText()).trim() === expected(8));
     await page.screenshot({ path: path.join(SHOTS, 'panel-dark.png') });
     await frame.locator('#spectra').screenshot({ path: path.join(SHOTS, 'spectra-dark.png') });
   });
