@@ -185,3 +185,16 @@ test('eval --plan: a saved plan file is evaluated in memory, like the equivalent
   assert.equal(bad.code, 1);
   assert.match(bad.err, /^error: .*gpt2-plan\.json: plan is for kv_heads = 4 but the checkpoint has 2\n$/);
 });
+
+test('gpt2-bytes: an export with different ranks per head (zero-padded absorbed heads) evaluates like its in-memory plan', async () => {
+  const dest = path.join(work, 'gpt2-energy');
+  const e = await cli('export', fixture('gpt2-bytes'), dest, '--method', 'qk-svd', '--energy', '0.9', '--json');
+  assert.equal(e.code, 0, e.err);
+  const ranks: number[][] = JSON.parse(e.out).ranks;
+  assert.ok(ranks.some((row) => new Set(row).size > 1), `ranks vary within a layer: ${JSON.stringify(ranks)}`);
+  const exported = await cli('eval', dest, '--text', shortText, '--tokenizer', 'bytes', '--backend', 'cpu', '--json');
+  const planned = await cli('eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--backend', 'cpu', '--method', 'qk-svd', '--energy', '0.9', '--json');
+  assert.equal(exported.code, 0, exported.err);
+  assert.equal(planned.code, 0, planned.err);
+  assertClose(JSON.parse(exported.out).perplexity, JSON.parse(planned.out).perplexity, 'export vs plan', 1e-5);
+});
