@@ -16,6 +16,7 @@ import { buildLayout } from '../arch/adapters';
 import type { AttentionLayout } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import type { Dtype } from '../checkpoint/dtypes';
+import { previewJson } from '../checkpoint/safetensors';
 import { FactoredKeysError, type CancelToken, type ProgressFn } from '../errors';
 import type { FactoredKeysConfig, SliceRef } from '../export/format';
 import { readFactoredKeysConfig } from '../export/load';
@@ -185,6 +186,10 @@ function assembleConcat(heads: readonly HeadFeatures[], d: number, dtype: Dtype)
 
 /** Reads one head's slice of a rewritten projection, feature-major, per docs/FORMAT.md. */
 async function readSliceFeatures(ckpt: Checkpoint, s: SliceRef, d: number): Promise<HeadFeatures> {
+  // The block comes from the checkpoint's config.json: check the slice's own shape first.
+  if (s === null || typeof s !== 'object' || typeof s.tensor !== 'string' || (s.orientation !== 'linear' && s.orientation !== 'conv1d') || (s.bias !== null && s.bias !== undefined && typeof s.bias !== 'string')) {
+    throw new FactoredKeysError(`${ckpt.dir}/config.json: factored_keys slice ${previewJson(s)} is not {tensor, orientation: linear|conv1d, offset, width, bias}`);
+  }
   const t = ckpt.tensor(s.tensor);
   const linear = s.orientation === 'linear';
   if (t.shape.length !== 2 || (linear ? t.shape[1] : t.shape[0]) !== d) {
@@ -201,6 +206,10 @@ async function readSliceFeatures(ckpt: Checkpoint, s: SliceRef, d: number): Prom
     const all = await ckpt.readRowsF32(s.tensor);
     features = new Float32Array(s.width * d);
     for (let x = 0; x < d; x++) for (let j = 0; j < s.width; j++) features[j * d + x] = all[x * out + s.offset + j];
+  }
+  if (s.bias) {
+    const bt = ckpt.tensor(s.bias);
+    if (bt.shape.length !== 1 || bt.shape[0] !== out) throw new FactoredKeysError(`${bt.file}: bias "${s.bias}" shape [${bt.shape.join(', ')}] does not match "${s.tensor}" (${out} output features)`);
   }
   const bias = s.bias ? await ckpt.readRowsF32(s.bias, s.offset, s.offset + s.width) : undefined;
   return { features, bias, width: s.width };
@@ -243,9 +252,9 @@ export class ExportedWeights implements WeightSource {
       throw new FactoredKeysError(`${where}: factored_keys.layers[${i}] must list ${spec.queryHeads} query, ${spec.kvHeads} key and value slices and ranks`);
     }
     const rest = await this.base.layerExceptQkv(i);
-    const dtype = ckpt.tensor(entry.key[0].tensor).dtype;
     const read = (s: SliceRef) => readSliceFeatures(ckpt, s, d);
     const keys = await Promise.all(entry.key.map(read));
+    const dtype = ckpt.tensor(entry.key[0].tensor).dtype; // after the slices were validated
     const queries = await Promise.all(entry.query.map(read));
     const values = await Promise.all(entry.value.map(read));
     keys.forEach((k, g) => {
