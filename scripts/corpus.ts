@@ -39,6 +39,11 @@ export interface CorpusCase {
 export interface CorpusOptions {
   /** Adds the cases that need the `analyze` command (NaN/Inf weights). */
   readonly withAnalyze?: boolean;
+  /**
+   * A finished factored export of layouts/llama (key-svd, rank 8): adds the cases that feed
+   * `eval` a factored checkpoint with a hostile `factored_keys` block.
+   */
+  readonly factoredBase?: string;
 }
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -577,6 +582,58 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
     });
   }
 
+  // ---- factored checkpoints with a hostile factored_keys block, read by `eval` ----------------
+  if (options.factoredBase) {
+    const base = options.factoredBase;
+    const text = path.join(outDir, 'eval-text.txt');
+    fs.writeFileSync(text, fs.readFileSync(fixture('heldout.txt')).subarray(0, 2048));
+    const baseConfig = JSON.parse(fs.readFileSync(path.join(base, 'config.json'), 'utf8')) as Record<string, Json>;
+    const factoredCase = (name: string, mentions: string[], edit: (fk: Record<string, Json>) => void | string) => {
+      const dir = caseDir(name);
+      for (const f of fs.readdirSync(base)) fs.copyFileSync(path.join(base, f), path.join(dir, f));
+      const config = structuredClone(baseConfig);
+      const fk = config.factored_keys as Record<string, Json>;
+      const raw = edit(fk);
+      fs.writeFileSync(path.join(dir, 'config.json'), typeof raw === 'string' ? raw : JSON.stringify(config));
+      cases.push({ name, category: 'factored', argv: ['eval', dir, '--text', text, '--tokenizer', 'bytes', '--seq', '64'], expect: 'error', mentions, maxRssMiB: DEFAULT_RSS_MIB });
+    };
+    const layer0 = (fk: Record<string, Json>) => (fk.layers as Record<string, Json>[])[0];
+    const slice = (fk: Record<string, Json>, kind: 'query' | 'key' | 'value', i = 0) => (layer0(fk)[kind] as Record<string, Json>[])[i];
+    const rawFk = (key: string, json: string) => {
+      const c = structuredClone(baseConfig);
+      (c.factored_keys as Record<string, Json>)[key] = '@@';
+      return JSON.stringify(c).replace('"@@"', json);
+    };
+    factoredCase('factored-version-2', ['config.json', 'format_version'], (fk) => void (fk.format_version = 2));
+    factoredCase('factored-version-deep', ['config.json', 'format_version'], () => rawFk('format_version', deepArray(DEEP)));
+    factoredCase('factored-method-deep', ['config.json', 'method'], () => rawFk('method', deepArray(DEEP)));
+    factoredCase('factored-rope-mode-deep', ['config.json', 'rope_mode'], () => rawFk('rope_mode', deepArray(DEEP)));
+    factoredCase('factored-block-array', ['config.json', 'factored_keys'], () => rawFk('layers', '[]').replace(/"factored_keys":\{/, '"factored_keys":[{').replace(/\}\}$/, '}]}'));
+    factoredCase('factored-layers-not-array', ['config.json', 'layers'], (fk) => void (fk.layers = { 0: 1 }));
+    factoredCase('factored-layers-short', ['config.json', 'layers'], (fk) => void (fk.layers = [(fk.layers as Json[])[0]]));
+    factoredCase('factored-architecture', ['config.json', 'architecture'], (fk) => void (fk.architecture = 'gpt2'));
+    factoredCase('factored-head-dim', ['config.json', 'head_dim'], (fk) => void (fk.original_head_dim = 32));
+    factoredCase('factored-softmax-scale', ['config.json', 'softmax_scale'], (fk) => void (fk.softmax_scale = -1));
+    factoredCase('factored-query-to-kv', ['config.json', 'query_to_kv'], (fk) => void (fk.query_to_kv = [0, 0, 0, 0]));
+    factoredCase('factored-layer-null', ['config.json', 'layers[0]'], (fk) => void ((fk.layers as Json[])[0] = null));
+    factoredCase('factored-slice-null', ['config.json'], (fk) => void ((layer0(fk).key as Json[])[0] = null));
+    factoredCase('factored-slice-string', ['config.json'], (fk) => void ((layer0(fk).key as Json[])[0] = 'k_proj'));
+    factoredCase('factored-slice-missing-tensor', ['ghost.weight'], (fk) => void (slice(fk, 'key').tensor = 'ghost.weight'));
+    factoredCase('factored-slice-offset-negative', ['k_proj'], (fk) => void (slice(fk, 'key').offset = -8));
+    factoredCase('factored-slice-offset-float', ['k_proj'], (fk) => void (slice(fk, 'key').offset = 0.5));
+    factoredCase('factored-slice-width-huge', ['k_proj'], (fk) => void (slice(fk, 'key').width = 1e12));
+    factoredCase('factored-slice-orientation', ['config.json', 'orientation'], (fk) => void (slice(fk, 'query').orientation = 'diagonal'));
+    factoredCase('factored-slice-bias-number', ['config.json', 'bias'], (fk) => void (slice(fk, 'key').bias = 7));
+    factoredCase('factored-slice-bias-other-size', ['model.norm.weight', 'bias'], (fk) => void (slice(fk, 'value', 1).bias = 'model.norm.weight'));
+    factoredCase('factored-slice-bias-2d', ['lm_head.weight', 'bias'], (fk) => void (slice(fk, 'key').bias = 'lm_head.weight'));
+    factoredCase('factored-rank-mismatch', ['config.json', 'rank'], (fk) => void ((fk.ranks as Json[][])[0][0] = 9));
+    factoredCase('factored-ranks-strings', ['config.json'], (fk) => void ((fk.ranks as Json[][])[0] = ['8', '8']));
+    factoredCase('factored-ranks-null', ['config.json'], (fk) => void ((fk.ranks as Json[])[0] = null));
+    factoredCase('factored-key-up-missing', ['config.json', 'key_up'], (fk) => void (layer0(fk).key_up = null));
+    factoredCase('factored-key-up-ghost', ['ghost.key_up'], (fk) => void (layer0(fk).key_up = 'ghost.key_up'));
+    factoredCase('factored-key-up-wrong-tensor', ['lm_head.weight'], (fk) => void (layer0(fk).key_up = 'lm_head.weight'));
+  }
+
   // ---- NaN / Inf weights (analyze warns and names the heads) ---------------------------------
   if (options.withAnalyze) {
     const nanDir = caseDir('weights-nan-inf-f32', LLAMA);
@@ -606,13 +663,23 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
   return cases;
 }
 
+/** Exports layouts/llama (key-svd, rank 8) to `dest`: the base of the factored-checkpoint cases. */
+export async function writeFactoredBase(dest: string, fixturesDir: string): Promise<string> {
+  const { exportFactored } = await import('../src/core/export/export');
+  await exportFactored({ source: path.join(fixturesDir, 'layouts/llama'), dest, method: 'key-svd', policy: { kind: 'uniform', rank: 8 } });
+  return dest;
+}
+
 if (require.main === module) {
   const [out, fixtures = path.resolve(__dirname, '../../shared/fixtures')] = process.argv.slice(2);
   if (!out) {
     process.stderr.write('usage: node --import tsx scripts/corpus.ts <out-dir> [fixtures-dir]\n');
     process.exit(2);
   }
-  const cases = writeCorpus(path.resolve(out), path.resolve(fixtures), { withAnalyze: true });
-  fs.writeFileSync(path.join(out, 'cases.json'), JSON.stringify(cases, null, 1));
-  process.stdout.write(`${cases.length} cases written to ${out} (manifest: cases.json)\n`);
+  void (async () => {
+    const factoredBase = await writeFactoredBase(path.join(path.resolve(out), '.factored-base'), path.resolve(fixtures));
+    const cases = writeCorpus(path.resolve(out), path.resolve(fixtures), { withAnalyze: true, factoredBase });
+    fs.writeFileSync(path.join(out, 'cases.json'), JSON.stringify(cases, null, 1));
+    process.stdout.write(`${cases.length} cases written to ${out} (manifest: cases.json)\n`);
+  })();
 }

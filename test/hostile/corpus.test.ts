@@ -1,6 +1,7 @@
 /**
  * Runs the built CLI on every case of the malformed-checkpoint corpus (scripts/corpus.ts):
- * each must end in one clean `error:` line naming the file/tensor/key at fault, with a
+ * each must end in one clean `error:` line naming the file/tensor/key at fault (a `warning:` for
+ * NaN/Inf weights, success for the bounded-cost cases), with a
  * non-zero exit, nothing on stdout, within the time and memory bounds.
  */
 import { test } from 'node:test';
@@ -8,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { writeCorpus, type CorpusCase } from '../../scripts/corpus';
+import { writeCorpus, writeFactoredBase, type CorpusCase } from '../../scripts/corpus';
 import { cleanErrorProblems, ensureBuilt, FIXTURES, mapLimit, runCli, type CliRun } from './cliRunner';
 
 /** Per-case wall-clock limit; the slowest case (a 90 MB header) takes about a second. */
@@ -38,7 +39,8 @@ test('malformed-checkpoint corpus: every case is rejected cleanly, in bounded ti
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'fk-corpus-'));
   try {
     const started = Date.now();
-    const cases = writeCorpus(root, FIXTURES, { withAnalyze: true });
+    const factoredBase = await writeFactoredBase(path.join(root, '.factored-base'), FIXTURES);
+    const cases = writeCorpus(root, FIXTURES, { withAnalyze: true, factoredBase });
     const generatedMs = Date.now() - started;
     const runs = await mapLimit(cases, 2, (c) => runCli(c.argv, CASE_TIMEOUT_MS));
     const failures: string[] = [];
