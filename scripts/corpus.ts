@@ -302,6 +302,7 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
     for (const e of entriesOf(llamaRaw)) {
       const start = dataStart + (e.data.byteOffset - llamaRaw.data.byteOffset);
       const end = start + e.data.length;
+      if (!cuts.has(start)) cuts.set(start, `at-${e.name}`);
       if (!cuts.has(start + 1)) cuts.set(start + 1, `in-${e.name}-start`);
       if (!cuts.has(end - 1)) cuts.set(end - 1, `in-${e.name}-end`);
     }
