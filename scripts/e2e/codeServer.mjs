@@ -38,7 +38,7 @@ export function freePort() {
 
 /**
  * Starts code-server on 127.0.0.1 with the .vsix installed into fresh dirs.
- * options: { workspace, port?, settings?, env?, log? } -> { url, port, pid, dirs, stop() }
+ * options: { workspace, port?, settings?, env?, log?, untrusted? (restricted mode: workspace trust on) } -> { url, port, pid, dirs, stop() }
  */
 export async function startCodeServer(options) {
   const base = mkdtempSync(path.join(os.tmpdir(), 'fk-code-server-'));
@@ -54,7 +54,8 @@ export async function startCodeServer(options) {
     'update.mode': 'none',
     'extensions.autoCheckUpdates': false,
     'extensions.autoUpdate': false,
-    'security.workspace.trust.enabled': false,
+    // Trust is off (everything trusted) unless a test asks for restricted mode.
+    'security.workspace.trust.enabled': options.untrusted === true,
     'files.simpleDialog.enable': true,
     'window.restoreWindows': 'none',
     'workbench.secondarySideBar.defaultVisibility': 'hidden',
@@ -65,7 +66,7 @@ export async function startCodeServer(options) {
   const common = ['--config', dirs.config, '--user-data-dir', dirs.userData, '--extensions-dir', dirs.extensions];
   execFileSync(NODE24, [ENTRY, ...common, '--install-extension', options.vsix ?? VSIX], { stdio: ['ignore', 'ignore', 'inherit'] });
   const port = options.port ?? (await freePort());
-  const child = spawn(NODE24, [ENTRY, ...common, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', options.workspace], {
+  const child = spawn(NODE24, [ENTRY, ...common, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check', ...(options.untrusted ? [] : ['--disable-workspace-trust']), '--disable-getting-started-override', options.workspace], {
     env: { ...process.env, ...(options.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

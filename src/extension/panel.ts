@@ -161,6 +161,8 @@ export class CheckpointPanel implements vscode.Disposable {
     }
     const settings = readSettings();
     this.post({ type: 'init', version: 1, summary: this.summary, defaults: settings.defaults, trusted: vscode.workspace.isTrusted, evaluateAvailable: true, reference: paperReference() });
+    // A reloaded webview (moved between editor groups, for instance) gets the user's plan back.
+    if (this.lastControls) this.post({ type: 'setPlan', plan: this.lastControls.plan, savings: this.lastControls.savings });
     if (this.spectra) this.post({ type: 'spectra', spectra: this.spectra });
     else void this.analyze().catch(() => undefined);
   }

@@ -309,3 +309,44 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     assert.match(await gpt2.locator('#model-facts').innerText(), /gpt2 · 4 layers · 4 query \/ 4 KV heads × 64 \(MHA\)/);
   });
 });
+
+describe('Factored Keys in an untrusted workspace', { timeout: 10 * 60_000 }, () => {
+  let server: Server;
+  let browser: Browser;
+  let page: Page;
+
+  before(async () => {
+    server = await startCodeServer({ workspace: FIXTURES, untrusted: true, settings: { 'workbench.colorTheme': 'Default Dark Modern', 'factoredKeys.backend': 'cpu' } });
+    browser = await chromium.launch(CHROMIUM);
+    page = await browser.newPage({ viewport: { width: 1600, height: 1100 } });
+    debugPage = page;
+    await page.goto(server.url);
+    await page.locator('.statusbar').waitFor({ timeout: 90_000 });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => undefined);
+    await server?.stop();
+  });
+
+  it('analyzes read-only but does not offer export', async () => {
+    // With trust enabled and no decision recorded, the folder opens in Restricted Mode.
+    await page.locator('.statusbar', { hasText: 'Restricted Mode' }).waitFor({ timeout: 60_000 });
+    await runCommand(page, 'Factored Keys: Open Checkpoint…');
+    const pick = page.locator('.quick-input-list .monaco-list-row', { hasText: 'mistral-bytes' }).first();
+    await pick.waitFor({ timeout: 30_000 });
+    await pick.click();
+    const frame = await panelFrame(page, 'mistral-bytes');
+    await waitFor('spectra in restricted mode', async () => (await frame.locator('#heat-keys').getAttribute('data-ready')) === 'true', 60_000);
+    const exportButton = frame.locator('#btn-export');
+    await waitFor('export disabled', async () => (await exportButton.getAttribute('disabled')) !== null);
+    assert.equal(await exportButton.getAttribute('title'), 'Export needs a trusted workspace');
+    await page.screenshot({ path: path.join(SHOTS, 'panel-untrusted-dark.png') });
+    // The palette does not offer the export command either (its enablement needs trust).
+    await page.keyboard.press('F1');
+    await page.locator('.quick-input-widget input').fill('>Factored Keys: Export');
+    await page.waitForTimeout(800);
+    assert.equal(await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Export Factored Checkpoint' }).count(), 0);
+    await page.keyboard.press('Escape');
+  });
+});
