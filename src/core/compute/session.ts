@@ -49,6 +49,11 @@ export interface SessionOptions {
    * Turn off when other threads (workers) need the cores between runs.
    */
   readonly spinning?: boolean;
+  /**
+   * Independent branches of the graph to run at once (onnxruntime's parallel executor with
+   * that many inter-op threads); 1 or unset = sequential execution.
+   */
+  readonly parallelBranches?: number;
 }
 
 /** A session plus the provider it actually runs on. */
@@ -113,6 +118,7 @@ function ortOptions(backend: BackendName, options: SessionOptions): ort.Inferenc
     executionProviders: backend === 'cpu' ? ['cpu'] : [ORT_PROVIDER[backend], 'cpu'],
     graphOptimizationLevel: options.optimization ?? 'all',
     ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+    ...(options.parallelBranches && options.parallelBranches > 1 ? { executionMode: 'parallel' as const, interOpNumThreads: options.parallelBranches } : {}),
     ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
     logSeverityLevel: 3,
   };
@@ -171,6 +177,11 @@ function linuxHasGpuDevice(): boolean {
   } catch {
     return true;
   }
+}
+
+/** Non-CPU providers `auto` may consider here, without probing them (listed, and a GPU device exists). */
+export function gpuCandidates(): BackendName[] {
+  return linuxHasGpuDevice() ? autoCandidates().filter((b) => b !== 'cpu') : [];
 }
 
 /** Usable providers in `auto` order (always ends with `cpu`). */

@@ -8,13 +8,26 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { EigenWorkspace } from './eigenvalues';
 
-/** Message to the worker: eigenvalues of `count` symmetric n x n matrices packed in `grams`. */
+/**
+ * Message to the worker: eigenvalues of `count` symmetric n x n matrices packed in `grams`;
+ * or `warmup`: solve a few synthetic n x n problems so the JIT has optimised the solver
+ * (WebAssembly starts on a baseline compiler) before real work is timed.
+ */
 export interface EigenTask {
   readonly id: number;
-  readonly type: 'eigenvalues';
+  readonly type: 'eigenvalues' | 'warmup';
   readonly n: number;
   readonly count: number;
   readonly grams: Float32Array;
+}
+
+/** Solves a few synthetic problems of size n (the `warmup` task). */
+export function warmUpEigen(n: number): Float64Array {
+  const g = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) g[i * n + j] = i === j ? n + i : 1 / (1 + i + j);
+  let last: Float64Array = new Float64Array(0);
+  for (let k = 0; k < 6; k++) last = solveEigenTask(g, n, 1);
+  return last;
 }
 
 /** Worker reply: `values` holds count x n eigenvalues, each block descending; `error` on failure. */
@@ -86,11 +99,21 @@ export class EigenPool {
     }
   }
 
-  /** Starts `size` workers, or returns undefined when no worker entry can be found. */
-  static create(size: number): EigenPool | undefined {
+  /**
+   * Starts `size` workers, or returns undefined when no worker entry can be found. With
+   * `warmUpN`, each worker first solves a few n x n problems (in the background).
+   */
+  static create(size: number, warmUpN?: number): EigenPool | undefined {
     const script = workerScript();
     if (!script || size < 1) return undefined;
-    return new EigenPool(script, size);
+    const pool = new EigenPool(script, size);
+    if (warmUpN) {
+      for (const w of pool.workers) {
+        const task: EigenTask = { id: -1, type: 'warmup', n: warmUpN, count: 0, grams: new Float32Array(0) };
+        w.postMessage(task);
+      }
+    }
+    return pool;
   }
 
   get size(): number {

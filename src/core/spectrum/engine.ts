@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import type { AttentionLayout, HeadSlice } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { decodeToFloat32 } from '../checkpoint/dtypes';
-import { usableBackends, type BackendName } from '../compute/session';
+import { gpuCandidates, usableBackends, type BackendName } from '../compute/session';
 import { FactoredKeysError, throwIfCancelled } from '../errors';
 import { EigenPool, solveEigenTask } from './eigenPool';
 import { GramRunner, type GramFeed } from './gram';
@@ -213,20 +213,23 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
   const totalHeads = layout.layers.reduce((s, l) => s + kinds.reduce((a, k) => a + (k === 'key' ? l.keyHeads.length : l.queryHeads.length), 0), 0);
 
   const cores = Math.max(1, threads ?? os.availableParallelism());
-  const pool = totalHeads >= MIN_HEADS_FOR_WORKERS && n >= 32 ? EigenPool.create(cores) : undefined;
+  const pool = totalHeads >= MIN_HEADS_FOR_WORKERS && n >= 32 ? EigenPool.create(cores, n) : undefined;
   let runner: GramRunner | undefined;
   let trial: BackendTrial | undefined;
   let trialKey = '';
   if (choice === 'auto') {
+    // the remembered choice is keyed by the providers that may exist here, so that recalling
+    // it needs no probe (creating a GPU session just to check costs a few hundred ms)
+    const possible: BackendName[] = internals.autoCandidates ? [...internals.autoCandidates] : ['cpu', ...gpuCandidates()];
+    const first = layout.layers[0];
+    const shape = first ? `${layout.dtype}|${layout.headDim}x${layout.hiddenSize}|${kinds.map((k) => (k === 'key' ? first.keyHeads.length : first.queryHeads.length)).join('+')}` : '';
+    trialKey = choiceKey(shape, cores, possible);
+    const known = possible.length > 1 ? recalledChoice(trialKey, possible) : undefined;
     // cpu first: it needs no warm-up, so a trial it wins wastes least
-    const candidates: BackendName[] = internals.autoCandidates ? [...internals.autoCandidates] : ['cpu', ...(await usableBackends()).filter((b) => b !== 'cpu')];
+    const candidates: BackendName[] = known || possible.length === 1 || internals.autoCandidates ? possible : ['cpu', ...(await usableBackends()).filter((b) => b !== 'cpu')];
     if (candidates.length === 1) {
       runner = new GramRunner('cpu', threads);
     } else {
-      const first = layout.layers[0];
-      const shape = first ? `${layout.dtype}|${layout.headDim}x${layout.hiddenSize}|${kinds.map((k) => (k === 'key' ? first.keyHeads.length : first.queryHeads.length)).join('+')}` : '';
-      trialKey = choiceKey(shape, cores, candidates);
-      const known = recalledChoice(trialKey, candidates);
       if (known) {
         runner = new GramRunner(known.backend, threads);
         notes.push(`auto: using ${known.backend}, measured fastest here on ${known.measured.slice(0, 10)} (${Object.entries(known.perLayerMs).map(([b, ms]) => `${b} ${ms === null || !Number.isFinite(ms) ? 'failed' : `${ms.toFixed(1)} ms`}`).join(', ')} per layer)`);

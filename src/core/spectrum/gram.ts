@@ -3,6 +3,7 @@
  * (b x head_dim x d_model, exactly the row blocks of a `[out, in]` projection), computes
  * G = W^T W per head (b x head_dim x head_dim) in float32.
  */
+import * as os from 'node:os';
 import { DataType, GraphBuilder } from '../compute/onnx';
 import { createSession, type BackendName, type ComputeSession, Tensor } from '../compute/session';
 
@@ -13,25 +14,42 @@ import { createSession, type BackendName, type ComputeSession, Tensor } from '..
  */
 export type GramFeed = 'float32' | 'float16' | 'bfloat16';
 
-/** The ONNX model computing the batched Gram product for one feed type. */
-export function gramModel(feed: GramFeed, headDim: number, dModel: number): Uint8Array {
+/**
+ * The ONNX model computing the batched Gram product for one feed type. With `branches` > 1
+ * the batch is split into that many independent branches (widen + product each), which
+ * onnxruntime's parallel executor runs at once: its bfloat16 -> float32 `Cast` is a serial loop
+ * on CPUs without native bf16 conversion, and on a 16-core host it otherwise costs more than
+ * the product itself.
+ */
+export function gramModel(feed: GramFeed, headDim: number, dModel: number, branches = 1, batch = branches): Uint8Array {
   const g = new GraphBuilder(`gram_${feed}`);
-  let x: string;
   let opset = 17;
-  if (feed === 'float32') {
-    x = g.input('w', 'float32', ['batch', headDim, dModel]);
-  } else if (feed === 'float16') {
-    x = g.op('Cast', [g.input('w', 'float16', ['batch', headDim, dModel])], { to: DataType.FLOAT });
-  } else {
+  const input = g.input('w', feed === 'bfloat16' ? 'uint16' : feed, ['batch', headDim, dModel]);
+  const widen = (x: string): string => {
+    if (feed === 'float16') return g.op('Cast', [x], { to: DataType.FLOAT });
+    if (feed === 'float32') return x;
     // reinterpret the uint16 bits as bfloat16 (BitCast, ai.onnx opset 26), then widen exactly;
     // measured faster on 16 cores than widening the bits by Cast + BitShift + BitCast
     opset = 26;
-    const bits = g.input('w', 'uint16', ['batch', headDim, dModel]);
-    x = g.op('Cast', [g.op('BitCast', [bits], { to: DataType.BFLOAT16 })], { to: DataType.FLOAT });
+    return g.op('Cast', [g.op('BitCast', [x], { to: DataType.BFLOAT16 })], { to: DataType.FLOAT });
+  };
+  const gram = (x: string, name?: string): string => g.op('MatMul', [x, g.op('Transpose', [x], { perm: [0, 2, 1] })], {}, name ? { outputs: [name] } : {});
+  if (branches <= 1) {
+    gram(widen(input), 'gram');
+  } else {
+    // explicit sizes, as even as possible (the batch is fixed per session when branching)
+    const sizes = Array.from({ length: branches }, (_, i) => Math.floor(batch / branches) + (i < batch % branches ? 1 : 0));
+    const parts = g.opMulti('Split', [input, g.int64s(sizes)], { axis: 0 }, { outputCount: branches });
+    g.op('Concat', parts.map((p) => gram(widen(p))), { axis: 0 }, { outputs: ['gram'] });
   }
-  const xt = g.op('Transpose', [x], { perm: [0, 2, 1] });
-  g.output(g.op('MatMul', [x, xt], {}, { outputs: ['gram'] }), 'float32', ['batch', headDim, headDim]);
+  g.output('gram', 'float32', ['batch', headDim, headDim]);
   return g.toModel({ opset });
+}
+
+/** How many parallel branches a bf16 Gram on the CPU provider uses (1 on small machines). */
+export function bf16Branches(backend: BackendName, threads: number, batch: number): number {
+  if (backend !== 'cpu' || threads < 8) return 1;
+  return Math.max(1, Math.min(8, Math.floor(threads / 2), batch));
 }
 
 /** One Gram session per (feed, shape), on one provider. */
@@ -50,13 +68,14 @@ export class GramRunner {
     this.backend = requested;
   }
 
-  private session(feed: GramFeed, headDim: number, dModel: number): Promise<ComputeSession> {
-    const key = `${feed}:${headDim}:${dModel}`;
+  private session(feed: GramFeed, headDim: number, dModel: number, batch: number): Promise<ComputeSession> {
+    const branches = feed === 'bfloat16' ? bf16Branches(this.requested, this.threads ?? os.availableParallelism(), batch) : 1;
+    const key = `${feed}:${headDim}:${dModel}:${branches > 1 ? `${branches}/${batch}` : 1}`;
     let s = this.sessions.get(key);
     if (!s) {
       // no spinning: idle onnxruntime threads would otherwise busy-wait on the cores the
       // eigensolver workers need between Gram products
-      s = createSession(gramModel(feed, headDim, dModel), { backend: this.requested, threads: this.threads, spinning: false });
+      s = createSession(gramModel(feed, headDim, dModel, branches, batch), { backend: this.requested, threads: this.threads, spinning: false, parallelBranches: branches });
       this.sessions.set(key, s);
     }
     return s;
@@ -67,7 +86,7 @@ export class GramRunner {
    * float32, Uint16Array bit patterns for float16/bfloat16).
    */
   async run(feed: GramFeed, data: Float32Array | Uint16Array, batch: number, headDim: number, dModel: number): Promise<Float32Array> {
-    const s = await this.session(feed, headDim, dModel);
+    const s = await this.session(feed, headDim, dModel, batch);
     const dims = [batch, headDim, dModel];
     const tensor = feed === 'float32' ? new Tensor('float32', data as Float32Array, dims) : new Tensor(feed === 'float16' ? 'float16' : 'uint16', data as Uint16Array, dims);
     const out = await s.run({ w: tensor });

@@ -3,13 +3,14 @@
  * main thread hands off; today the spectrum engine's eigensolves.
  */
 import { parentPort } from 'node:worker_threads';
-import { solveEigenTask, type EigenReply, type EigenTask } from '../spectrum/eigenPool';
+import { solveEigenTask, warmUpEigen, type EigenReply, type EigenTask } from '../spectrum/eigenPool';
 
 parentPort?.on('message', (task: EigenTask) => {
   let reply: EigenReply;
   try {
-    if (task.type !== 'eigenvalues') throw new Error(`unknown worker task "${String(task.type)}"`);
-    reply = { id: task.id, values: solveEigenTask(task.grams, task.n, task.count) };
+    if (task.type === 'warmup') reply = { id: task.id, values: warmUpEigen(task.n) };
+    else if (task.type === 'eigenvalues') reply = { id: task.id, values: solveEigenTask(task.grams, task.n, task.count) };
+    else throw new Error(`unknown worker task "${String(task.type)}"`);
   } catch (e) {
     reply = { id: task.id, error: (e as Error)?.message ?? String(e) };
   }
