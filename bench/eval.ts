@@ -6,14 +6,15 @@
  *
  * Environment: FK_FIXTURES (default ../shared/fixtures), BENCH_EVAL_WINDOWS (fixture windows,
  * default 32), BENCH_EVAL_1B_WINDOWS (default 8), BENCH_EVAL_BACKENDS (comma list; default every
- * usable backend plus auto), BENCH_DIR (default .bench).
+ * usable backend plus auto), BENCH_DIR (default .bench), BENCH_EVAL_PPL=1 (also the full heldout
+ * perplexity of originals and key-svd/qk-svd plans at ranks 8/16/32 per backend).
  */
 import { existsSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openCheckpoint } from '../src/core/checkpoint/checkpoint';
 import { usableBackends, type BackendChoice } from '../src/core/compute/session';
-import { checkpointSource, defaultBatch, loadForward, NllAccumulator, windowBatch } from '../src/core/eval';
+import { checkpointSource, defaultBatch, loadForward, NllAccumulator, PlanEvaluator, sweepPerplexity, windowBatch } from '../src/core/eval';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -193,7 +194,30 @@ export async function run(): Promise<unknown> {
     // token ids for the synthetic model: the heldout bytes (all < 32000)
     for (const b of backends) emit(await measure(dir, 'llama-1.1b (synthetic)', heldout, b, n, seq, Number(process.env.BENCH_EVAL_1B_BATCH ?? 4)));
   }
+  // BENCH_EVAL_PPL=1: the whole heldout.txt protocol per backend, originals and in-memory plans
+  // (key-svd, qk-svd at ranks 8/16/32), to compare with test/reference/eval/eval_reference.json.
+  const perplexities: Record<string, unknown>[] = [];
+  if (process.env.BENCH_EVAL_PPL === '1') {
+    lines.push('', '| model | backend | original | key-svd 8 / 16 / 32 | qk-svd 8 / 16 / 32 | seconds |', '|---|---|---|---|---|---|');
+    for (const name of ['gpt2-bytes', 'mistral-bytes']) {
+      for (const b of backends) {
+        const ev = await PlanEvaluator.open(path.join(fixtures, name));
+        try {
+          const t = performance.now();
+          const points = await sweepPerplexity(ev, heldout, { methods: ['key-svd', 'qk-svd'], ranks: [8, 16, 32] }, { seq, backend: b });
+          const seconds = (performance.now() - t) / 1000;
+          perplexities.push({ model: name, backend: b, seconds, points });
+          const f = (m: string) => points.filter((p) => p.method === m).map((p) => p.perplexity.toFixed(6)).join(' / ');
+          const line = `| ${name} | ${b} | ${points[0].perplexity.toFixed(6)} | ${f('key-svd')} | ${f('qk-svd')} | ${seconds.toFixed(1)} |`;
+          lines.push(line);
+          process.stderr.write(line + '\n');
+        } finally {
+          await ev.close();
+        }
+      }
+    }
+  }
   process.stdout.write(lines.join('\n') + '\n');
-  if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify({ machine: machine(), date: new Date().toISOString(), results }, null, 2));
+  if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify({ machine: machine(), date: new Date().toISOString(), results, perplexities }, null, 2));
   return results;
 }
