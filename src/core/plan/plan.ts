@@ -125,7 +125,8 @@ function budgetRanks(energies: HeadEnergies, m: PlanModel, budgetBytes: number, 
 
 function checkOverrides(overrides: readonly RankOverride[], m: PlanModel, where: string): Map<string, number> {
   const fixed = new Map<string, number>();
-  overrides.forEach((o, i) => {
+  // Array.from visits the holes of a sparse array (forEach would skip them unchecked).
+  Array.from(overrides, (o, i) => {
     const at = `${where}: overrides[${i}]`;
     if (o === null || typeof o !== 'object') throw new FactoredKeysError(`${at} is not an object`);
     if (!Number.isSafeInteger(o.layer) || o.layer < 0 || o.layer >= m.layers) throw new FactoredKeysError(`${at}.layer must be 0..${m.layers - 1}, got ${previewJson(o.layer)}`);
@@ -207,11 +208,12 @@ function checkRanks(ranks: unknown, m: PlanModel, where: string): number[][] {
   if (!Array.isArray(ranks) || ranks.length !== m.layers) {
     throw new FactoredKeysError(`${where}: ranks must be an array of ${m.layers} layers, got ${Array.isArray(ranks) ? ranks.length : typeof ranks}`);
   }
-  return ranks.map((row: unknown, l) => {
+  // Array.from, not map: map skips the holes of a sparse array, which would pass unchecked.
+  return Array.from(ranks, (row: unknown, l) => {
     if (!Array.isArray(row) || row.length !== m.kv_heads) {
       throw new FactoredKeysError(`${where}: ranks[${l}] must list ${m.kv_heads} KV heads, got ${Array.isArray(row) ? row.length : typeof row}`);
     }
-    return row.map((r: unknown, g) => {
+    return Array.from(row, (r: unknown, g) => {
       if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 1 || r > m.head_dim) {
         throw new FactoredKeysError(`${where}: ranks[${l}][${g}] must be an integer from 1 to head_dim ${m.head_dim}, got ${previewJson(r)}`);
       }
