@@ -10,10 +10,14 @@ export type ReadObserver = (file: string, position: number, length: number) => v
 /** A pool of open read-only file handles, closed together. */
 export class FileReader {
   private readonly handles = new Map<string, Promise<fsp.FileHandle>>();
+  private closed = false;
 
   constructor(private readonly observer?: ReadObserver) {}
 
   private handle(file: string): Promise<fsp.FileHandle> {
+    // A read still in flight when a sibling read failed and the checkpoint was closed must not
+    // reopen the file: that handle would never be closed.
+    if (this.closed) return Promise.reject(new Error(`${file}: read after the checkpoint was closed`));
     let h = this.handles.get(file);
     if (!h) {
       h = fsp.open(file, 'r');
@@ -39,6 +43,7 @@ export class FileReader {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const all = [...this.handles.values()];
     this.handles.clear();
     await Promise.all(all.map(async (h) => (await h).close().catch(() => undefined)));
