@@ -20,7 +20,15 @@ type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 const RUNS = Number(process.env.FK_FACTORED_RUNS ?? 1500);
 
 /** A mutation at a random path of the factored_keys block (or of the config around it). */
-const blockMutation = fc.record({
+interface BlockMutation {
+  readonly inConfig: boolean;
+  readonly path: number[];
+  readonly action: 'replace' | 'delete' | 'add';
+  readonly key: string;
+  readonly value: Json;
+}
+
+const blockMutation: fc.Arbitrary<BlockMutation> = fc.record({
   inConfig: fc.boolean(),
   path: fc.array(fc.nat(), { minLength: 1, maxLength: 5 }),
   action: fc.constantFrom('replace', 'delete', 'add'),
@@ -31,7 +39,7 @@ const blockMutation = fc.record({
   ),
 });
 
-function mutate(config: Record<string, Json>, m: fc.RecordValue<typeof blockMutation extends fc.Arbitrary<infer T> ? T : never>): void {
+function mutate(config: Record<string, Json>, m: BlockMutation): void {
   let node = (m.inConfig ? config : config.factored_keys) as Record<string, Json>;
   if (node === null || typeof node !== 'object') return; // an earlier mutation replaced the block
   for (const p of m.path) {
@@ -68,15 +76,15 @@ test(`factored checkpoints, fuzzed: ${RUNS} mutated factored_keys blocks loaded 
         for (const m of mutations) mutate(config, m);
         fs.writeFileSync(path.join(base.dir, 'config.json'), JSON.stringify(config));
         const sizes = new Map(fs.readdirSync(base.dir).map((f) => [path.join(base.dir, f), fs.statSync(path.join(base.dir, f)).size]));
-        let spans: { file: string; start: number; end: number }[] | undefined;
+        const declared: { spans?: { file: string; start: number; end: number }[] } = {};
         const outside: string[] = [];
         const observeRead = (file: string, position: number, length: number) => {
           const size = sizes.get(file);
           if (size === undefined || position < 0 || position + length > size) outside.push(`${file} [${position}, ${position + length})`);
-          if (spans && !spans.some((s) => s.file === file && position >= s.start && position + length <= s.end)) outside.push(`data read ${file} [${position}, ${position + length})`);
+          if (declared.spans && !declared.spans.some((s) => s.file === file && position >= s.start && position + length <= s.end)) outside.push(`data read ${file} [${position}, ${position + length})`);
         };
         const ckpt = await openCheckpoint(base.dir, { observeRead });
-        spans = [...ckpt.tensors.values()].map((x) => ({ file: x.file, start: x.start, end: x.end }));
+        declared.spans = [...ckpt.tensors.values()].map((x) => ({ file: x.file, start: x.start, end: x.end }));
         try {
           const source = checkpointSource(ckpt);
           await source.outer();
