@@ -110,7 +110,12 @@ async function runCommand(page: Page, title: string): Promise<void> {
   const input = page.locator('.quick-input-widget input');
   const row = page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first();
   await waitFor(`command "${title}" in the palette`, async () => {
-    if (!(await input.isVisible())) await page.keyboard.press('F1');
+    // Start from a closed palette (a previous quick pick may still be fading out).
+    if (await input.isVisible()) {
+      await page.keyboard.press('Escape');
+      await input.waitFor({ state: 'hidden', timeout: 2000 }).catch(() => undefined);
+    }
+    await page.keyboard.press('F1');
     await input.waitFor({ state: 'visible', timeout: 5000 });
     await input.fill(`>${title}`);
     try {
@@ -260,6 +265,22 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     assert.equal(shownOriginal, original.perplexity.toFixed(3), text);
     assert.equal(shownPlan, planned.perplexity.toFixed(3), text);
     assert.match(text, new RegExp(`on ${original.tokens.toLocaleString('en-US')} tokens of heldout-2k.txt`));
+  });
+
+  it('runs Show Cache Savings and Select Compute Backend from the Command Palette', async () => {
+    await runCommand(page, 'Factored Keys: Show Cache Savings');
+    const toast = page.locator('.notification-toast', { hasText: 'mistral-bytes: K+V cache at 128,000 tokens × 1 (bf16)' }).first();
+    await toast.waitFor({ timeout: 20_000 });
+    assert.match(await toast.innerText(), /0\.262 GB → 0\.147 GB, saves 0\.115 GB, ×1\.78 capacity/);
+    await runCommand(page, 'Factored Keys: Select Compute Backend');
+    // The picker lists every backend with what the probe found on this machine.
+    const cpu = page.locator('.quick-input-list .monaco-list-row', { hasText: 'usable on this machine' }).first();
+    await cpu.waitFor({ timeout: 60_000 });
+    const rows = await page.locator('.quick-input-list .monaco-list-row').allInnerTexts();
+    assert.ok(rows.some((r) => r.startsWith('auto')), rows.join(' | '));
+    assert.ok(rows.some((r) => r.startsWith('cpu') && r.includes('usable on this machine')), rows.join(' | '));
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: /^cpu/ }).first().click();
+    await waitFor('the backend button', async () => (await frame.locator('#btn-backend').innerText()).includes('cpu'));
   });
 
   it('follows the light theme', async () => {
