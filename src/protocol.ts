@@ -169,6 +169,7 @@ export type HostMessage =
   | { readonly type: 'notice'; readonly level: 'info' | 'error'; readonly message: string }
   | { readonly type: 'setPlan'; readonly plan: PlanControls; readonly savings?: SavingsControls }
   | { readonly type: 'focus'; readonly section: 'heatmaps' | 'plan' | 'savings' | 'spectra' }
+  | { readonly type: 'backend'; readonly backend: string }
   | ReplyMessage;
 
 /** The answer to request `id`. */

@@ -129,6 +129,8 @@ export function reduce(state: PanelState, action: Action): PanelState {
           return { ...state, notice: { level: m.level, message: m.message } };
         case 'setPlan':
           return { ...state, plan: sanitizePlan(m.plan, state.summary), savings: m.savings ?? state.savings, planPending: true };
+        case 'backend':
+          return { ...state, backend: m.backend };
         case 'reply':
         case 'focus':
           return state;

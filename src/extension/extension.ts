@@ -138,6 +138,9 @@ export function activate(context: vscode.ExtensionContext): void {
       if (line) void vscode.window.showInformationMessage(line);
     }),
     command('factoredKeys.selectBackend', () => selectBackend(jobs)),
+    vscode.workspace.onDidChangeConfiguration((e) => {
+      if (e.affectsConfiguration('factoredKeys.backend')) CheckpointPanel.backendChanged(readSettings().backend);
+    }),
   );
 
   const settings = readSettings();

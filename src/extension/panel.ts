@@ -78,6 +78,13 @@ export class CheckpointPanel implements vscode.Disposable {
   private lastResult: ReturnType<typeof planResult> | null = null;
   private readonly disposables: vscode.Disposable[] = [];
 
+  /** Tells every open panel about a backend setting change. */
+  static backendChanged(backend: string): void {
+    for (const p of CheckpointPanel.all) p.post({ type: 'backend', backend });
+  }
+
+  private static readonly all = new Set<CheckpointPanel>();
+
   /** The panel the user looked at last, for commands run from the palette. */
   static active(): CheckpointPanel | undefined {
     return CheckpointPanel.lastActive;
@@ -107,6 +114,7 @@ export class CheckpointPanel implements vscode.Disposable {
     private readonly registered: boolean,
   ) {
     if (registered) CheckpointPanel.open.set(input, this);
+    CheckpointPanel.all.add(this);
     CheckpointPanel.lastActive = this;
     panel.iconPath = vscode.Uri.joinPath(services.extensionUri, 'media', 'icon.svg');
     panel.webview.html = panelHtml(panel.webview, services.extensionUri, path.basename(checkpointFolder(input)));
@@ -124,6 +132,7 @@ export class CheckpointPanel implements vscode.Disposable {
     this.current?.cancel();
     if (this.registered && CheckpointPanel.open.get(this.input) === this) CheckpointPanel.open.delete(this.input);
     if (CheckpointPanel.lastActive === this) CheckpointPanel.lastActive = undefined;
+    CheckpointPanel.all.delete(this);
     this.disposables.forEach((d) => d.dispose());
   }
 

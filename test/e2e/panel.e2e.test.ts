@@ -279,8 +279,8 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     const rows = await page.locator('.quick-input-list .monaco-list-row').allInnerTexts();
     assert.ok(rows.some((r) => r.startsWith('auto')), rows.join(' | '));
     assert.ok(rows.some((r) => r.startsWith('cpu') && r.includes('usable on this machine')), rows.join(' | '));
-    await page.locator('.quick-input-list .monaco-list-row', { hasText: /^cpu/ }).first().click();
-    await waitFor('the backend button', async () => (await frame.locator('#btn-backend').innerText()).includes('cpu'));
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: /^auto/ }).first().click();
+    await waitFor('the backend button', async () => (await frame.locator('#btn-backend').innerText()).trim() === 'backend: auto');
   });
 
   it('follows the light theme', async () => {
