@@ -31,6 +31,24 @@ interface LayerBatch {
   readonly data: Float32Array | Uint16Array;
 }
 
+/**
+ * Recycles the layer feed buffers: a fresh 40-100 MB ArrayBuffer per layer costs page faults
+ * (kernel time comparable to reading the bytes); two buffers cover the layer being computed
+ * and the one being read ahead.
+ */
+class BufferRing {
+  private readonly free: ArrayBuffer[] = [];
+
+  acquire(bytes: number): ArrayBuffer {
+    const i = this.free.findIndex((b) => b.byteLength === bytes);
+    return i >= 0 ? this.free.splice(i, 1)[0] : new ArrayBuffer(bytes);
+  }
+
+  release(buffer: ArrayBufferLike): void {
+    if (buffer instanceof ArrayBuffer && this.free.length < 2) this.free.push(buffer);
+  }
+}
+
 /** Below this many heads in the whole model, worker start-up costs more than it saves. */
 const MIN_HEADS_FOR_WORKERS = 96;
 
@@ -57,7 +75,7 @@ function sliceDModel(ckpt: Checkpoint, slice: HeadSlice): number {
  * feed buffer, and adjacent heads of one tensor are read in one request. Otherwise (GPT-2
  * Conv1D columns, F64/F8 weights) the tensor is decoded to float32 and the blocks gathered.
  */
-async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: number, kinds: readonly SpectrumKind[]): Promise<LayerBatch> {
+async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: number, kinds: readonly SpectrumKind[], ring: BufferRing): Promise<LayerBatch> {
   const jobs = layerJobs(layout, layer, kinds);
   const hd = layout.headDim;
   const dModel = jobs.length > 0 ? sliceDModel(ckpt, jobs[0].slice) : layout.hiddenSize;
@@ -74,7 +92,7 @@ async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: numbe
   if (direct) {
     const feed: GramFeed = dtype === 'F32' ? 'float32' : dtype === 'F16' ? 'float16' : 'bfloat16';
     const bytesPerElement = dtype === 'F32' ? 4 : 2;
-    const buffer = new ArrayBuffer(jobs.length * block * bytesPerElement);
+    const buffer = ring.acquire(jobs.length * block * bytesPerElement);
     const reads: Promise<Uint8Array>[] = [];
     for (let i = 0; i < jobs.length; ) {
       // coalesce heads stored back to back in one tensor into one read
@@ -251,10 +269,11 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
   try {
     throwIfCancelled(options.cancel);
     options.progress?.(0, layers, 'reading layer 0');
-    let nextBatch: Promise<LayerBatch> | undefined = layers > 0 ? loadLayer(ckpt, layout, 0, kinds) : undefined;
+    const ring = new BufferRing();
+    let nextBatch: Promise<LayerBatch> | undefined = layers > 0 ? loadLayer(ckpt, layout, 0, kinds, ring) : undefined;
     for (let layer = 0; layer < layers; layer++) {
       const batch = await nextBatch!;
-      nextBatch = layer + 1 < layers ? loadLayer(ckpt, layout, layer + 1, kinds) : undefined;
+      nextBatch = layer + 1 < layers ? loadLayer(ckpt, layout, layer + 1, kinds, ring) : undefined;
       // keep a rejected prefetch from surfacing as unhandled if we stop early
       nextBatch?.catch(() => undefined);
       throwIfCancelled(options.cancel);
@@ -262,6 +281,7 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
       const active = trial?.current() ?? runner!;
       const warmUp = trial?.current() !== undefined && trial.warmingUp;
       const grams = await active.run(batch.feed, batch.data, batch.jobs.length, n, batch.dModel);
+      ring.release(batch.data.buffer);
       const slot = heads.length;
       heads.length += batch.jobs.length;
       const place = (eigen: Float64Array): void => {
