@@ -27,6 +27,8 @@ const ROOT = process.env.BENCH_ROOT ?? path.resolve(__dirname, '..');
 
 interface ChildResult {
   seconds: number;
+  /** user + system CPU seconds of the whole child (all threads): a contention-proof cost. */
+  cpuSeconds?: number;
   maxRssMB: number;
   backend?: string;
   notes?: string[];
@@ -108,8 +110,10 @@ async function childNaive(dir: string, n: number): Promise<ChildResult> {
 
 async function child(args: string[]): Promise<void> {
   const [mode, dir, extra, sample] = args;
+  const before = process.cpuUsage();
   const r = mode === 'read' ? await childRead(dir) : mode === 'naive' ? await childNaive(dir, Number(extra)) : await childAnalyze(dir, extra, sample);
-  process.stdout.write(JSON.stringify(r) + '\n');
+  const used = process.cpuUsage(before);
+  process.stdout.write(JSON.stringify({ ...r, cpuSeconds: (used.user + used.system) / 1e6 }) + '\n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -180,7 +184,7 @@ export async function run(): Promise<unknown> {
     const reads = Array.from({ length: repeats }, () => measure('read', dir));
     row.readWarm = reads;
     const readWarm = min(reads.map((r) => r.seconds));
-    out.push(['read Q/K bytes only (warm)', `${readWarm.toFixed(2)} s (${(qkGB / readWarm).toFixed(2)} GB/s)`, `${min(reads.map((r) => r.maxRssMB)).toFixed(0)} MB`]);
+    out.push(['read Q/K bytes only (warm)', `${readWarm.toFixed(2)} s (${(qkGB / readWarm).toFixed(2)} GB/s), CPU ${min(reads.map((r) => r.cpuSeconds ?? 0)).toFixed(2)} s`, `${min(reads.map((r) => r.maxRssMB)).toFixed(0)} MB`]);
 
     const layers = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { num_hidden_layers: number; num_key_value_heads: number; num_attention_heads: number };
     const sample = sampleHeads(layers.num_hidden_layers, layers.num_key_value_heads, layers.num_attention_heads, naiveHeads);
@@ -193,7 +197,7 @@ export async function run(): Promise<unknown> {
       best[b] = min(runs.map((r) => r.seconds));
       analyzed = analyzed ?? runs[0];
       const note = runs[0].notes?.length ? ` (${runs[0].notes.join('; ')})` : '';
-      out.push([`analyze --backend ${b} (warm), min / median of ${repeats}`, `${best[b].toFixed(2)} / ${median(runs.map((r) => r.seconds)).toFixed(2)} s [${runs[0].backend}]${note}`, `${Math.max(...runs.map((r) => r.maxRssMB)).toFixed(0)} MB`]);
+      out.push([`analyze --backend ${b} (warm), min / median of ${repeats}`, `${best[b].toFixed(2)} / ${median(runs.map((r) => r.seconds)).toFixed(2)} s [${runs[0].backend}], CPU ${min(runs.map((r) => r.cpuSeconds ?? 0)).toFixed(2)} s${note}`, `${Math.max(...runs.map((r) => r.maxRssMB)).toFixed(0)} MB`]);
       if (b === 'auto') {
         out.push(['  auto, each run in order (the first measures)', runs.map((r) => `${r.seconds.toFixed(2)} s`).join(', '), '']);
         if (runs.length > 1) best.auto = min(runs.slice(1).map((r) => r.seconds)); // steady state: choice remembered
