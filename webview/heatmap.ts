@@ -20,6 +20,8 @@ export interface HeatmapData {
   readonly values: Float32Array | null;
   readonly max: number;
   readonly selected: { readonly row: number; readonly col: number } | null;
+  /** Other cells of the selection's group (the query heads sharing the selected KV head), outlined lightly. */
+  readonly related?: readonly { readonly row: number; readonly col: number }[];
   /** Cells drawn with a pin mark (user overrides). */
   readonly pinned: ReadonlySet<string>;
   readonly colLabel: (c: number) => string;
@@ -107,6 +109,13 @@ export function drawHeatmap(canvas: HTMLCanvasElement, data: HeatmapData, cell: 
         ctx.fill();
       }
     }
+  }
+  if (data.related?.length) {
+    ctx.strokeStyle = theme.focus;
+    ctx.lineWidth = 1;
+    ctx.setLineDash([3, 2]);
+    for (const c of data.related) ctx.strokeRect(AXIS + c.col * cell + 1.5, TOP + c.row * cell + 1.5, cell - 2, cell - 2);
+    ctx.setLineDash([]);
   }
   if (data.selected) {
     ctx.strokeStyle = theme.focus;

@@ -304,7 +304,7 @@ function renderHeatmaps(): void {
   const queryCanvas = $<HTMLCanvasElement>('heat-queries');
   const sel = s.selection;
   drawHeatmap(keyCanvas, { rows: sm.layers, cols: sm.kvHeads, values: heatmapValues(s, 'key'), max: sm.headDim, selected: { row: sel.layer, col: sel.kvHead }, pinned: pinnedKeys, colLabel: (c) => `KV${c}` }, cell, theme);
-  drawHeatmap(queryCanvas, { rows: sm.layers, cols: sm.queryHeads, values: heatmapValues(s, 'query'), max: sm.headDim, selected: sel.queryHead === null ? null : { row: sel.layer, col: sel.queryHead }, pinned: pinnedQueries, colLabel: (c) => `Q${c}` }, cell, theme);
+  drawHeatmap(queryCanvas, { rows: sm.layers, cols: sm.queryHeads, values: heatmapValues(s, 'query'), max: sm.headDim, selected: sel.queryHead === null ? null : { row: sel.layer, col: sel.queryHead }, related: sm.queryToKv.flatMap((g, h) => (g === sel.kvHead && h !== sel.queryHead ? [{ row: sel.layer, col: h }] : [])), pinned: pinnedQueries, colLabel: (c) => `Q${c}` }, cell, theme);
   for (const [canvas, heads, kind] of [[keyCanvas, sm.kvHeads, 'KV'], [queryCanvas, sm.queryHeads, 'query']] as const) {
     canvas.dataset.layers = String(sm.layers);
     canvas.dataset.heads = String(heads);

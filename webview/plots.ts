@@ -84,7 +84,7 @@ export class SpectrumPlots {
         ...series.map((s): uPlot.Series => ({
           label: s.label,
           stroke: s.kind === 'key' ? theme.key : theme.queries[q++ % theme.queries.length],
-          width: s.kind === 'key' ? 3 : 1.5,
+          width: s.kind === 'key' ? 3 : 2,
           points: { show: false },
         })),
       ],

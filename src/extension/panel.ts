@@ -2,7 +2,6 @@
  * The inspection panel on the host side: one webview per checkpoint, its HTML (strict CSP with
  * a nonce, resources only from the extension's dist/ and media/), and the request handlers.
  */
-import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { buildLayout } from '../core/arch/adapters';
@@ -11,6 +10,7 @@ import { FactoredKeysError } from '../core/errors';
 import type { RankPlan } from '../core/plan';
 import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type EvaluationResult, type HostMessage, type PlanControls, type SavingsControls, type SpectraPayload, type WebviewRequest } from '../protocol';
 import { evaluatePlan } from './evaluateFlow';
+import { panelDocument } from './html';
 import { exportPlan } from './exportFlow';
 import { JobError, type JobRunner } from './jobs';
 import { checkpointSummary, panelPlan, paperReference, planResult } from './panelModel';
@@ -25,31 +25,9 @@ export interface PanelServices {
   selectBackend(): Promise<string>;
 }
 
-/** A random nonce for the CSP's script-src. */
-function nonce(): string {
-  return randomBytes(18).toString('base64').replace(/[^A-Za-z0-9]/g, '');
-}
-
-/** The panel's HTML: no inline code, scripts only with the nonce, no remote anything. */
+/** The panel's HTML for `webview` (see html.ts for the CSP). */
 export function panelHtml(webview: vscode.Webview, extensionUri: vscode.Uri, title: string): string {
-  const n = nonce();
-  const asset = (file: string) => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', file)).toString();
-  const csp = [`default-src 'none'`, `img-src ${webview.cspSource} data:`, `style-src ${webview.cspSource}`, `font-src ${webview.cspSource}`, `script-src 'nonce-${n}'`].join('; ');
-  const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="UTF-8">
-<meta http-equiv="Content-Security-Policy" content="${csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1.0">
-<link rel="stylesheet" href="${asset('webview.css')}">
-<title>${esc(title)}</title>
-</head>
-<body>
-<div id="app"></div>
-<script nonce="${n}" src="${asset('webview.js')}"></script>
-</body>
-</html>`;
+  return panelDocument(webview.cspSource, (file) => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', file)).toString(), title);
 }
 
 /** Webview options: scripts on, and local resources limited to the extension's own folders. */
