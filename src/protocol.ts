@@ -104,6 +104,13 @@ export interface SpectraPayload {
   readonly queryEnergy: Float32Array;
   readonly queryEffRank: Uint32Array;
   readonly queryStableRank: Float32Array;
+  /** The factorization method the plan energies belong to (the `factoredKeys.method` setting). */
+  readonly planMethod: 'key-svd' | 'qk-svd';
+  /**
+   * Per KV head, the energy of each direction the method keeps, descending (rows like keys):
+   * σ² of W_K for key-svd, the query-aware eigenvalues for qk-svd. Rank policies spend these.
+   */
+  readonly planEnergy: Float32Array;
 }
 
 /** Key-cache savings for one plan, priced at `SavingsControls`. Bytes are for keys + values. */
@@ -365,5 +372,7 @@ export function normalizeSpectra(raw: unknown): SpectraPayload {
     queryEnergy: asFloat32(raw.queryEnergy, q * width, 'spectra.queryEnergy'),
     queryEffRank: asUint32(raw.queryEffRank, q * 3, 'spectra.queryEffRank'),
     queryStableRank: asFloat32(raw.queryStableRank, q, 'spectra.queryStableRank'),
+    planMethod: raw.planMethod === 'qk-svd' ? 'qk-svd' : 'key-svd',
+    planEnergy: asFloat32(raw.planEnergy, k * width, 'spectra.planEnergy'),
   };
 }

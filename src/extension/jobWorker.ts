@@ -9,10 +9,11 @@ import { parseBackendChoice, probeBackends } from '../core/compute/session';
 import { CancelledError, FactoredKeysError, type CancelToken } from '../core/errors';
 import { comparePlan } from '../core/eval/evaluate';
 import { tokenizeFile } from '../core/eval/tokenize';
+import { analyzeHeads, energiesOf } from '../core/factor/basis';
 import { analyzeSpectra } from '../core/spectrum';
 import { runExportJob } from './exportJob';
 import type { JobEvent, JobResults, JobWorkerData } from './jobProtocol';
-import { checkpointSummary, spectraPayload } from './panelModel';
+import { checkpointSummary, spectraPayload, withPlanEnergies } from './panelModel';
 
 const data = workerData as JobWorkerData;
 const flag = new Int32Array(data.cancelFlag);
@@ -46,9 +47,14 @@ async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
           cancel,
           progress,
         });
-        const spectra = spectraPayload(result, summary);
+        let spectra = spectraPayload(result, summary);
+        if (req.method === 'qk-svd') {
+          // Query-aware bases: their eigenvalues are what a qk-svd rank keeps (see docs/QK_SVD.md).
+          const bases = await analyzeHeads(ckpt, layout, 'qk-svd', { cancel, progress: (d, t) => progress(d, t, `qk-svd bases, layer ${d + 1} of ${t}`) });
+          spectra = withPlanEnergies(spectra, 'qk-svd', energiesOf(bases));
+        }
         const out: JobResults['analyze'] = { spectra, notes: result.notes ?? [] };
-        const transfer = [spectra.keySingular, spectra.keyEnergy, spectra.keyEffRank, spectra.keyStableRank, spectra.querySingular, spectra.queryEnergy, spectra.queryEffRank, spectra.queryStableRank].map((a) => a.buffer as ArrayBuffer);
+        const transfer = [spectra.planEnergy, spectra.keySingular, spectra.keyEnergy, spectra.keyEffRank, spectra.keyStableRank, spectra.querySingular, spectra.queryEnergy, spectra.queryEffRank, spectra.queryStableRank].map((a) => a.buffer as ArrayBuffer);
         return { result: out, transfer };
       } finally {
         await ckpt.close();

@@ -188,8 +188,11 @@ export class CheckpointPanel implements vscode.Disposable {
       case 'plan': {
         await this.loaded;
         const summary = this.requireSummary();
-        // Spectrum-based policies wait for a running analysis instead of failing.
-        if (!this.spectra && this.analyzing && (m.plan.policy === 'energy' || m.plan.policy === 'budget')) await this.analyzing.catch(() => undefined);
+        // Spectrum-based policies wait for a running analysis instead of failing, and a changed
+        // method setting re-runs the analysis for the new method's energies.
+        const needsEnergies = m.plan.policy === 'energy' || m.plan.policy === 'budget';
+        if (needsEnergies && !this.spectra && this.analyzing) await this.analyzing.catch(() => undefined);
+        if (needsEnergies && this.spectra && this.spectra.planMethod !== readSettings().method) await this.analyze().catch(() => undefined);
         const plan = panelPlan(summary, this.spectra, m.plan, readSettings().method);
         this.lastControls = { plan: m.plan, savings: m.savings };
         this.lastResult = planResult(summary, plan, m.savings);
@@ -229,7 +232,7 @@ export class CheckpointPanel implements vscode.Disposable {
     this.post({ type: 'busy', task: 'analyze', backend: settings.backend, label: 'analyzing' });
     try {
       const { spectra, notes } = await this.services.jobs.withProgress(
-        { kind: 'analyze', dir: this.input, backend: settings.backend, threads: settings.threads },
+        { kind: 'analyze', dir: this.input, backend: settings.backend, threads: settings.threads, method: settings.method },
         `Analyzing ${summary.name}`,
         `analyzing ${summary.name} · ${settings.backend}`,
         (done, total, label) => this.post({ type: 'busy', task: 'analyze', backend: settings.backend, label: `${label} (${done}/${total})` }),
@@ -257,7 +260,7 @@ export class CheckpointPanel implements vscode.Disposable {
   async export(controls?: PlanControls): Promise<string | null> {
     const summary = this.requireSummary();
     const use = controls ?? this.lastControls?.plan ?? readSettings().defaults.plan;
-    if (!this.spectra && (use.policy === 'energy' || use.policy === 'budget')) await this.analyze();
+    if ((use.policy === 'energy' || use.policy === 'budget') && this.spectra?.planMethod !== readSettings().method) await this.analyze();
     const plan: RankPlan = panelPlan(summary, this.spectra, use, readSettings().method);
     this.current = new vscode.CancellationTokenSource();
     this.post({ type: 'busy', task: 'export', label: 'exporting' });
@@ -273,7 +276,7 @@ export class CheckpointPanel implements vscode.Disposable {
   /** Perplexity of the original and of `controls` on held-out text (the user picks it). */
   async evaluate(controls: PlanControls): Promise<EvaluationResult | null> {
     const summary = this.requireSummary();
-    if (!this.spectra && (controls.policy === 'energy' || controls.policy === 'budget')) await this.analyze();
+    if ((controls.policy === 'energy' || controls.policy === 'budget') && this.spectra?.planMethod !== readSettings().method) await this.analyze();
     const plan = panelPlan(summary, this.spectra, controls, readSettings().method);
     this.current = new vscode.CancellationTokenSource();
     this.post({ type: 'busy', task: 'evaluate', label: 'evaluating' });

@@ -71,6 +71,9 @@ export function spectraPayload(result: SpectrumResult, summary: Pick<CheckpointS
     into.eff[row * 3 + 2] = h.effectiveRank.p99;
     into.stable[row] = h.stableRank;
   }
+  // key-svd spends each direction's σ²; a qk-svd analysis replaces these (withPlanEnergies).
+  const planEnergy = new Float32Array(key.singular.length);
+  for (let i = 0; i < planEnergy.length; i++) planEnergy[i] = key.singular[i] * key.singular[i];
   const missingKey = key.seen.indexOf(0);
   if (missingKey >= 0) throw new FactoredKeysError(`spectrum: no result for key head ${missingKey % kvHeads} of layer ${Math.floor(missingKey / kvHeads)}`);
   return {
@@ -88,16 +91,31 @@ export function spectraPayload(result: SpectrumResult, summary: Pick<CheckpointS
     queryEnergy: query.energy,
     queryEffRank: query.eff,
     queryStableRank: query.stable,
+    planMethod: 'key-svd',
+    planEnergy,
   };
 }
 
-/** Per-head key energies (squared singular values) in the shape `buildPlan` wants. */
+/** The spectra with plan energies from another method's bases (e.g. qk-svd eigenvalues). */
+export function withPlanEnergies(spectra: SpectraPayload, method: 'key-svd' | 'qk-svd', energies: HeadEnergies): SpectraPayload {
+  const w = spectra.width;
+  const planEnergy = new Float32Array(spectra.layers * spectra.kvHeads * w);
+  energies.forEach((row, l) =>
+    row.forEach((e, g) => {
+      const at = (l * spectra.kvHeads + g) * w;
+      for (let i = 0; i < Math.min(w, e.length); i++) planEnergy[at + i] = e[i];
+    }),
+  );
+  return { ...spectra, planMethod: method, planEnergy };
+}
+
+/** Per-head energies for the rank policies (the plan method's), in the shape `buildPlan` wants. */
 export function keyEnergies(spectra: SpectraPayload): HeadEnergies {
   const w = spectra.width;
   return Array.from({ length: spectra.layers }, (_, l) =>
     Array.from({ length: spectra.kvHeads }, (_, g) => {
       const row = (l * spectra.kvHeads + g) * w;
-      return Array.from(spectra.keySingular.subarray(row, row + w), (s) => s * s);
+      return Array.from(spectra.planEnergy.subarray(row, row + w));
     }),
   );
 }
@@ -140,6 +158,9 @@ export function panelPlan(summary: CheckpointSummary, spectra: SpectraPayload | 
   const model = planModel(summary);
   const policy = rankPolicy(controls, model);
   if (!spectra && (policy.kind === 'energy' || policy.kind === 'budget')) throw new FactoredKeysError(`the ${policy.kind} policy needs the spectra: run Analyze first`);
+  if (spectra && spectra.planMethod !== method && (policy.kind === 'energy' || policy.kind === 'budget')) {
+    throw new FactoredKeysError(`the spectra were analyzed for ${spectra.planMethod}, but the method is now ${method}: run Analyze again`);
+  }
   return buildPlan({
     method,
     policy,

@@ -4,7 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import { buildLayout } from '../../src/core/arch/adapters';
 import { openCheckpoint, type Checkpoint } from '../../src/core/checkpoint/checkpoint';
 import { analyzeSpectra, type SpectrumResult } from '../../src/core/spectrum';
-import { checkpointSummary, keyEnergies, panelPlan, paperReference, planResult, rankPolicy, savingsView, spectraPayload } from '../../src/extension/panelModel';
+import { analyzeHeads, energiesOf } from '../../src/core/factor/basis';
+import { rankForEnergy } from '../../src/core/plan/plan';
+import { checkpointSummary, keyEnergies, panelPlan, paperReference, planResult, rankPolicy, savingsView, spectraPayload, withPlanEnergies } from '../../src/extension/panelModel';
 import type { CheckpointSummary, PlanControls, SpectraPayload } from '../../src/protocol';
 import { fixture } from '../helpers/fixtures';
 
@@ -71,6 +73,20 @@ describe('panel model on mistral-bytes', () => {
     const dims = budget.ranks.flat().reduce((a, b) => a + b, 0);
     assert.ok(dims * 2 <= 0.25 * 4 * 2 * 64 * 2, `budget plan uses ${dims} dims`);
     assert.ok(budget.ranks.flat().every((r) => r >= 1));
+  });
+
+  it('plans qk-svd from the query-aware energies, and refuses spectra of another method', async () => {
+    const layout = buildLayout(ckpt);
+    const energies = energiesOf(await analyzeHeads(ckpt, layout, 'qk-svd'));
+    const qk = withPlanEnergies(spectra, 'qk-svd', energies);
+    const plan = panelPlan(summary, qk, { ...base, policy: 'energy', energy: 0.9 }, 'qk-svd');
+    assert.equal(plan.method, 'qk-svd');
+    for (let l = 0; l < 4; l++) for (let g = 0; g < 2; g++) assert.equal(plan.ranks[l][g], rankForEnergy(energies[l][g], 0.9, 64));
+    // key-svd energies are σ² of W_K.
+    assert.equal(keyEnergies(spectra)[1][0][0], Math.fround(spectra.keySingular[2 * 64] ** 2));
+    assert.throws(() => panelPlan(summary, spectra, { ...base, policy: 'energy' }, 'qk-svd'), /analyzed for key-svd, but the method is now qk-svd/);
+    // Uniform ranks do not depend on energies, so any spectra do.
+    assert.equal(panelPlan(summary, spectra, base, 'qk-svd').ranks[0][0], 8);
   });
 
   it('needs spectra for energy and budget policies', () => {

@@ -87,10 +87,14 @@ describe('typed arrays across the boundary', () => {
       queryEnergy: Array(rows.q * w).fill(1),
       queryEffRank: Array(rows.q * 3).fill(1),
       queryStableRank: Array(rows.q).fill(1),
+      planMethod: 'qk-svd',
+      planEnergy: Array(rows.k * w).fill(1),
     };
     const s = normalizeSpectra(payload);
     assert.ok(s.keySingular instanceof Float32Array && s.queryEffRank instanceof Uint32Array);
     assert.equal(s.querySingular.length, 12);
+    assert.equal(s.planMethod, 'qk-svd');
+    assert.equal(s.planEnergy.length, 6);
     assert.throws(() => normalizeSpectra({ ...payload, querySingular: Array(5).fill(1) }), /querySingular has 5 values, expected 12/);
   });
 });

@@ -45,6 +45,8 @@ function spectra(): SpectraPayload {
     queryEnergy: Float32Array.from({ length: 32 }, (_, i) => ((i % 4) + 1) / 4),
     queryEffRank: eff(8),
     queryStableRank: new Float32Array(8).fill(2),
+    planMethod: 'key-svd',
+    planEnergy: rows(4).map((x) => x * x),
   };
 }
 
