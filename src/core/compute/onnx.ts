@@ -224,7 +224,6 @@ function rawBytes(t: ConstTensor, what: string): Uint8Array {
     const values = t.data as readonly (number | bigint)[];
     bytes = new Uint8Array(expected);
     const view = new DataView(bytes.buffer);
-    const size = ELEM_BYTES[t.type];
     if (values.length !== count) throw new Error(`${what}: ${values.length} values for dims [${t.dims.join(', ')}]`);
     values.forEach((raw, i) => {
       const v = Number(raw);
@@ -241,7 +240,6 @@ function rawBytes(t: ConstTensor, what: string): Uint8Array {
         case 'uint8': case 'bool': view.setUint8(i, v); break;
         default: throw new Error(`${what}: ${t.type} values must be given as raw bits (typed array), not numbers`);
       }
-      void size;
     });
   }
   if (bytes.length !== expected) {
@@ -391,12 +389,14 @@ export class GraphBuilder {
 
   /** Adds a constant weight (stored in the model as raw data). */
   initializer(name: string, type: ElemType, dims: readonly number[], data: TensorData): string {
+    rawBytes({ type, dims, data }, name); // size/type errors surface here, not at toModel()
     this.initializers.push({ name: this.claim(name), tensor: { type, dims, data } });
     return name;
   }
 
   /** Adds a constant via a `Constant` node (for small values like shapes and axes). */
   constant(type: ElemType, dims: readonly number[], data: TensorData, name?: string): string {
+    rawBytes({ type, dims, data }, name ?? 'constant');
     return this.op('Constant', [], { value: tensorAttr({ type, dims, data }) }, name ? { outputs: [name] } : {});
   }
 
