@@ -142,21 +142,23 @@ describe('spectrum result shape', () => {
   });
 });
 
-/** A llama-shaped F32 checkpoint built in code: `layers` layers, 4 query / 2 KV heads x 8, hidden 32. */
-function writeSmallLlama(dir: string, layers: number): void {
+/** A llama-shaped F32 checkpoint built in code: `layers` layers, 4 query / 2 KV heads x headDim, hidden 32. */
+function writeSmallLlama(dir: string, layers: number, headDim = 8): void {
   const hidden = 32;
+  const q = 4 * headDim;
+  const kv = 2 * headDim;
   const tensors: Record<string, { dtype: string; shape: number[]; data: Uint8Array }> = {};
   let seed = 1;
   const values = (count: number): Uint8Array => new Uint8Array(Float32Array.from({ length: count }, () => ((seed = (seed * 16807) % 2147483647) / 2147483647) - 0.5).buffer);
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}.self_attn.`;
-    tensors[p + 'q_proj.weight'] = { dtype: 'F32', shape: [32, hidden], data: values(32 * hidden) };
-    tensors[p + 'k_proj.weight'] = { dtype: 'F32', shape: [16, hidden], data: values(16 * hidden) };
-    tensors[p + 'v_proj.weight'] = { dtype: 'F32', shape: [16, hidden], data: values(16 * hidden) };
-    tensors[p + 'o_proj.weight'] = { dtype: 'F32', shape: [hidden, 32], data: values(32 * hidden) };
+    tensors[p + 'q_proj.weight'] = { dtype: 'F32', shape: [q, hidden], data: values(q * hidden) };
+    tensors[p + 'k_proj.weight'] = { dtype: 'F32', shape: [kv, hidden], data: values(kv * hidden) };
+    tensors[p + 'v_proj.weight'] = { dtype: 'F32', shape: [kv, hidden], data: values(kv * hidden) };
+    tensors[p + 'o_proj.weight'] = { dtype: 'F32', shape: [hidden, q], data: values(q * hidden) };
   }
   writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
-  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: hidden, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, num_hidden_layers: layers, rope_theta: 10000, vocab_size: 16, intermediate_size: 16 }));
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: hidden, num_attention_heads: 4, num_key_value_heads: 2, head_dim: headDim, num_hidden_layers: layers, rope_theta: 10000, vocab_size: 16, intermediate_size: 16 }));
 }
 
 describe('auto backend choice', () => {
@@ -187,6 +189,27 @@ describe('auto backend choice', () => {
     } finally {
       if (saved === undefined) delete process.env.FACTORED_KEYS_CACHE_DIR;
       else process.env.FACTORED_KEYS_CACHE_DIR = saved;
+      cleanup();
+    }
+  });
+});
+
+describe('eigensolves on worker threads', () => {
+  test('give exactly the inline results, in the same order', async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      writeSmallLlama(dir, 6, 32);
+      const ckpt = await openCheckpoint(dir);
+      try {
+        const layout = buildLayout(ckpt);
+        const inline = await runSpectrumEngine(ckpt, layout, { backend: 'cpu' }, { workers: false });
+        const pooled = await runSpectrumEngine(ckpt, layout, { backend: 'cpu', threads: 2 }, { workers: true });
+        assert.equal(pooled.heads.length, 6 * 6);
+        assert.deepEqual(pooled.heads, inline.heads);
+      } finally {
+        await ckpt.close();
+      }
+    } finally {
       cleanup();
     }
   });

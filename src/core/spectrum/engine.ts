@@ -213,9 +213,12 @@ class BackendTrial {
 /** Timed layers per candidate in an `auto` trial. */
 const TRIAL_LAYERS = 2;
 
-/** Test hooks: replace the usable-provider list `auto` chooses from. */
+/** Test hooks. */
 export interface EngineInternals {
+  /** Replaces the provider list `auto` chooses from. */
   readonly autoCandidates?: readonly BackendName[];
+  /** Forces the eigensolves onto worker threads (true) or inline (false). */
+  readonly workers?: boolean;
 }
 
 /** Implementation of `analyzeSpectra` (see there). */
@@ -231,7 +234,8 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
   const totalHeads = layout.layers.reduce((s, l) => s + kinds.reduce((a, k) => a + (k === 'key' ? l.keyHeads.length : l.queryHeads.length), 0), 0);
 
   const cores = Math.max(1, threads ?? os.availableParallelism());
-  const pool = totalHeads >= MIN_HEADS_FOR_WORKERS && n >= 32 ? EigenPool.create(cores, n) : undefined;
+  const useWorkers = internals.workers ?? (totalHeads >= MIN_HEADS_FOR_WORKERS && n >= 32);
+  const pool = useWorkers ? EigenPool.create(cores, n) : undefined;
   let runner: GramRunner | undefined;
   let trial: BackendTrial | undefined;
   let trialKey = '';
