@@ -441,6 +441,29 @@ function onHeatmapClick(kind: 'key' | 'query') {
     (field as HTMLElement & { focus(): void }).focus();
   };
 }
+/** Arrow keys move the selection on a focused heatmap; Enter jumps to the rank field. */
+function onHeatmapKey(kind: 'key' | 'query') {
+  return (e: KeyboardEvent) => {
+    const sm = state.summary;
+    if (!sm) return;
+    const sel = state.selection;
+    const cols = kind === 'key' ? sm.kvHeads : sm.queryHeads;
+    let col = kind === 'key' ? sel.kvHead : (sel.queryHead ?? sm.queryToKv.indexOf(sel.kvHead));
+    let row = sel.layer;
+    if (e.key === 'ArrowLeft') col = Math.max(0, col - 1);
+    else if (e.key === 'ArrowRight') col = Math.min(cols - 1, col + 1);
+    else if (e.key === 'ArrowUp') row = Math.max(0, row - 1);
+    else if (e.key === 'ArrowDown') row = Math.min(sm.layers - 1, row + 1);
+    else if (e.key === 'Enter') {
+      ($('override') as HTMLElement & { focus(): void }).focus();
+      return;
+    } else return;
+    e.preventDefault();
+    dispatch({ kind: 'select', layer: row, kvHead: kind === 'key' ? col : sm.queryToKv[col], queryHead: kind === 'query' ? col : null });
+  };
+}
+$('heat-keys').addEventListener('keydown', onHeatmapKey('key'));
+$('heat-queries').addEventListener('keydown', onHeatmapKey('query'));
 $('heat-keys').addEventListener('click', onHeatmapClick('key'));
 $('heat-queries').addEventListener('click', onHeatmapClick('query'));
 

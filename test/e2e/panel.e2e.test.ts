@@ -291,6 +291,21 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await waitFor('light theme in the webview', async () => frame.evaluate(() => document.body.classList.contains('vscode-light')), 30_000);
     await page.waitForTimeout(800);
     await page.screenshot({ path: path.join(SHOTS, 'panel-light.png') });
+    // High contrast: the webview gets the high-contrast class and the theme's colours.
+    await runCommand(page, 'Preferences: Color Theme');
+    await page.locator('.quick-input-widget input').fill('Dark High Contrast');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Dark High Contrast' }).first().click();
+    await waitFor('high contrast in the webview', async () => frame.evaluate(() => document.body.classList.contains('vscode-high-contrast')), 30_000);
+    // Keyboard: arrow keys move the selection on a focused heatmap.
+    await frame.locator('#heat-keys').focus();
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('ArrowLeft');
+    await waitFor('keyboard selection', async () => (await frame.locator('#sel-title').innerText()).startsWith('Selected: layer 3, KV head 0'));
+    await page.waitForTimeout(500);
+    await page.screenshot({ path: path.join(SHOTS, 'panel-high-contrast.png') });
+    await runCommand(page, 'Preferences: Color Theme');
+    await page.locator('.quick-input-widget input').fill('Light Modern');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Light Modern' }).first().click();
     assert.deepEqual(consoleErrors, []);
   });
 
