@@ -85,7 +85,9 @@ export class EigenPool {
 
   private constructor(script: string, size: number) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(script);
+      // a TypeScript entry (running from sources) loads through tsx's CommonJS hook, which
+      // worker threads do not inherit from `--import tsx`
+      const w = script.endsWith('.ts') ? new Worker(`require('tsx/cjs'); require(${JSON.stringify(script)});`, { eval: true }) : new Worker(script);
       w.unref();
       w.on('message', (reply: EigenReply) => {
         const p = this.pending.get(reply.id);

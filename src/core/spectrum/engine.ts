@@ -292,7 +292,8 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
         batch.jobs.forEach((job, i) => (heads[slot + i] = headSpectrum(batch.layer, job, eigen, i * n, n)));
       };
       if (pool) {
-        const p = pool.eigenvalues(grams, n, batch.jobs.length).then(place);
+        // a failed worker must not fail the analysis: solve that layer here instead
+        const p = pool.eigenvalues(grams, n, batch.jobs.length).then(place, () => place(solveEigenTask(grams, n, batch.jobs.length)));
         p.catch(() => undefined);
         pendingEigen.push(p);
       } else {
