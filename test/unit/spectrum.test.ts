@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { buildLayout } from '../../src/core/arch/adapters';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
-import { float32ToBf16Bits } from '../../src/core/checkpoint/dtypes';
+import { decodeToFloat32, encodeFromFloat32, float32ToBf16Bits, type Dtype } from '../../src/core/checkpoint/dtypes';
+import { Matrix, SVD } from 'ml-matrix';
 import { CancelledError } from '../../src/core/errors';
 import { analyzeSpectra, cumulativeEnergy, effectiveRanks, rankForEnergy, stableRank, type SpectrumResult } from '../../src/core/spectrum';
 import { EigenWorkspace, symmetricEigenvalues } from '../../src/core/spectrum/eigenvalues';
@@ -192,6 +193,51 @@ describe('auto backend choice', () => {
       cleanup();
     }
   });
+});
+
+describe('other dtypes', () => {
+  for (const dtype of ['F16', 'F64'] as const) {
+    test(`${dtype} weights (${dtype === 'F16' ? 'fed as 16-bit, widened in the graph' : 'decoded to float32'}) match ml-matrix's float64 SVD`, async () => {
+      const { dir, cleanup } = tempDir();
+      try {
+        const hidden = 48;
+        const hd = 16;
+        let seed = 3;
+        const rand = (n: number): Float32Array => Float32Array.from({ length: n }, () => ((seed = (seed * 48271) % 2147483647) / 2147483647 - 0.5) * 0.2);
+        const enc = (v: Float32Array): Uint8Array => encodeFromFloat32(dtype as Dtype, v);
+        const q = rand(2 * hd * hidden);
+        const k = rand(hd * hidden);
+        writeSafetensors(path.join(dir, 'model.safetensors'), {
+          'model.layers.0.self_attn.q_proj.weight': { dtype, shape: [2 * hd, hidden], data: enc(q) },
+          'model.layers.0.self_attn.k_proj.weight': { dtype, shape: [hd, hidden], data: enc(k) },
+          'model.layers.0.self_attn.v_proj.weight': { dtype, shape: [hd, hidden], data: enc(k) },
+          'model.layers.0.self_attn.o_proj.weight': { dtype, shape: [hidden, 2 * hd], data: enc(q) },
+        });
+        writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: hidden, num_attention_heads: 2, num_key_value_heads: 1, head_dim: hd, num_hidden_layers: 1, rope_theta: 10000, vocab_size: 16, intermediate_size: 16 }));
+        const ckpt = await openCheckpoint(dir);
+        try {
+          const r = await analyzeSpectra(ckpt, buildLayout(ckpt), { backend: 'cpu' });
+          // reference: the stored values (after rounding to the dtype), rows of the head = W^T
+          const stored = (v: Float32Array): Float32Array => decodeToFloat32(dtype as Dtype, enc(v));
+          const expect = (w: Float32Array, head: number): number[] => {
+            const rows: number[][] = [];
+            for (let j = 0; j < hd; j++) rows.push(Array.from(w.subarray((head * hd + j) * hidden, (head * hd + j + 1) * hidden)));
+            return new SVD(new Matrix(rows).transpose(), { computeLeftSingularVectors: false, computeRightSingularVectors: false }).diagonal;
+          };
+          const cases: [string, number, Float32Array][] = [['key', 0, stored(k)], ['query', 0, stored(q)], ['query', 1, stored(q)]];
+          for (const [kind, head, w] of cases) {
+            const ref = expect(w, head);
+            const h = r.heads.find((x) => x.kind === kind && x.head === head)!;
+            for (let i = 0; i < hd; i++) assert.ok(Math.abs(h.singularValues[i] - ref[i]) <= 1e-3 * ref[0], `${kind} ${head} σ${i}`);
+          }
+        } finally {
+          await ckpt.close();
+        }
+      } finally {
+        cleanup();
+      }
+    });
+  }
 });
 
 describe('eigensolves on worker threads', () => {
