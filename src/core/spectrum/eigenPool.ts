@@ -64,12 +64,12 @@ export function solveEigenTask(grams: Float32Array, n: number, count: number): F
 /** Where the worker entry lives: next to the bundle (dist/worker.js) or as TypeScript (dev, tests). */
 function workerScript(): string | undefined {
   // bundled next to us (dist/), else the built bundle when running from sources (it starts much
-  // faster than a TypeScript entry), else the TypeScript entry itself under tsx
-  const candidates = [path.join(__dirname, 'worker.js'), path.resolve(__dirname, '../../../dist/worker.js'), path.resolve(__dirname, '../worker/worker.ts')];
+  // faster than a TypeScript entry), else the TypeScript entry itself through tsx
+  const candidates = [path.join(__dirname, 'worker.js'), path.resolve(__dirname, '../../../dist/worker.js'), path.resolve(__dirname, '../worker/dev-bootstrap.mjs')];
   for (const c of candidates) {
     if (!existsSync(c)) continue;
-    // a .ts entry only loads when this process runs under a TypeScript loader (tsx)
-    if (c.endsWith('.ts') && !process.execArgv.some((a) => a.includes('tsx'))) continue;
+    // the TypeScript entry only loads when this process runs under tsx
+    if (c.endsWith('.mjs') && !process.execArgv.some((a) => a.includes('tsx'))) continue;
     return c;
   }
   return undefined;
@@ -85,9 +85,7 @@ export class EigenPool {
 
   private constructor(script: string, size: number) {
     for (let i = 0; i < size; i++) {
-      // a TypeScript entry (running from sources) loads through tsx's CommonJS hook, which
-      // worker threads do not inherit from `--import tsx`
-      const w = script.endsWith('.ts') ? new Worker(`require('tsx/cjs'); require(${JSON.stringify(script)});`, { eval: true }) : new Worker(script);
+      const w = new Worker(script);
       w.unref();
       w.on('message', (reply: EigenReply) => {
         const p = this.pending.get(reply.id);
