@@ -15,7 +15,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { SVD, Matrix } from 'ml-matrix';
+import { EigenvalueDecomposition, SVD, Matrix } from 'ml-matrix';
+import { symmetricEigen } from '../src/core/linalg';
+import { EigenWorkspace } from '../src/core/spectrum/eigenvalues';
 import { buildLayout } from '../src/core/arch/adapters';
 import { readHeadMatrix } from '../src/core/arch/heads';
 import { openCheckpoint } from '../src/core/checkpoint/checkpoint';
@@ -147,6 +149,46 @@ function machine(): string {
   return `${cpus[0]?.model ?? 'cpu'} x ${cpus.length} logical cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${os.platform()} ${os.release()}, Node ${process.version}, load avg ${os.loadavg().map((x) => x.toFixed(1)).join('/')}`;
 }
 
+/**
+ * Per-head eigensolve cost on one 128 x 128 Gram matrix (of a random 4096 x 128 W): ml-matrix,
+ * linalg's general solver, the specialised JS solver and its WebAssembly variant; best of 5
+ * rounds of 20 solves each, in ms.
+ */
+function eigenSolverTimes(): Record<string, number> {
+  const n = 128;
+  const d = 4096;
+  let seed = 12345;
+  const w = Float64Array.from({ length: n * d }, () => (seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);
+  const g = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) {
+      let acc = 0;
+      for (let k = 0; k < d; k++) acc += w[i * d + k] * w[j * d + k];
+      g[i * n + j] = acc;
+      g[j * n + i] = acc;
+    }
+  }
+  const m = new Matrix(Array.from({ length: n }, (_, i) => Array.from(g.subarray(i * n, (i + 1) * n))));
+  const js = new EigenWorkspace(n, false);
+  const wasm = new EigenWorkspace(n, true);
+  const out = new Float64Array(n);
+  const solvers: [string, () => void][] = [
+    ['ml-matrix EigenvalueDecomposition', () => new EigenvalueDecomposition(m, { assumeSymmetric: true })],
+    ['linalg symmetricEigen', () => symmetricEigen(g, n, false)],
+    ['specialised, JavaScript', () => js.eigenvaluesInto(g, 0, out)],
+    ['specialised, WebAssembly SIMD', () => wasm.eigenvaluesInto(g, 0, out)],
+  ];
+  const best: Record<string, number> = {};
+  for (let round = 0; round < 5; round++) {
+    for (const [name, solve] of solvers) {
+      const t = performance.now();
+      for (let k = 0; k < 20; k++) solve();
+      best[name] = Math.min(best[name] ?? Infinity, (performance.now() - t) / 20);
+    }
+  }
+  return best;
+}
+
 /** Runs the spectrum benchmark and prints a Markdown summary (also saved as JSON). */
 export async function run(): Promise<unknown> {
   const kinds = (process.env.BENCH_KINDS ?? 'mistral-7b,llama2-7b').split(',').filter(Boolean) as SyntheticKind[];
@@ -157,6 +199,12 @@ export async function run(): Promise<unknown> {
   const backends = [...new Set<string>([...(await usableBackends()), 'auto'])];
   const results: Record<string, unknown> = { machine: machine(), date: new Date().toISOString(), backends };
   const lines: string[] = [`machine: ${machine()}`, ''];
+  if (process.env.BENCH_EIGEN !== '0') {
+    const eig = eigenSolverTimes();
+    results.eigenSolverMs = eig;
+    lines.push('per-head eigensolve, n = 128 (best of 5 x 20): ' + Object.entries(eig).map(([k, v]) => `${k} ${v.toFixed(2)} ms`).join(', '), '');
+    process.stderr.write(lines[lines.length - 2] + '\n');
+  }
   choiceCache = path.join(benchDir, 'choice-cache');
   const forgetChoice = (): void => rmSync(choiceCache, { recursive: true, force: true });
   for (const kind of kinds) {
