@@ -9,7 +9,10 @@
  *   - kill -9 loop: exports killed at random moments; after each, the destination must not
  *     exist; the next export must clean the dead run's temporary folder.
  *
+ * Timed pairs run in two modes: `warm` (whatever the page cache holds after the previous run)
+ * and `cold` (the checkpoint dropped from the page cache first, as for a first export).
  * Environment: BENCH_DIR (default .bench), BENCH_EXPORT_KIND (default mistral-7b),
+ * BENCH_EXPORT_MODES (default warm,cold),
  * BENCH_REPEATS (timed pairs, default 3), BENCH_KILLS (default 6), BENCH_OUT (JSON results,
  * default <BENCH_DIR>/export-results.json).
  */
@@ -54,6 +57,23 @@ const median = (xs: number[]) => {
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
+
+/**
+ * Drops the checkpoint's pages from the page cache (posix_fadvise DONTNEED via python3, as the
+ * spectrum bench does), so a run reads from disk like a first export would. Only these files
+ * are affected, not the rest of the shared machine's cache.
+ */
+function dropFromCache(dir: string): boolean {
+  const files = readdirSync(dir).map((f) => path.join(dir, f));
+  const py = 'import os,sys\nfor f in sys.argv[1:]:\n  fd=os.open(f,os.O_RDONLY)\n  os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)\n  os.close(fd)';
+  return spawnSync('python3', ['-c', py, ...files]).status === 0;
+}
+
+/** user + system CPU seconds from /usr/bin/time's FK_CPU=%U+%S line. */
+function cpuSeconds(stderr: string): number {
+  const m = /FK_CPU=([\d.]+)\+([\d.]+)/.exec(stderr);
+  return m ? Number((Number(m[1]) + Number(m[2])).toFixed(2)) : NaN;
+}
 
 async function rm(p: string): Promise<void> {
   await fsp.rm(p, { recursive: true, force: true });
@@ -111,28 +131,40 @@ export async function run(): Promise<void> {
   // the machine may be shared: record the load so the numbers can be judged
   const loadBefore = (await import('node:os')).loadavg().map((x) => Number(x.toFixed(2)));
   const cpTimes: number[] = [];
+  const cpCpu: number[] = [];
+  const exportCpu: number[] = [];
   const exportTimes: number[] = [];
   const rss: number[] = [];
   let verified: { comparedTensors: number; comparedBytes: number } | undefined;
-  for (let i = 0; i < repeats; i++) {
-    await rm(cpDest);
-    spawnSync('sync');
-    const c = await timed('cp', ['-r', ckpt.dir, cpDest]);
-    if (c.code !== 0) throw new Error(`cp failed: ${c.stderr}`);
-    cpTimes.push(c.seconds);
-    await rm(cpDest);
-    spawnSync('sync');
-    await rm(dest);
-    const e = await timed('/usr/bin/time', ['-f', 'FK_MAXRSS_KB=%M', process.execPath, ...exportArgs]);
-    if (e.code !== 0) throw new Error(`export failed: ${e.stderr}`);
-    exportTimes.push(e.seconds);
-    const m = /FK_MAXRSS_KB=(\d+)/.exec(e.stderr);
-    if (m) rss.push(Number(m[1]) / 1024);
-    if (i === 0) verified = await verify(ckpt.dir, dest, fraction);
-    await rm(dest);
-    log(`  run ${i + 1}: cp -r ${c.seconds.toFixed(1)} s, export ${e.seconds.toFixed(1)} s (x${(e.seconds / c.seconds).toFixed(2)}), peak RSS ${rss[rss.length - 1]?.toFixed(0)} MiB`);
+  const modes: ('warm' | 'cold')[] = (process.env.BENCH_EXPORT_MODES ?? 'warm,cold').split(',') as ('warm' | 'cold')[];
+  const timings: { mode: string; cp: number; export: number; cpCpu: number; exportCpu: number; rssMiB: number }[] = [];
+  for (const mode of modes) {
+    for (let i = 0; i < repeats; i++) {
+      const prepare = async (p: string) => {
+        await rm(p);
+        spawnSync('sync');
+        if (mode === 'cold' && !dropFromCache(ckpt.dir)) throw new Error('could not drop the checkpoint from the page cache (python3 posix_fadvise)');
+      };
+      await prepare(cpDest);
+      const c = await timed('/usr/bin/time', ['-f', 'FK_CPU=%U+%S', 'cp', '-r', ckpt.dir, cpDest]);
+      if (c.code !== 0) throw new Error(`cp failed: ${c.stderr}`);
+      await rm(cpDest);
+      await prepare(dest);
+      const e = await timed('/usr/bin/time', ['-f', 'FK_MAXRSS_KB=%M FK_CPU=%U+%S', process.execPath, ...exportArgs]);
+      if (e.code !== 0) throw new Error(`export failed: ${e.stderr}`);
+      const m = /FK_MAXRSS_KB=(\d+)/.exec(e.stderr);
+      const rssMiB = m ? Number(m[1]) / 1024 : NaN;
+      timings.push({ mode, cp: c.seconds, export: e.seconds, cpCpu: cpuSeconds(c.stderr), exportCpu: cpuSeconds(e.stderr), rssMiB });
+      if (cpTimes.length === 0) verified = await verify(ckpt.dir, dest, fraction);
+      cpTimes.push(c.seconds);
+      exportTimes.push(e.seconds);
+      cpCpu.push(cpuSeconds(c.stderr));
+      exportCpu.push(cpuSeconds(e.stderr));
+      rss.push(rssMiB);
+      await rm(dest);
+      log(`  ${mode} ${i + 1}: cp -r ${c.seconds.toFixed(1)} s, export ${e.seconds.toFixed(1)} s (x${(e.seconds / c.seconds).toFixed(2)}), CPU ${cpuSeconds(c.stderr)} vs ${cpuSeconds(e.stderr)} s, peak RSS ${rssMiB.toFixed(0)} MiB, load ${(await import('node:os')).loadavg()[0].toFixed(1)}`);
+    }
   }
-
   // kill -9 at random points of a full export; the destination must never appear partially
   const killResults: { afterSeconds: number; destExists: boolean; leftovers: number; exitedBeforeKill: boolean }[] = [];
   const span = median(exportTimes);
@@ -163,9 +195,17 @@ export async function run(): Promise<void> {
     cpSeconds: cpTimes.map((x) => Number(x.toFixed(2))),
     exportSeconds: exportTimes.map((x) => Number(x.toFixed(2))),
     ratioOfMedians: Number((median(exportTimes) / median(cpTimes)).toFixed(3)),
+    byMode: Object.fromEntries(
+      modes.map((m) => {
+        const t = timings.filter((x) => x.mode === m);
+        return [m, { cpSeconds: t.map((x) => Number(x.cp.toFixed(2))), exportSeconds: t.map((x) => Number(x.export.toFixed(2))), ratioOfMedians: Number((median(t.map((x) => x.export)) / median(t.map((x) => x.cp))).toFixed(3)) }];
+      }),
+    ),
     pairRatios: exportTimes.map((e, i) => Number((e / cpTimes[i]).toFixed(3))),
     loadAverageBefore: loadBefore,
     loadAverageAfter: (await import('node:os')).loadavg().map((x) => Number(x.toFixed(2))),
+    cpCpuSeconds: cpCpu,
+    exportCpuSeconds: exportCpu,
     peakRssMiB: rss.map((x) => Number(x.toFixed(0))),
     verified,
     kills: killResults,

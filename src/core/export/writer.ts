@@ -9,7 +9,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import type { Dtype } from '../checkpoint/dtypes';
-import { CancelledError, throwIfCancelled, type CancelToken } from '../errors';
+import { CancelledError, type CancelToken } from '../errors';
 
 /** A tensor's header entry. */
 export interface HeaderEntry {
@@ -25,9 +25,13 @@ export interface CopiedTensor extends HeaderEntry {
   readonly start: number;
 }
 
-/** Copy chunk size and how many chunks may be in flight (read-ahead while writing). */
-const CHUNK = 32 * 1024 * 1024;
-const DEPTH = 4;
+/**
+ * Copy chunk size and how many read-then-write loops run at once (LANES x CHUNK of RSS).
+ * Chunks of a few MiB stay cache-resident between the read and the write; 1-32 MiB and 1-4
+ * lanes measured within noise of each other on the 7B benchmark.
+ */
+const CHUNK = 8 * 1024 * 1024;
+const LANES = 3;
 
 /**
  * The JSON header for `entries` laid out back to back in this order, as bytes (without the
@@ -112,9 +116,10 @@ function ranges(tensors: readonly CopiedTensor[]): Range[] {
 }
 
 /**
- * Copies the tensors' bytes, back to back, into `fh` from `position` on. Up to DEPTH chunks
- * are in flight, so reads run ahead of writes and the disk stays busy even while the main
- * thread computes. Returns the position after the last byte.
+ * Copies the tensors' bytes, back to back, into `fh` from `position` on. LANES independent
+ * read-then-write loops share the chunks (positional writes, so order does not matter): the
+ * disk stays busy even while the main thread computes. Returns the position after the last
+ * byte; on failure or cancellation waits for every in-flight operation, then throws.
  */
 export async function copyTensors(
   fh: fsp.FileHandle,
@@ -134,49 +139,31 @@ export async function copyTensors(
     }
   }
   if (chunks.length === 0) return position;
-  const free: Uint8Array[] = Array.from({ length: Math.min(DEPTH, chunks.length) }, () => new Uint8Array(Math.min(CHUNK, Math.max(...chunks.map((c) => c.length)))));
-  const waiting: (() => void)[] = [];
-  const acquire = async (): Promise<Uint8Array> => {
-    while (free.length === 0) await new Promise<void>((resolve) => waiting.push(resolve));
-    return free.pop()!;
-  };
-  const release = (b: Uint8Array) => {
-    free.push(b);
-    waiting.shift()?.();
-  };
-  // Writes are chained in order; each chunk's read starts as soon as a buffer is free.
-  let writes: Promise<void> = Promise.resolve();
-  let failure: unknown;
-  for (const c of chunks) {
-    if (cancel?.cancelled) failure ??= new CancelledError();
-    if (failure) break;
-    const buf = await acquire();
-    if (failure) {
-      release(buf);
-      break;
-    }
-    const src = await sources.handle(c.file);
-    const read = readFully(src, buf, c.length, c.src, c.file);
-    writes = writes.then(async () => {
-      await read;
-      throwIfCancelled(cancel);
+  const size = Math.max(...chunks.map((c) => c.length));
+  let next = 0;
+  let stop = false;
+  const lane = async (): Promise<void> => {
+    const buf = new Uint8Array(size);
+    for (;;) {
+      if (stop) return;
+      if (cancel?.cancelled) throw new CancelledError();
+      const i = next++;
+      if (i >= chunks.length) return;
+      const c = chunks[i];
+      await readFully(await sources.handle(c.file), buf, c.length, c.src, c.file);
       await writeFullyAt(fh, buf, c.length, c.dst);
       onBytes?.(c.length);
-      release(buf);
-    });
-    // keep the loop going, but remember the first failure (and never leave a rejection unobserved)
-    writes.catch((e: unknown) => {
-      failure ??= e;
-      release(buf);
-    });
-    read.catch(() => undefined);
-  }
-  // wait for every in-flight write before reporting, so no write outlives this call
-  try {
-    await writes;
-  } catch (e) {
-    failure ??= e;
-  }
-  if (failure) throw failure;
+    }
+  };
+  const results = await Promise.allSettled(
+    Array.from({ length: Math.min(LANES, chunks.length) }, () =>
+      lane().catch((e: unknown) => {
+        stop = true;
+        throw e;
+      }),
+    ),
+  );
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
   return dst;
 }

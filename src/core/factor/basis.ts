@@ -15,7 +15,7 @@ import { FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn 
 import { choleskyUpper } from '../linalg/cholesky';
 import { matmul, solveUpper, transpose } from '../linalg/dense';
 import { symmetricEigen } from '../linalg/eigen';
-import { batchedGram } from './products';
+import { batchedGram, batchedMatmul, type GramFeed, type GramPrecision } from './products';
 import type { FactorMethod, HeadEnergies } from '../plan/types';
 
 /** The full-rank factorization of one KV head; truncate with {@link truncateBasis}. */
@@ -79,10 +79,8 @@ export function featureGram(f: Float32Array, n: number, d: number, bias?: ArrayL
   return g;
 }
 
-/** err²(r) for all r from the two Grams seen in the (T_q, T_k) basis; see HeadBasis.scoreError. */
-function scoreErrors(gq: Float64Array, gk: Float64Array, tq: Float64Array, tk: Float64Array, n: number): Float64Array {
-  const gqB = matmul(transpose(tq, n, n), matmul(gq, tq, n, n, n), n, n, n);
-  const gkB = matmul(transpose(tk, n, n), matmul(gk, tk, n, n, n), n, n, n);
+/** err(r) for all r from the Grams already rotated into the (T_q, T_k) basis; see HeadBasis.scoreError. */
+function scoreErrorsFromRotated(gqB: Float64Array, gkB: Float64Array, n: number): Float64Array {
   // x[a][b] = Gq'[a][b] · Gk'[b][a]; err²(r) = Σ_{a,b >= r} x[a][b]
   const sq = new Float64Array(n + 1);
   for (let r = n - 1; r >= 0; r--) {
@@ -96,6 +94,13 @@ function scoreErrors(gq: Float64Array, gk: Float64Array, tq: Float64Array, tk: F
   return out;
 }
 
+/** err(r) from the plain Grams (JS products; the batched path is in analyzeHeads). */
+function scoreErrors(gq: Float64Array, gk: Float64Array, tq: Float64Array, tk: Float64Array, n: number): Float64Array {
+  const gqB = matmul(transpose(tq, n, n), matmul(gq, tq, n, n, n), n, n, n);
+  const gkB = matmul(transpose(tk, n, n), matmul(gk, tk, n, n, n), n, n, n);
+  return scoreErrorsFromRotated(gqB, gkB, n);
+}
+
 /** Inputs for one head's basis: Grams over the head's output features. */
 export interface HeadGrams {
   /** W_Kᵀ W_K without bias (key-svd follows the paper: SVD of the weight alone). */
@@ -106,33 +111,54 @@ export interface HeadGrams {
   readonly queryAug: Float64Array;
 }
 
-/** Computes one head's basis from its Grams (pure math; exported for tests). */
-export function basisFromGrams(method: FactorMethod, grams: HeadGrams, n: number, layer: number, kvHead: number, keyTensor: string): HeadBasis {
-  let energies: Float64Array;
-  let queryMap: Float64Array;
-  let keyMap: Float64Array;
+/** The maps and energies of one head (everything but the score errors). */
+type HeadMaps = Omit<HeadBasis, 'scoreError'>;
+
+function mapsFromGrams(method: FactorMethod, grams: HeadGrams, n: number, layer: number, kvHead: number, keyTensor: string): HeadMaps {
   if (method === 'key-svd') {
     const eig = symmetricEigen(grams.keyPlain, n, true);
-    energies = eig.values.map((v) => Math.max(0, v));
-    queryMap = eig.vectors!;
-    keyMap = eig.vectors!;
-  } else {
-    const r = choleskyUpper(grams.keyAug, n);
-    if (!r) {
-      throw new FactoredKeysError(`${keyTensor}: layer ${layer} KV head ${kvHead} key projection is rank-deficient, so qk-svd is undefined for it (use key-svd)`);
-    }
-    const rt = transpose(r, n, n);
-    const m = matmul(matmul(r, grams.queryAug, n, n, n), rt, n, n, n);
-    // symmetrize against round-off before the eigensolver
-    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) m[i * n + j] = m[j * n + i] = 0.5 * (m[i * n + j] + m[j * n + i]);
-    const eig = symmetricEigen(m, n, true);
-    const e = eig.vectors!;
-    energies = eig.values.map((v) => Math.max(0, v));
-    queryMap = matmul(rt, e, n, n, n);
-    keyMap = solveUpper(r, e, n, n);
+    return { layer, kvHead, method, headDim: n, energies: eig.values.map((v) => Math.max(0, v)), queryMap: eig.vectors!, keyMap: eig.vectors! };
   }
-  const scoreError = scoreErrors(grams.queryAug, grams.keyAug, queryMap, keyMap, n);
-  return { layer, kvHead, method, headDim: n, energies, queryMap, keyMap, scoreError };
+  const r = choleskyUpper(grams.keyAug, n);
+  if (!r) {
+    throw new FactoredKeysError(`${keyTensor}: layer ${layer} KV head ${kvHead} key projection is rank-deficient, so qk-svd is undefined for it (use key-svd)`);
+  }
+  const rt = transpose(r, n, n);
+  const m = matmul(matmul(r, grams.queryAug, n, n, n), rt, n, n, n);
+  // symmetrize against round-off before the eigensolver
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) m[i * n + j] = m[j * n + i] = 0.5 * (m[i * n + j] + m[j * n + i]);
+  const eig = symmetricEigen(m, n, true);
+  const e = eig.vectors!;
+  return { layer, kvHead, method, headDim: n, energies: eig.values.map((v) => Math.max(0, v)), queryMap: matmul(rt, e, n, n, n), keyMap: solveUpper(r, e, n, n) };
+}
+
+/** Computes one head's basis from its Grams (pure math; exported for tests). */
+export function basisFromGrams(method: FactorMethod, grams: HeadGrams, n: number, layer: number, kvHead: number, keyTensor: string): HeadBasis {
+  const maps = mapsFromGrams(method, grams, n, layer, kvHead, keyTensor);
+  return { ...maps, scoreError: scoreErrors(grams.queryAug, grams.keyAug, maps.queryMap, maps.keyMap, n) };
+}
+
+/** Bases of a layer's heads, with the score-error products batched on onnxruntime. */
+async function basesFromGrams(method: FactorMethod, grams: readonly HeadGrams[], n: number, layer: number, keyTensors: readonly string[]): Promise<HeadBasis[]> {
+  const maps = grams.map((g, kv) => mapsFromGrams(method, g, n, layer, kv, keyTensors[kv]));
+  const count = grams.length;
+  // X = [G_q T_q ; G_k T_k] per head, then Tᵀ X
+  const gs = new Float64Array(2 * count * n * n);
+  const ts = new Float64Array(2 * count * n * n);
+  const tts = new Float64Array(2 * count * n * n);
+  for (let h = 0; h < count; h++) {
+    gs.set(grams[h].queryAug, 2 * h * n * n);
+    gs.set(grams[h].keyAug, (2 * h + 1) * n * n);
+    ts.set(maps[h].queryMap, 2 * h * n * n);
+    ts.set(maps[h].keyMap, (2 * h + 1) * n * n);
+    tts.set(transpose(maps[h].queryMap, n, n), 2 * h * n * n);
+    tts.set(transpose(maps[h].keyMap, n, n), (2 * h + 1) * n * n);
+  }
+  const rotated = await batchedMatmul(tts, await batchedMatmul(gs, ts, 2 * count, n, n, n), 2 * count, n, n, n);
+  return maps.map((m, h) => ({
+    ...m,
+    scoreError: scoreErrorsFromRotated(rotated.subarray(2 * h * n * n, (2 * h + 1) * n * n), rotated.subarray((2 * h + 1) * n * n, (2 * h + 2) * n * n), n),
+  }));
 }
 
 /**
@@ -141,7 +167,18 @@ export function basisFromGrams(method: FactorMethod, grams: HeadGrams, n: number
  */
 export class LayerTensorCache {
   private readonly tensors = new Map<string, Promise<Float32Array>>();
+  private readonly raws = new Map<string, Promise<Uint8Array>>();
   constructor(private readonly ckpt: Checkpoint) {}
+
+  /** The tensor's raw little-endian bytes (in a fresh, aligned buffer). */
+  raw(name: string): Promise<Uint8Array> {
+    let t = this.raws.get(name);
+    if (!t) {
+      t = this.ckpt.readRows(name);
+      this.raws.set(name, t);
+    }
+    return t;
+  }
 
   get(name: string): Promise<Float32Array> {
     let t = this.tensors.get(name);
@@ -154,6 +191,7 @@ export class LayerTensorCache {
 
   clear(): void {
     this.tensors.clear();
+    this.raws.clear();
   }
 }
 
@@ -203,22 +241,23 @@ export async function analyzeHeads(ckpt: Checkpoint, layout: AttentionLayout, me
     throwIfCancelled(options.cancel);
     options.progress?.(layer.layer, layout.layers.length, `factoring layer ${layer.layer}`);
     const cache = new LayerTensorCache(ckpt);
-    const queryGrams = await headGrams(ckpt, cache, layer.queryHeads, n, true, options.cancel);
+    // key-svd needs the query Grams only for the reported score error: float32 accumulation is
+    // plenty there; qk-svd factors with them, so float64.
+    const queryGrams = await headGrams(ckpt, cache, layer.queryHeads, n, true, method === 'key-svd' ? 'float32' : 'float64', options.cancel);
     const queryAug = Array.from({ length: layout.kvHeads }, () => new Float64Array(n * n));
     queryGrams.forEach((g, h) => {
       const acc = queryAug[layout.queryToKv[h]];
       for (let i = 0; i < n * n; i++) acc[i] += g[i];
     });
-    const keyPlain = await headGrams(ckpt, cache, layer.keyHeads, n, false, options.cancel);
-    const row: HeadBasis[] = [];
+    const keyPlain = await headGrams(ckpt, cache, layer.keyHeads, n, false, 'float64', options.cancel);
+    const grams: HeadGrams[] = [];
     for (let g = 0; g < layout.kvHeads; g++) {
       const slice = layer.keyHeads[g];
       const bias = slice.bias ? (await cache.get(slice.bias)).subarray(slice.offset, slice.offset + n) : undefined;
-      const keyAug = bias ? addOuter(keyPlain[g], bias, n) : keyPlain[g];
-      row.push(basisFromGrams(method, { keyPlain: keyPlain[g], keyAug, queryAug: queryAug[g] }, n, layer.layer, g, slice.tensor));
+      grams.push({ keyPlain: keyPlain[g], keyAug: bias ? addOuter(keyPlain[g], bias, n) : keyPlain[g], queryAug: queryAug[g] });
     }
     cache.clear();
-    out.push(row);
+    out.push(await basesFromGrams(method, grams, n, layer.layer, layer.keyHeads.map((k) => k.tensor)));
   }
   options.progress?.(layout.layers.length, layout.layers.length, 'factored');
   return out;
@@ -234,28 +273,42 @@ function addOuter(g: Float64Array, b: ArrayLike<number>, n: number): Float64Arra
 /** Heads per batched Gram call: bounds the staging buffer and onnxruntime's float64 copy (8 x 128 x 4096 x 8 B = 32 MiB). */
 const GRAM_BATCH = 8;
 
-/** Float64 Gram W̃ᵀW̃ of every head in `slices` (with its bias when `withBias`). */
-async function headGrams(ckpt: Checkpoint, cache: LayerTensorCache, slices: readonly HeadSlice[], n: number, withBias: boolean, cancel?: CancelToken): Promise<Float64Array[]> {
+/** Gram W̃ᵀW̃ (float64 result) of every head in `slices`, with its bias when `withBias`. */
+async function headGrams(
+  ckpt: Checkpoint,
+  cache: LayerTensorCache,
+  slices: readonly HeadSlice[],
+  n: number,
+  withBias: boolean,
+  precision: GramPrecision,
+  cancel?: CancelToken,
+): Promise<Float64Array[]> {
   const out: Float64Array[] = [];
   for (let start = 0; start < slices.length; start += GRAM_BATCH) {
     throwIfCancelled(cancel);
     const chunk = slices.slice(start, start + GRAM_BATCH);
-    const t = ckpt.tensor(chunk[0].tensor);
-    const d = chunk[0].orientation === 'linear' ? t.shape[1] : t.shape[0];
     const first = chunk[0];
+    const t = ckpt.tensor(first.tensor);
+    const d = first.orientation === 'linear' ? t.shape[1] : t.shape[0];
     const contiguous = first.orientation === 'linear' && chunk.every((s, i) => s.tensor === first.tensor && s.offset === first.offset + i * n);
-    let buf: Float32Array;
-    if (contiguous) {
-      // consecutive heads of a [out, in] tensor are already stacked feature-major blocks
-      buf = (await cache.get(first.tensor)).subarray(first.offset * d, (first.offset + chunk.length * n) * d);
+    let feed: GramFeed;
+    const width = t.dtype === 'F32' ? 4 : 2;
+    const raw = contiguous && (t.dtype === 'BF16' || t.dtype === 'F16' || t.dtype === 'F32') ? await cache.raw(first.tensor) : undefined;
+    const begin = raw ? raw.byteOffset + first.offset * d * width : 0;
+    if (raw && begin % width === 0) {
+      // consecutive heads of a [out, in] tensor are already stacked feature-major blocks:
+      // hand their raw bytes to the graph without decoding
+      const count = chunk.length * n * d;
+      feed = t.dtype === 'F32' ? { kind: 'float32', data: new Float32Array(raw.buffer, begin, count) } : { kind: t.dtype === 'BF16' ? 'bfloat16' : 'float16', data: new Uint16Array(raw.buffer, begin, count) };
     } else {
-      buf = new Float32Array(chunk.length * n * d);
+      const buf = new Float32Array(chunk.length * n * d);
       for (let i = 0; i < chunk.length; i++) {
         const s = chunk[i];
         buf.set(sliceFeatures(await cache.get(s.tensor), ckpt.tensor(s.tensor).shape, s.orientation, s.offset, n), i * n * d);
       }
+      feed = { kind: 'float32', data: buf };
     }
-    const grams = await batchedGram(buf, chunk.length, n, d);
+    const grams = await batchedGram(feed, chunk.length, n, d, precision);
     for (let i = 0; i < chunk.length; i++) {
       const g = grams.slice(i * n * n, (i + 1) * n * n);
       const s = chunk[i];
