@@ -3,6 +3,7 @@ import type { AttentionLayout } from '../core/arch/layout';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
 import { parseArgs } from './args';
+import { summarizeFactored } from './inspectFactored';
 import type { CliIo } from './io';
 
 /** The `inspect --json` object (a stable, documented contract). */
@@ -54,8 +55,8 @@ export async function runInspect(argv: string[], io: CliIo): Promise<number> {
   if (args.positionals.length !== 1) throw new FactoredKeysError('inspect: expected one checkpoint path (usage: factored-keys inspect <checkpoint> [--json])');
   const ckpt = await openCheckpoint(args.positionals[0]);
   try {
-    const layout = buildLayout(ckpt);
-    const s = summarize(layout, ckpt.files.length);
+    const factored = ckpt.config.factored_keys !== undefined ? summarizeFactored(ckpt) : undefined;
+    const s = factored ?? summarize(buildLayout(ckpt), ckpt.files.length);
     if (args.booleans.has('json')) {
       io.stdout(JSON.stringify(s) + '\n');
       return 0;
@@ -74,6 +75,13 @@ export async function runInspect(argv: string[], io: CliIo): Promise<number> {
         ['Q/K dtype', s.dtype],
         ['parameters', s.parameters.toLocaleString('en-US')],
         ['files', String(s.files)],
+        ...(factored
+          ? ([
+              ['factored keys', `${factored.factored.method}, ${factored.factored.rope_mode} (${factored.factored.rope_mode === 'latent' ? 'cache c = x·A, k = c·B before RoPE' : 'rank-r map absorbed into the queries'})`],
+              ['key dims/token', `${factored.factored.key_dims_per_token.after} of ${factored.factored.key_dims_per_token.before} (${(100 * (1 - factored.factored.key_dims_per_token.after / factored.factored.key_dims_per_token.before)).toFixed(1)}% smaller key cache)`],
+              ['ranks', factored.factored.ranks.map((r, i) => `L${i}: ${r.join(' ')}`).join(' | ')],
+            ] as [string, string][])
+          : []),
       ]) + '\n',
     );
     return 0;

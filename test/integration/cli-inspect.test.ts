@@ -58,6 +58,42 @@ describe('factored-keys inspect', () => {
   });
 });
 
+describe('inspect of exported factored checkpoints', () => {
+  for (const [name, method, mode] of [['mistral-bytes', 'key-svd', 'latent'], ['gpt2-bytes', 'qk-svd', 'absorbed']] as const) {
+    test(`${name} ${method}: reports the model and its factored keys; analyze refuses it clearly`, () => {
+      const t = tempDir();
+      try {
+        const out = path.join(t.dir, 'out');
+        const e = cli('export', fixture(name), out, '--method', method, '--rank', '16', '--json');
+        assert.equal(e.code, 0, e.stderr);
+        const original = JSON.parse(cli('inspect', fixture(name), '--json').stdout);
+        const r = cli('inspect', out, '--json');
+        assert.equal(r.code, 0, r.stderr);
+        const s = JSON.parse(r.stdout);
+        for (const k of ['architecture', 'layers', 'hidden_size', 'query_heads', 'kv_heads', 'head_dim', 'rope', 'qk_bias', 'dtype', 'files']) assert.deepEqual(s[k], original[k], k);
+        assert.ok(s.parameters < original.parameters);
+        assert.equal(s.factored.method, method);
+        assert.equal(s.factored.rope_mode, mode);
+        assert.deepEqual(s.factored.ranks, Array.from({ length: original.layers }, () => Array(original.kv_heads).fill(16)));
+        assert.deepEqual(s.factored.key_dims_per_token, { before: original.layers * original.kv_heads * 64, after: original.layers * original.kv_heads * 16 });
+        const a = cli('analyze', out);
+        assert.equal(a.code, 1);
+        assert.match(a.stderr, /^error: .*config\.json: this checkpoint is already factored/);
+        // A block that names a missing tensor is refused with the tensor's name.
+        const cfgPath = path.join(out, 'config.json');
+        const cfg = JSON.parse(readFileSync(cfgPath, 'utf8'));
+        cfg.factored_keys.layers[1].key[0].tensor = 'no.such.tensor';
+        writeFileSync(cfgPath, JSON.stringify(cfg));
+        const bad = cli('inspect', out);
+        assert.equal(bad.code, 1);
+        assert.match(bad.stderr, /^error: .*factored_keys names tensor "no\.such\.tensor", which is not in the checkpoint\n$/);
+      } finally {
+        t.cleanup();
+      }
+    });
+  }
+});
+
 describe('CLI errors are one line, non-zero, without stack traces', () => {
   test('missing path', () => {
     const r = cli('inspect', '/nonexistent/ckpt');

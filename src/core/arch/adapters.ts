@@ -244,6 +244,10 @@ export function buildLayout(ckpt: Checkpoint): AttentionLayout {
   const c = new ConfigReader(ckpt.config, where);
   const modelType = ckpt.config.model_type;
   if (typeof modelType !== 'string') throw new FactoredKeysError(`${where}: missing "model_type"`);
+  // A factored checkpoint's key tensors are thinner than the config implies; say so plainly.
+  if (ckpt.config.factored_keys !== undefined) {
+    throw new FactoredKeysError(`${where}: this checkpoint is already factored (factored_keys block); analyze, plan and export take the original checkpoint`);
+  }
   // hasOwn: "constructor" or "__proto__" must not resolve to Object.prototype members.
   const adapter = Object.hasOwn(ADAPTERS, modelType) ? ADAPTERS[modelType] : undefined;
   if (!adapter) {
