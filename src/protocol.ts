@@ -160,6 +160,43 @@ export interface EvaluationResult {
   readonly seconds: number;
 }
 
+/** Factorization methods a sweep compares. */
+export const SWEEP_METHODS = ['key-svd', 'qk-svd'] as const;
+export type SweepMethod = (typeof SWEEP_METHODS)[number];
+
+/** What a sweep varies: one uniform rank for every KV head, or a per-head energy threshold. */
+export type SweepAxis = 'rank' | 'energy';
+
+/** One measured point of the quality/savings curve. */
+export interface SweepPointView {
+  /** `original` is the unfactored reference; `plan` is the panel's plan at sweep time. */
+  readonly method: SweepMethod | 'original' | 'plan';
+  /** Uniform rank of a rank sweep, else null. */
+  readonly rank: number | null;
+  /** Energy threshold of an energy sweep, else null. */
+  readonly threshold: number | null;
+  /** Key-cache bytes per token, all layers, in the checkpoint's element type. */
+  readonly keyCacheBytesPerToken: number;
+  readonly perplexity: number;
+  /** (perplexity / original − 1) · 100. */
+  readonly deltaPercent: number;
+  readonly seconds: number;
+}
+
+/** A finished sweep: the original, both methods over the axis, and the plan it was run for. */
+export interface SweepResult {
+  readonly axis: SweepAxis;
+  /** Points in evaluation order, the original first. */
+  readonly points: readonly SweepPointView[];
+  /** The panel's plan, measured on the same tokens (its method is `planMethod`). */
+  readonly plan: SweepPointView;
+  readonly planMethod: SweepMethod;
+  readonly tokens: number;
+  readonly textFile: string;
+  readonly backend: string;
+  readonly seconds: number;
+}
+
 /** Settings the panel starts from (from the user's configuration). */
 export interface PanelDefaults {
   readonly plan: PlanControls;
@@ -169,10 +206,13 @@ export interface PanelDefaults {
 
 // ---------------------------------------------------------------- host -> webview
 
+/** Long-running work the host reports as busy. */
+export type BusyTask = 'analyze' | 'export' | 'evaluate' | 'sweep';
+
 export type HostMessage =
   | { readonly type: 'init'; readonly version: number; readonly summary: CheckpointSummary; readonly defaults: PanelDefaults; readonly trusted: boolean; readonly evaluateAvailable: boolean; readonly reference: ReferenceSavings }
   | { readonly type: 'spectra'; readonly spectra: SpectraPayload }
-  | { readonly type: 'busy'; readonly task: 'analyze' | 'export' | 'evaluate' | null; readonly backend?: string; readonly label?: string }
+  | { readonly type: 'busy'; readonly task: BusyTask | null; readonly backend?: string; readonly label?: string }
   | { readonly type: 'notice'; readonly level: 'info' | 'error'; readonly message: string }
   | { readonly type: 'setPlan'; readonly plan: PlanControls; readonly savings?: SavingsControls }
   | { readonly type: 'focus'; readonly section: 'heatmaps' | 'plan' | 'savings' | 'spectra' }
@@ -196,13 +236,19 @@ export interface RequestMap {
   export: { params: { plan: PlanControls }; result: { path: string } | null };
   /** Perplexity of the original and of the plan on held-out text (the host asks which text). */
   evaluate: { params: { plan: PlanControls }; result: EvaluationResult | null };
+  /**
+   * Quality against key-cache size: perplexity of the original, of both methods over a rank set
+   * (or energy thresholds when the plan's policy is energy), and of the plan itself, on the same
+   * held-out text as `evaluate`. Result: null if the user declined to pick a text.
+   */
+  sweep: { params: { plan: PlanControls }; result: SweepResult | null };
   /** Let the user pick the compute backend (host shows a quick pick). Result: the backend now selected. */
   selectBackend: { params: Record<string, never>; result: string };
-  /** Cancel the running analysis/export/evaluation, if any. */
+  /** Cancel the running analysis/export/evaluation/sweep, if any. */
   cancel: { params: Record<string, never>; result: null };
 }
 export type RequestType = keyof RequestMap;
-export const REQUEST_TYPES: readonly RequestType[] = ['analyze', 'plan', 'export', 'evaluate', 'selectBackend', 'cancel'];
+export const REQUEST_TYPES: readonly RequestType[] = ['analyze', 'plan', 'export', 'evaluate', 'sweep', 'selectBackend', 'cancel'];
 
 export type WebviewRequest = { [K in RequestType]: { readonly type: K; readonly id: number } & RequestMap[K]['params'] }[RequestType];
 export type WebviewMessage = { readonly type: 'ready' } | WebviewRequest;
@@ -304,6 +350,7 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage {
       return { type: 'plan', id, plan: parsePlanControls(raw.plan, id), savings: parseSavingsControls(raw.savings, id) };
     case 'export':
     case 'evaluate':
+    case 'sweep':
       checkKeys(raw, ['type', 'id', 'plan'], type, id);
       return { type, id, plan: parsePlanControls(raw.plan, id) } as WebviewRequest;
   }
@@ -374,5 +421,48 @@ export function normalizeSpectra(raw: unknown): SpectraPayload {
     queryStableRank: asFloat32(raw.queryStableRank, q, 'spectra.queryStableRank'),
     planMethod: raw.planMethod === 'qk-svd' ? 'qk-svd' : 'key-svd',
     planEnergy: asFloat32(raw.planEnergy, k * width, 'spectra.planEnergy'),
+  };
+}
+
+function sweepPoint(v: unknown, what: string): SweepPointView {
+  if (!isRecord(v)) throw new ProtocolError(`${what} must be an object`);
+  const method = oneOf(v.method, [...SWEEP_METHODS, 'original', 'plan'] as const, `${what}.method`);
+  const rank = v.rank === null || v.rank === undefined ? null : int(v.rank, 1, LIMITS.maxRank, `${what}.rank`);
+  const threshold = v.threshold === null || v.threshold === undefined ? null : real(v.threshold, 0, 1, `${what}.threshold`);
+  return {
+    method,
+    rank,
+    threshold,
+    keyCacheBytesPerToken: real(v.keyCacheBytesPerToken, 0, Number.MAX_VALUE, `${what}.keyCacheBytesPerToken`),
+    perplexity: real(v.perplexity, 0, Number.MAX_VALUE, `${what}.perplexity`),
+    deltaPercent: real(v.deltaPercent, -100, Number.MAX_VALUE, `${what}.deltaPercent`),
+    seconds: real(v.seconds, 0, Number.MAX_VALUE, `${what}.seconds`),
+  };
+}
+
+/**
+ * Checks a sweep result after transfer (host -> webview): the original comes first, every
+ * method point is of a known method and carries the field of the sweep's axis.
+ */
+export function normalizeSweep(raw: unknown): SweepResult {
+  if (!isRecord(raw)) throw new ProtocolError('sweep must be an object');
+  const axis = oneOf(raw.axis, ['rank', 'energy'] as const, 'sweep.axis');
+  if (!Array.isArray(raw.points) || raw.points.length < 1 || raw.points.length > 4096) throw new ProtocolError('sweep.points must be a non-empty array');
+  const points = raw.points.map((p, i) => sweepPoint(p, `sweep.points[${i}]`));
+  if (points[0].method !== 'original' || points.slice(1).some((p) => p.method === 'original' || p.method === 'plan')) throw new ProtocolError('sweep.points must hold the original first, then method points');
+  for (const [i, p] of points.entries()) {
+    if (i > 0 && (axis === 'rank' ? p.rank === null : p.threshold === null)) throw new ProtocolError(`sweep.points[${i}] has no ${axis === 'rank' ? 'rank' : 'threshold'}`);
+  }
+  const plan = sweepPoint(raw.plan, 'sweep.plan');
+  if (plan.method !== 'plan') throw new ProtocolError('sweep.plan.method must be "plan"');
+  return {
+    axis,
+    points,
+    plan,
+    planMethod: oneOf(raw.planMethod, SWEEP_METHODS, 'sweep.planMethod'),
+    tokens: int(raw.tokens, 0, Number.MAX_SAFE_INTEGER, 'sweep.tokens'),
+    textFile: String(raw.textFile),
+    backend: String(raw.backend),
+    seconds: real(raw.seconds, 0, Number.MAX_VALUE, 'sweep.seconds'),
   };
 }

@@ -6,10 +6,10 @@
 import '@vscode-elements/elements/dist/main.js';
 import 'uplot/dist/uPlot.min.css';
 import './panel.css';
-import { normalizeSpectra, POLICIES, type EnergyLevel, type HostMessage, type PlanControls, type PlanResult, type PolicyName, type RequestMap, type RequestType, type SavingsControls } from '../src/protocol';
+import { normalizeSpectra, normalizeSweep, POLICIES, type EnergyLevel, type HostMessage, type PlanControls, type PlanResult, type PolicyName, type RequestMap, type RequestType, type SavingsControls } from '../src/protocol';
 import { cellSize, drawHeatmap, drawLegend, hitTest, type HeatmapTheme } from './heatmap';
-import { SpectrumPlots, type PlotTheme } from './plots';
-import { canExport, formatBytes, heatmapValues, initialState, policyField, reduce, selectedRank, selectedSpectra, type Action, type HeatmapMode, type PanelState } from './state';
+import { SpectrumPlots, SweepPlot, type PlotTheme, type SweepTheme } from './plots';
+import { canExport, formatBytes, heatmapValues, initialState, policyField, reduce, selectedRank, selectedSpectra, sweepChart, sweepRows, sweepSetting, type Action, type HeatmapMode, type PanelState } from './state';
 
 interface VsCodeApi {
   postMessage(message: unknown): void;
@@ -121,6 +121,7 @@ app.innerHTML = `
     <vscode-button id="btn-analyze" secondary>Analyze</vscode-button>
     <vscode-button id="btn-cancel" secondary class="hidden">Cancel</vscode-button>
     <vscode-button id="btn-evaluate" secondary disabled title="Perplexity of the plan on held-out text">Evaluate</vscode-button>
+    <vscode-button id="btn-sweep" secondary disabled title="Perplexity of both methods over ranks (or energy thresholds) against key-cache size">Sweep</vscode-button>
     <vscode-button id="btn-export">Export…</vscode-button>
   </div>
 </header>
@@ -188,11 +189,23 @@ app.innerHTML = `
     <div class="card-head"><h2 id="spec-title">Spectrum</h2><span class="muted small" id="spec-info"></span></div>
     <div class="plots"><div id="plot-spectrum" data-testid="plot-spectrum"></div><div id="plot-energy" data-testid="plot-energy"></div></div>
   </section>
+  <section class="card wide" id="sweep" data-testid="sweep">
+    <div class="card-head"><h2>Quality vs key cache</h2><span class="muted small" id="sweep-info"></span></div>
+    <p class="muted small" id="sweep-hint">Sweep measures perplexity on the Evaluate text for key-svd and qk-svd at ranks head_dim/16 … full (energy thresholds when the policy is energy), next to the original and this plan.</p>
+    <div class="sweep-body">
+      <div id="plot-sweep" data-testid="plot-sweep"></div>
+      <table class="numbers hidden" id="sweep-table" data-testid="sweep-table">
+        <thead><tr><th>series</th><th>setting</th><th>keys / token</th><th>perplexity</th><th>Δ</th></tr></thead>
+        <tbody id="sweep-rows"></tbody>
+      </table>
+    </div>
+  </section>
 </main>`;
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 type ValueElement = HTMLElement & { value: string; disabled: boolean };
 const plots = new SpectrumPlots($('plot-spectrum'), $('plot-energy'));
+const sweepPlot = new SweepPlot($('plot-sweep'), formatBytes);
 let keyCell = 10;
 let queryCell = 10;
 
@@ -222,6 +235,16 @@ function plotTheme(): PlotTheme {
     key: cssVar('--vscode-charts-blue', '#3794ff'),
     queries: [cssVar('--vscode-charts-orange', '#d18616'), cssVar('--vscode-charts-purple', '#b180d7'), cssVar('--vscode-charts-green', '#89d185'), cssVar('--vscode-charts-yellow', '#cca700')],
     marker: cssVar('--vscode-charts-red', '#f14c4c'),
+  };
+}
+
+function sweepTheme(): SweepTheme {
+  return {
+    foreground: cssVar('--vscode-foreground', '#ccc'),
+    grid: cssVar('--vscode-editorWidget-border', cssVar('--vscode-panel-border', '#8884')),
+    methods: { 'key-svd': cssVar('--vscode-charts-blue', '#3794ff'), 'qk-svd': cssVar('--vscode-charts-orange', '#d18616') },
+    original: cssVar('--vscode-descriptionForeground', '#999'),
+    plan: cssVar('--vscode-charts-red', '#f14c4c'),
   };
 }
 
@@ -278,6 +301,9 @@ function renderPanel(): void {
   const evalBtn = $<ValueElement>('btn-evaluate');
   evalBtn.disabled = !s.evaluateAvailable || s.busy !== null || !s.result;
   evalBtn.title = s.evaluateAvailable ? 'Perplexity of the original and of this plan on held-out text' : 'Perplexity evaluation is not available in this build';
+  const sweepBtn = $<ValueElement>('btn-sweep');
+  sweepBtn.disabled = evalBtn.disabled;
+  sweepBtn.title = s.evaluateAvailable ? `Perplexity of key-svd and qk-svd over ${s.plan.policy === 'energy' ? 'energy thresholds' : 'ranks'} against key-cache size, on the Evaluate text` : 'Perplexity evaluation is not available in this build';
   const notice = $('notice');
   notice.classList.toggle('hidden', !s.notice);
   notice.classList.toggle('error', s.notice?.level === 'error');
@@ -287,6 +313,7 @@ function renderPanel(): void {
   renderPlan();
   renderSavings();
   renderSpectra();
+  renderSweep();
 }
 
 function renderHeatmaps(): void {
@@ -383,6 +410,45 @@ function renderSpectra(): void {
   $('spec-info').textContent = s.spectra ? `${s.spectra.backend} · ${s.spectra.seconds.toFixed(2)} s for ${s.spectra.layers * (s.spectra.kvHeads + s.spectra.queryHeads)} heads` : s.busy ? 'analyzing…' : '';
   plots.update(series, rank, width, plotTheme());
   $('spectra').dataset.series = String(series.length);
+}
+
+function renderSweep(): void {
+  const sw = state.sweep;
+  const section = $('sweep');
+  $('sweep-hint').classList.toggle('hidden', sw !== null);
+  $('sweep-table').classList.toggle('hidden', sw === null);
+  if (!sw) {
+    $('sweep-info').textContent = state.busy?.task === 'sweep' ? 'sweeping…' : '';
+    sweepPlot.destroy();
+    section.dataset.ready = 'false';
+    return;
+  }
+  const width = Math.max(320, Math.min(760, section.clientWidth - 460));
+  const chart = sweepChart(sw);
+  sweepPlot.update(chart, width, sweepTheme());
+  $('sweep-info').textContent = `${sw.axis === 'rank' ? 'uniform ranks' : 'energy thresholds'} · ${sw.tokens.toLocaleString('en-US')} tokens of ${sw.textFile.split(/[\\/]/).pop()} · ${sw.backend} · ${sw.seconds.toFixed(1)} s`;
+  const rows = $('sweep-rows');
+  rows.replaceChildren(
+    ...sweepRows(sw).map((p) => {
+      const tr = document.createElement('tr');
+      tr.dataset.method = p.method;
+      if (p.rank !== null) tr.dataset.rank = String(p.rank);
+      if (p.threshold !== null) tr.dataset.threshold = String(p.threshold);
+      tr.dataset.perplexity = String(p.perplexity);
+      tr.dataset.bytes = String(p.keyCacheBytesPerToken);
+      const name = p.method === 'plan' ? `${sw.stale ? 'earlier plan' : 'plan'} (${sw.planMethod})` : p.method;
+      const delta = p.method === 'original' ? '' : `${p.deltaPercent >= 0 ? '+' : ''}${p.deltaPercent.toFixed(2)}%`;
+      for (const text of [name, sweepSetting(p), formatBytes(p.keyCacheBytesPerToken), p.perplexity.toFixed(3), delta]) {
+        const cell = document.createElement(tr.children.length === 0 ? 'th' : 'td');
+        cell.textContent = text;
+        tr.append(cell);
+      }
+      return tr;
+    }),
+  );
+  // For tests and screen readers: how many measured points each method has on the chart.
+  for (const series of chart.series) if (series.kind === 'key-svd' || series.kind === 'qk-svd') section.dataset[series.kind === 'key-svd' ? 'pointsKeySvd' : 'pointsQkSvd'] = String(series.ys.filter((y) => y !== null).length);
+  section.dataset.ready = 'true';
 }
 
 // ------------------------------------------------------------------ events
@@ -488,9 +554,21 @@ $('btn-evaluate').addEventListener('click', () => {
     .catch((e: Error & { cancelled?: boolean }) => !e.cancelled && dispatch({ kind: 'notice', level: 'error', message: e.message }));
 });
 
+$('btn-sweep').addEventListener('click', () => {
+  dispatch({ kind: 'notice', level: 'info', message: null });
+  request('sweep', { plan: state.plan })
+    .then((r) => {
+      if (!r) return;
+      dispatch({ kind: 'sweep', result: normalizeSweep(r) });
+      $('sweep').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+    })
+    .catch((e: Error & { cancelled?: boolean }) => dispatch({ kind: 'notice', level: e.cancelled ? 'info' : 'error', message: e.cancelled ? 'Sweep cancelled.' : e.message }));
+});
+
 // Theme switches change the CSS variables and body class; canvases must be redrawn.
 new MutationObserver(() => {
   plots.destroy();
+  sweepPlot.destroy();
   scheduleRender();
 }).observe(document.body, { attributes: true, attributeFilter: ['class'] });
 new ResizeObserver(() => scheduleRender()).observe(app);

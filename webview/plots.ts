@@ -1,10 +1,11 @@
 /**
- * Per-head spectrum plots with uPlot: normalized singular values on a log axis and cumulative
- * energy, the selected KV head's key against the query heads that share it, with the chosen
- * rank drawn as a vertical marker on both.
+ * Charts with uPlot. Per-head spectrum plots: normalized singular values on a log axis and
+ * cumulative energy, the selected KV head's key against the query heads that share it, with the
+ * chosen rank drawn as a vertical marker on both. The sweep chart: perplexity against key-cache
+ * size for both methods.
  */
 import uPlot from 'uplot';
-import type { SpectrumSeries } from './state';
+import type { SpectrumSeries, SweepChart } from './state';
 
 /** Colours taken from the VS Code theme (charts palette). */
 export interface PlotTheme {
@@ -120,5 +121,80 @@ export class SpectrumPlots {
     this.rank = rank;
     this.charts.spectrum?.redraw(false, false);
     this.charts.energy?.redraw(false, false);
+  }
+}
+
+/** Colours of the quality/savings chart, from the VS Code theme. */
+export interface SweepTheme {
+  readonly foreground: string;
+  readonly grid: string;
+  readonly methods: Readonly<Record<'key-svd' | 'qk-svd', string>>;
+  readonly original: string;
+  readonly plan: string;
+}
+
+/**
+ * Quality against key-cache size: perplexity (y) over key-cache bytes per token (x, log₂),
+ * one line per method, the original as a dashed horizontal reference, the plan as a ringed point.
+ */
+export class SweepPlot {
+  private chart: uPlot | null = null;
+  private layoutKey = '';
+
+  constructor(
+    private readonly host: HTMLElement,
+    private readonly formatX: (bytes: number) => string,
+  ) {}
+
+  /** Shows `chart` at `width` CSS pixels; null clears the plot. */
+  update(chart: SweepChart | null, width: number, theme: SweepTheme): void {
+    if (!chart || chart.xs.length === 0) {
+      this.destroy();
+      return;
+    }
+    const data: uPlot.AlignedData = [Float64Array.from(chart.xs), ...chart.series.map((s) => s.ys.map((y) => y))];
+    const key = `${chart.series.map((s) => s.label).join('|')}#${width}#${theme.foreground}#${theme.methods['key-svd']}`;
+    if (key !== this.layoutKey || !this.chart) {
+      this.destroy();
+      this.layoutKey = key;
+      this.chart = new uPlot(this.options(chart, width, theme), data, this.host);
+    } else {
+      this.chart.setData(data);
+    }
+  }
+
+  destroy(): void {
+    this.chart?.destroy();
+    this.chart = null;
+    this.layoutKey = '';
+  }
+
+  private options(chart: SweepChart, width: number, theme: SweepTheme): uPlot.Options {
+    const axis = (label: string, values?: uPlot.Axis['values']): uPlot.Axis => ({
+      label,
+      stroke: theme.foreground,
+      grid: { stroke: theme.grid, width: 1 },
+      ticks: { stroke: theme.grid, width: 1 },
+      labelSize: 18,
+      size: 52,
+      values,
+    });
+    const noLine = (): null => null;
+    return {
+      width,
+      height: 260,
+      legend: { show: true, live: false },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: false, distr: 3, log: 2 }, y: { auto: true } },
+      axes: [axis('key cache per token', (_u, splits) => splits.map((v) => (v == null ? '' : this.formatX(v)))), axis('perplexity', (_u, splits) => splits.map((v) => (v == null ? '' : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2))))],
+      series: [
+        { label: 'key cache' },
+        ...chart.series.map((s): uPlot.Series => {
+          if (s.kind === 'original') return { label: s.label, stroke: theme.original, width: 1.5, dash: [6, 4], points: { show: false } };
+          if (s.kind === 'plan') return { label: s.label, stroke: theme.plan, width: 2, paths: noLine, points: { show: true, size: 13, width: 3, stroke: theme.plan, fill: 'transparent' } };
+          return { label: s.label, stroke: theme.methods[s.kind], width: 2, spanGaps: true, points: { show: true, size: 7, fill: theme.methods[s.kind] } };
+        }),
+      ],
+    };
   }
 }

@@ -3,7 +3,7 @@
  * port; everything that decides *what* the panel shows lives here so it can be unit-tested
  * without a browser.
  */
-import type { CheckpointSummary, EnergyLevel, EvaluationResult, HostMessage, PanelDefaults, PlanControls, PlanResult, PolicyName, RankOverride, ReferenceSavings, SavingsControls, SpectraPayload } from '../src/protocol';
+import type { BusyTask, CheckpointSummary, EnergyLevel, EvaluationResult, HostMessage, PanelDefaults, PlanControls, PlanResult, PolicyName, RankOverride, ReferenceSavings, SavingsControls, SpectraPayload, SweepMethod, SweepPointView, SweepResult } from '../src/protocol';
 
 /** What the heatmap colours: each head's effective rank at an energy level, or the plan's rank. */
 export type HeatmapMode = 'effective' | 'chosen';
@@ -29,7 +29,7 @@ export interface PanelState {
   readonly selection: Selection;
   readonly heatmapMode: HeatmapMode;
   readonly level: EnergyLevel;
-  readonly busy: { readonly task: 'analyze' | 'export' | 'evaluate'; readonly backend?: string; readonly label?: string } | null;
+  readonly busy: { readonly task: BusyTask; readonly backend?: string; readonly label?: string } | null;
   readonly backend: string;
   readonly trusted: boolean;
   readonly evaluateAvailable: boolean;
@@ -37,6 +37,8 @@ export interface PanelState {
   readonly notice: { readonly level: 'info' | 'error'; readonly message: string } | null;
   /** The last evaluation, and the plan it was for (it goes stale when the plan changes). */
   readonly evaluation: (EvaluationResult & { readonly stale: boolean }) | null;
+  /** The last quality/savings sweep; its plan point goes stale when the plan changes. */
+  readonly sweep: (SweepResult & { readonly stale: boolean }) | null;
 }
 
 /** Transitions: host events plus the user's gestures. */
@@ -53,6 +55,7 @@ export type Action =
   | { readonly kind: 'planResult'; readonly result: PlanResult }
   | { readonly kind: 'planError'; readonly message: string }
   | { readonly kind: 'evaluation'; readonly result: EvaluationResult }
+  | { readonly kind: 'sweep'; readonly result: SweepResult }
   | { readonly kind: 'notice'; readonly level: 'info' | 'error'; readonly message: string | null };
 
 /** Before the host's `init` arrives. */
@@ -75,6 +78,7 @@ export function initialState(): PanelState {
     reference: null,
     notice: null,
     evaluation: null,
+    sweep: null,
   };
 }
 
@@ -175,12 +179,15 @@ export function reduce(state: PanelState, action: Action): PanelState {
       // A different plan than the one evaluated makes the shown perplexity stale.
       const same = state.result !== null && sameRanks(state.result.ranks, action.result.ranks);
       const evaluation = state.evaluation && !same ? { ...state.evaluation, stale: true } : state.evaluation;
-      return { ...state, result: action.result, planPending: false, planError: null, evaluation };
+      const sweep = state.sweep && !same ? { ...state.sweep, stale: true } : state.sweep;
+      return { ...state, result: action.result, planPending: false, planError: null, evaluation, sweep };
     }
     case 'planError':
       return { ...state, planPending: false, planError: action.message };
     case 'evaluation':
       return { ...state, evaluation: { ...action.result, stale: false } };
+    case 'sweep':
+      return { ...state, sweep: { ...action.result, stale: false } };
     case 'notice':
       return { ...state, notice: action.message === null ? null : { level: action.level, message: action.message } };
   }
@@ -272,6 +279,62 @@ export function formatBytes(bytes: number): string {
 /** The policy parameter the controls show for a policy. */
 export function policyField(policy: PolicyName): 'rank' | 'fraction' | 'energy' | 'budget' {
   return policy === 'uniform' ? 'rank' : policy;
+}
+
+/** One line of the quality/savings chart: a method's points, or a reference. */
+export interface SweepSeries {
+  readonly label: string;
+  readonly kind: SweepMethod | 'original' | 'plan';
+  /** Perplexity at each x of the chart (null where the series has no point). */
+  readonly ys: readonly (number | null)[];
+}
+
+/** The quality/savings chart: shared x (key-cache bytes per token, ascending) and its series. */
+export interface SweepChart {
+  readonly xs: readonly number[];
+  readonly series: readonly SweepSeries[];
+}
+
+/** How a sweep point is named: its rank or threshold. */
+export function sweepSetting(p: SweepPointView): string {
+  if (p.rank !== null) return `rank ${p.rank}`;
+  if (p.threshold !== null) return `${+(p.threshold * 100).toFixed(2)}% energy`;
+  return p.method === 'original' ? 'full' : '';
+}
+
+/**
+ * The chart of a sweep: one series per method (points in x order), the original as a
+ * horizontal line across every x, and the plan as a lone point ("earlier plan" once the panel's
+ * plan has changed). Points of different methods at the same key-cache size share an x
+ * (uniform ranks cost the same for both methods).
+ */
+export function sweepChart(sweep: SweepResult & { readonly stale?: boolean }): SweepChart {
+  const original = sweep.points[0];
+  const methods = sweep.points.slice(1);
+  const xs = [...new Set([original.keyCacheBytesPerToken, ...methods.map((p) => p.keyCacheBytesPerToken), sweep.plan.keyCacheBytesPerToken])].sort((a, b) => a - b);
+  const at = (points: readonly SweepPointView[]) => {
+    const ys: (number | null)[] = xs.map(() => null);
+    // Two thresholds can land on the same ranks (and bytes): keep the first, they measure the same plan.
+    for (const p of points) {
+      const i = xs.indexOf(p.keyCacheBytesPerToken);
+      if (ys[i] === null) ys[i] = p.perplexity;
+    }
+    return ys;
+  };
+  const series: SweepSeries[] = [];
+  for (const m of ['key-svd', 'qk-svd'] as const) {
+    const points = methods.filter((p) => p.method === m);
+    if (points.length) series.push({ label: m, kind: m, ys: at(points) });
+  }
+  series.push({ label: `original (${original.perplexity.toFixed(3)})`, kind: 'original', ys: xs.map(() => original.perplexity) });
+  series.push({ label: `${sweep.stale ? 'earlier plan' : 'plan'} (${sweep.planMethod})`, kind: 'plan', ys: at([sweep.plan]) });
+  return { xs, series };
+}
+
+/** The sweep's table rows: the original, each method by growing key cache, then the plan. */
+export function sweepRows(sweep: SweepResult): SweepPointView[] {
+  const byMethod = (m: SweepMethod) => sweep.points.filter((p) => p.method === m).sort((a, b) => a.keyCacheBytesPerToken - b.keyCacheBytesPerToken || (a.threshold ?? 0) - (b.threshold ?? 0));
+  return [sweep.points[0], ...byMethod('key-svd'), ...byMethod('qk-svd'), sweep.plan];
 }
 
 /** Whether an export can start now (trusted workspace, nothing running, a plan computed). */

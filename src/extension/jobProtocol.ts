@@ -5,13 +5,14 @@
  */
 import type { BackendProbe } from '../core/compute/session';
 import type { RankPlan } from '../core/plan';
-import type { EvaluationResult, SpectraPayload } from '../protocol';
+import type { EvaluationResult, SpectraPayload, SweepAxis, SweepResult } from '../protocol';
 
 /** What to run. Paths come from the host (the user's own choices), never from the webview. */
 export type JobRequest =
   | { readonly kind: 'analyze'; readonly dir: string; readonly backend: string; readonly threads: number; readonly method: 'key-svd' | 'qk-svd' }
   | { readonly kind: 'export'; readonly dir: string; readonly dest: string; readonly plan: RankPlan; readonly backend: string; readonly threads: number }
   | { readonly kind: 'evaluate'; readonly dir: string; readonly plan: RankPlan; readonly textFile: string; readonly tokenizer: string; readonly seq: number; readonly maxWindows: number; readonly backend: string; readonly threads: number }
+  | { readonly kind: 'sweep'; readonly dir: string; readonly plan: RankPlan; readonly axis: SweepAxis; readonly values: readonly number[]; readonly textFile: string; readonly tokenizer: string; readonly seq: number; readonly maxWindows: number; readonly backend: string; readonly threads: number }
   | { readonly kind: 'probe' };
 
 /** Result type of each job kind. */
@@ -20,6 +21,7 @@ export interface JobResults {
   export: { readonly dest: string; readonly files: readonly string[]; readonly notes: readonly string[] };
   probe: { readonly probes: readonly BackendProbe[] };
   evaluate: EvaluationResult;
+  sweep: SweepResult;
 }
 
 /** Data the worker starts with: the request and the shared cancel flag (Int32Array over it; 1 = cancel). */

@@ -1,5 +1,5 @@
 /**
- * Job worker entry (bundled to dist/jobWorker.js): runs one analysis, export or backend probe
+ * Job worker entry (bundled to dist/jobWorker.js): runs one analysis, export, evaluation, sweep or backend probe
  * with the core library and reports progress, the result, or a one-line error to the host.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -7,13 +7,13 @@ import { buildLayout } from '../core/arch/adapters';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { parseBackendChoice, probeBackends } from '../core/compute/session';
 import { CancelledError, FactoredKeysError, type CancelToken } from '../core/errors';
-import { comparePlan } from '../core/eval/evaluate';
+import { comparePlan, PlanEvaluator, sweepPerplexity } from '../core/eval/evaluate';
 import { tokenizeFile } from '../core/eval/tokenize';
 import { analyzeHeads, energiesOf } from '../core/factor/basis';
 import { analyzeSpectra } from '../core/spectrum';
 import { runExportJob } from './exportJob';
 import type { JobEvent, JobResults, JobWorkerData } from './jobProtocol';
-import { checkpointSummary, spectraPayload, withPlanEnergies } from './panelModel';
+import { checkpointSummary, spectraPayload, sweepResult, withPlanEnergies } from './panelModel';
 
 const data = workerData as JobWorkerData;
 const flag = new Int32Array(data.cancelFlag);
@@ -74,6 +74,25 @@ async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
         seconds: c.original.seconds + c.plan.seconds,
       };
       return { result, transfer: [] };
+    }
+    case 'sweep': {
+      const started = performance.now();
+      const { ids } = await tokenizeFile(req.textFile, req.tokenizer);
+      const backend = parseBackendChoice(req.backend, 'factoredKeys.backend');
+      const options = { seq: req.seq, maxWindows: req.maxWindows > 0 ? req.maxWindows : undefined, backend, threads: req.threads > 0 ? req.threads : undefined, cancel };
+      const evaluator = await PlanEvaluator.open(req.dir);
+      try {
+        const spec = { methods: ['key-svd', 'qk-svd'] as const, ...(req.axis === 'rank' ? { ranks: req.values } : { thresholds: req.values }) };
+        // One more step than the sweep itself: the panel's own plan, measured on the same tokens.
+        let steps = 1;
+        const points = await sweepPerplexity(evaluator, ids, spec, { ...options, progress: (done, total, label) => progress(done, (steps = total + 1), label) });
+        const planned = await evaluator.plan(req.plan, ids, options);
+        progress(steps, steps, 'the plan');
+        const result: JobResults['sweep'] = sweepResult(req.axis, points, req.plan, planned, req.textFile, (performance.now() - started) / 1000);
+        return { result, transfer: [] };
+      } finally {
+        await evaluator.close();
+      }
     }
     case 'export': {
       const result: JobResults['export'] = await runExportJob(req, cancel, progress);

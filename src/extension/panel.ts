@@ -8,8 +8,8 @@ import { buildLayout } from '../core/arch/adapters';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
 import type { RankPlan } from '../core/plan';
-import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type EvaluationResult, type HostMessage, type PlanControls, type SavingsControls, type SpectraPayload, type WebviewRequest } from '../protocol';
-import { evaluatePlan } from './evaluateFlow';
+import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type EvaluationResult, type HostMessage, type PlanControls, type SavingsControls, type SpectraPayload, type SweepResult, type WebviewRequest } from '../protocol';
+import { evaluatePlan, sweepPlans } from './evaluateFlow';
 import { panelDocument } from './html';
 import { exportPlan } from './exportFlow';
 import { JobError, type JobRunner } from './jobs';
@@ -204,6 +204,8 @@ export class CheckpointPanel implements vscode.Disposable {
       }
       case 'evaluate':
         return this.evaluate(m.plan);
+      case 'sweep':
+        return this.sweep(m.plan);
       case 'selectBackend':
         return this.services.selectBackend();
       case 'cancel':
@@ -282,6 +284,22 @@ export class CheckpointPanel implements vscode.Disposable {
     this.post({ type: 'busy', task: 'evaluate', label: 'evaluating' });
     try {
       return await evaluatePlan(this.services, summary, this.input, this.vocabSize, plan, this.current.token, (done, total, label) => this.post({ type: 'busy', task: 'evaluate', label: `${label} (${done}/${total})` }));
+    } finally {
+      this.current.dispose();
+      this.current = null;
+      this.post({ type: 'busy', task: null });
+    }
+  }
+
+  /** Perplexity against key-cache size for both methods around `controls` (the user picks the text). */
+  async sweep(controls: PlanControls): Promise<SweepResult | null> {
+    const summary = this.requireSummary();
+    if ((controls.policy === 'energy' || controls.policy === 'budget') && this.spectra?.planMethod !== readSettings().method) await this.analyze();
+    const plan = panelPlan(summary, this.spectra, controls, readSettings().method);
+    this.current = new vscode.CancellationTokenSource();
+    this.post({ type: 'busy', task: 'sweep', label: 'sweeping' });
+    try {
+      return await sweepPlans(this.services, summary, this.input, this.vocabSize, controls, plan, this.current.token, (done, total, label) => this.post({ type: 'busy', task: 'sweep', label: `${label} (${done}/${total})` }));
     } finally {
       this.current.dispose();
       this.current = null;

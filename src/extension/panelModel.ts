@@ -5,10 +5,11 @@
 import type { AttentionLayout } from '../core/arch/layout';
 import { bytesPerElement, type Dtype } from '../core/checkpoint/dtypes';
 import { FactoredKeysError } from '../core/errors';
-import { buildPlan, type FactorMethod, type HeadEnergies, type PlanModel, type RankPlan, type RankPolicy } from '../core/plan';
+import type { EvalResult, SweepPoint } from '../core/eval/evaluate';
+import { buildPlan, planKeyBytesPerToken, type FactorMethod, type HeadEnergies, type PlanModel, type RankPlan, type RankPolicy } from '../core/plan';
 import { computeSavings } from '../core/savings';
 import type { SpectrumResult } from '../core/spectrum';
-import type { CacheDtype, CheckpointSummary, PlanControls, PlanResult, ReferenceSavings, SavingsControls, SavingsView, SpectraPayload } from '../protocol';
+import type { CacheDtype, CheckpointSummary, PlanControls, PlanResult, ReferenceSavings, SavingsControls, SavingsView, SpectraPayload, SweepAxis, SweepPointView, SweepResult } from '../protocol';
 
 /** Bits per cached element for each cache dtype the panel offers. */
 export const CACHE_DTYPE_BITS: Record<CacheDtype, number> = { f32: 32, f16: 16, bf16: 16, fp8: 8 };
@@ -208,4 +209,51 @@ export function planResult(summary: CheckpointSummary, plan: RankPlan, controls:
 export function paperReference(): ReferenceSavings {
   const s = computeSavings({ layers: 32, kvHeads: 32, headDim: 128, keyRanks: 32, keyBitsPerValue: 16, context: 128000, batch: 1 });
   return { label: "paper's example: 32 layers × 32 KV heads × 128, fp16, 128,000 tokens, keys at rank 32", baselineBytes: s.baselineBytes, factoredBytes: s.factoredBytes, capacityMultiplier: s.capacityMultiplier };
+}
+
+/** Energy thresholds every energy sweep measures (the plan's own threshold is added). */
+export const SWEEP_THRESHOLDS = [0.8, 0.9, 0.95, 0.99] as const;
+
+/**
+ * What a sweep varies for the panel's controls: energy thresholds when the policy is energy
+ * (the fixed set plus the plan's threshold), else uniform ranks head_dim/16, /8, /4, /2 and
+ * full, rounded, at least 1, de-duplicated, ascending.
+ */
+export function sweepAxis(summary: Pick<CheckpointSummary, 'headDim'>, controls: PlanControls): { axis: SweepAxis; values: number[] } {
+  if (controls.policy === 'energy') {
+    // Four decimals: enough to tell thresholds apart, and the same plan the slider shows.
+    const values = [...SWEEP_THRESHOLDS, Math.round(controls.energy * 1e4) / 1e4].filter((t) => t > 0 && t <= 1);
+    return { axis: 'energy', values: [...new Set(values)].sort((a, b) => a - b) };
+  }
+  const ranks = [16, 8, 4, 2, 1].map((d) => Math.max(1, Math.round(summary.headDim / d)));
+  return { axis: 'rank', values: [...new Set(ranks)].sort((a, b) => a - b) };
+}
+
+/** A core sweep point as the protocol carries it. */
+export function sweepPointView(p: SweepPoint): SweepPointView {
+  return { method: p.method, rank: p.rank ?? null, threshold: p.threshold ?? null, keyCacheBytesPerToken: p.keyCacheBytesPerToken, perplexity: p.perplexity, deltaPercent: p.deltaPercent, seconds: p.seconds };
+}
+
+/** The reply to a `sweep` request: the core points (original first) and the measured plan. */
+export function sweepResult(axis: SweepAxis, points: readonly SweepPoint[], plan: RankPlan, planned: EvalResult, textFile: string, seconds: number): SweepResult {
+  const original = points[0];
+  if (!original || original.method !== 'original') throw new FactoredKeysError('sweep: the original was not evaluated first');
+  return {
+    axis,
+    points: points.map(sweepPointView),
+    plan: {
+      method: 'plan',
+      rank: null,
+      threshold: null,
+      keyCacheBytesPerToken: planKeyBytesPerToken(plan),
+      perplexity: planned.perplexity,
+      deltaPercent: (planned.perplexity / original.perplexity - 1) * 100,
+      seconds: planned.seconds,
+    },
+    planMethod: plan.method,
+    tokens: planned.tokens,
+    textFile,
+    backend: planned.backend,
+    seconds,
+  };
 }

@@ -1,7 +1,7 @@
 /**
  * The extension's job worker (dist/jobWorker.js) run as the extension runs it: a worker thread
  * with a shared cancel flag, on the Mistral fixture. Analysis (both methods), export with
- * cancellation, evaluation, and error reporting.
+ * cancellation, evaluation, quality sweeps (against the CLI, cancellable), and error reporting.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -11,8 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import type { JobEvent, JobRequest, JobWorkerData } from '../../src/extension/jobProtocol';
 import { panelPlan } from '../../src/extension/panelModel';
-import type { CheckpointSummary, EvaluationResult, SpectraPayload } from '../../src/protocol';
-import { fixture, REPO_ROOT, tempDir } from '../helpers/fixtures';
+import { normalizeSweep, type CheckpointSummary, type EvaluationResult, type SpectraPayload, type SweepResult } from '../../src/protocol';
+import { CLI, fixture, REPO_ROOT, tempDir } from '../helpers/fixtures';
 
 const WORKER = path.join(REPO_ROOT, 'dist/jobWorker.js');
 const MISTRAL = fixture('mistral-bytes');
@@ -103,6 +103,45 @@ describe('job worker (dist/jobWorker.js)', () => {
     assert.equal(r.tokens, 7 * 128);
     assert.ok(r.original > 1 && r.factored > 1);
     assert.equal(r.deltaPercent, (r.factored / r.original - 1) * 100);
+  });
+
+  it('sweeps both methods over ranks; each point is what `eval --method --rank` measures', async () => {
+    const text = path.join(tmp.dir, 'sweep.txt');
+    writeFileSync(text, readFileSync(fixture('heldout.txt')).subarray(0, 1024));
+    const plan = panelPlan(summary, keySpectra, { policy: 'uniform', rank: 16, fraction: 0.25, energy: 0.9, budget: 0.25, overrides: [] }, 'qk-svd');
+    const out = await runJob({ kind: 'sweep', dir: MISTRAL, plan, axis: 'rank', values: [8, 64], textFile: text, tokenizer: 'bytes', seq: 128, maxWindows: 0, backend: 'cpu', threads: 1 });
+    assert.equal(out.error, undefined);
+    const r = normalizeSweep(out.result) satisfies SweepResult;
+    assert.deepEqual(r.points.map((p) => `${p.method}:${p.rank}:${p.keyCacheBytesPerToken}`), ['original:null:1024', 'key-svd:8:128', 'key-svd:64:1024', 'qk-svd:8:128', 'qk-svd:64:1024']);
+    assert.equal(out.progress, 6, 'the original, four plans, then the panel plan');
+    assert.equal(r.tokens, 7 * 128);
+    const cli = (...args: string[]) => JSON.parse(execFileSync(process.execPath, [CLI, 'eval', MISTRAL, '--text', text, '--tokenizer', 'bytes', '--seq', '128', '--backend', 'cpu', '--threads', '1', '--json', ...args], { encoding: 'utf8' })).perplexity as number;
+    assert.equal(r.points[0].perplexity, cli());
+    assert.equal(r.points[3].perplexity, cli('--method', 'qk-svd', '--rank', '8'));
+    assert.equal(r.plan.perplexity, cli('--method', 'qk-svd', '--rank', '16'));
+    assert.equal(r.plan.keyCacheBytesPerToken, 256);
+    // Full rank reproduces the original up to the 16-bit rounding of the factored weights.
+    for (const p of [r.points[2], r.points[4]]) assert.ok(Math.abs(p.deltaPercent) < 0.05, `${p.method} full rank: ${p.deltaPercent}%`);
+    // Rank 8 of 64 costs quality on this trained model.
+    assert.ok(r.points[1].deltaPercent > 1 && r.points[3].deltaPercent > 1);
+  });
+
+  it('sweeps energy thresholds, and a cancelled sweep reports cancelled', async () => {
+    const text = path.join(tmp.dir, 'sweep-e.txt');
+    writeFileSync(text, readFileSync(fixture('heldout.txt')).subarray(0, 600));
+    const plan = panelPlan(summary, keySpectra, { policy: 'energy', rank: 16, fraction: 0.25, energy: 0.9, budget: 0.25, overrides: [] }, 'key-svd');
+    const job: JobRequest = { kind: 'sweep', dir: MISTRAL, plan, axis: 'energy', values: [0.5, 0.9], textFile: text, tokenizer: 'bytes', seq: 128, maxWindows: 2, backend: 'cpu', threads: 1 };
+    const out = await runJob(job);
+    const r = normalizeSweep(out.result);
+    assert.equal(r.axis, 'energy');
+    assert.equal(r.tokens, 2 * 128);
+    assert.deepEqual(r.points.slice(1).map((p) => `${p.method}@${p.threshold}`), ['key-svd@0.5', 'key-svd@0.9', 'qk-svd@0.5', 'qk-svd@0.9']);
+    // The key-svd 0.9 point is the panel's plan (same energies, same threshold).
+    assert.equal(r.plan.perplexity, r.points[2].perplexity);
+    assert.equal(r.plan.keyCacheBytesPerToken, r.points[2].keyCacheBytesPerToken);
+    assert.ok(r.points[1].keyCacheBytesPerToken < r.points[2].keyCacheBytesPerToken);
+    const c = await runJob(job, 1);
+    assert.deepEqual(c.error && { cancelled: c.error.cancelled, message: c.error.message }, { cancelled: true, message: 'cancelled' });
   });
 
   it('reports a bad checkpoint as one user-facing line', async () => {

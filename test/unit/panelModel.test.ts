@@ -6,7 +6,8 @@ import { openCheckpoint, type Checkpoint } from '../../src/core/checkpoint/check
 import { analyzeSpectra, type SpectrumResult } from '../../src/core/spectrum';
 import { analyzeHeads, energiesOf } from '../../src/core/factor/basis';
 import { rankForEnergy } from '../../src/core/plan/plan';
-import { checkpointSummary, keyEnergies, panelPlan, paperReference, planResult, rankPolicy, savingsView, spectraPayload, withPlanEnergies } from '../../src/extension/panelModel';
+import type { EvalResult, SweepPoint } from '../../src/core/eval/evaluate';
+import { checkpointSummary, keyEnergies, panelPlan, paperReference, planResult, rankPolicy, savingsView, spectraPayload, sweepAxis, sweepResult, withPlanEnergies } from '../../src/extension/panelModel';
 import type { CheckpointSummary, PlanControls, SpectraPayload } from '../../src/protocol';
 import { fixture } from '../helpers/fixtures';
 
@@ -120,3 +121,36 @@ describe('panel model on mistral-bytes', () => {
     assert.equal(ref.capacityMultiplier, 1.6);
   });
 });
+
+describe('sweep settings and results', () => {
+  it('sweeps ranks head_dim/16 … full, rounded, at least 1, without repeats', () => {
+    assert.deepEqual(sweepAxis({ headDim: 64 }, base), { axis: 'rank', values: [4, 8, 16, 32, 64] });
+    assert.deepEqual(sweepAxis({ headDim: 80 }, { ...base, policy: 'budget' }), { axis: 'rank', values: [5, 10, 20, 40, 80] });
+    // stories260K: head_dim 8, so /16 and /8 both give rank 1.
+    assert.deepEqual(sweepAxis({ headDim: 8 }, { ...base, policy: 'fraction' }), { axis: 'rank', values: [1, 2, 4, 8] });
+    assert.deepEqual(sweepAxis({ headDim: 1 }, base), { axis: 'rank', values: [1] });
+  });
+
+  it("sweeps energy thresholds under the energy policy, the plan's own included once", () => {
+    assert.deepEqual(sweepAxis({ headDim: 64 }, { ...base, policy: 'energy', energy: 0.95 }), { axis: 'energy', values: [0.8, 0.9, 0.95, 0.99] });
+    assert.deepEqual(sweepAxis({ headDim: 64 }, { ...base, policy: 'energy', energy: 0.97 }), { axis: 'energy', values: [0.8, 0.9, 0.95, 0.97, 0.99] });
+    assert.deepEqual(sweepAxis({ headDim: 64 }, { ...base, policy: 'energy', energy: 0.5 }).values, [0.5, 0.8, 0.9, 0.95, 0.99]);
+  });
+
+  it('carries core points as protocol points and measures the plan against the original', () => {
+    const points: SweepPoint[] = [
+      { method: 'original', keyCacheBytesPerToken: 1024, perplexity: 4, deltaPercent: 0, seconds: 0.2 },
+      { method: 'key-svd', rank: 8, keyCacheBytesPerToken: 128, perplexity: 5, deltaPercent: 25, seconds: 0.1 },
+    ];
+    const plan = panelPlan({ name: 'm', dir: '/m', architecture: 'mistral', layers: 4, hiddenSize: 256, queryHeads: 4, kvHeads: 2, headDim: 64, rope: true, rotaryDim: 64, ropeTheta: 1e4, dtype: 'BF16', parameters: 0, files: 1, queryToKv: [0, 0, 1, 1] }, null, { ...base, rank: 16 }, 'qk-svd');
+    const planned = { perplexity: 4.2, tokens: 1920, backend: 'cpu', seconds: 0.3 } as EvalResult;
+    const r = sweepResult('rank', points, plan, planned, '/t/h.txt', 2);
+    assert.deepEqual(r.points[1], { method: 'key-svd', rank: 8, threshold: null, keyCacheBytesPerToken: 128, perplexity: 5, deltaPercent: 25, seconds: 0.1 });
+    assert.equal(r.plan.keyCacheBytesPerToken, 4 * 2 * 16 * 2);
+    assert.ok(Math.abs(r.plan.deltaPercent - 5) < 1e-12);
+    assert.equal(r.planMethod, 'qk-svd');
+    assert.equal(r.tokens, 1920);
+    assert.throws(() => sweepResult('rank', points.slice(1), plan, planned, '/t/h.txt', 2), /original was not evaluated first/);
+  });
+});
+

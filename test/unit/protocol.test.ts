@@ -1,7 +1,7 @@
 /** Validation of every message the webview can send, and typed-array revival. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { asFloat32, normalizeSpectra, parsePlanControls, parseWebviewMessage, ProtocolError } from '../../src/protocol';
+import { asFloat32, normalizeSpectra, normalizeSweep, parsePlanControls, parseWebviewMessage, ProtocolError } from '../../src/protocol';
 
 const plan = { policy: 'uniform', rank: 8, fraction: 0.25, energy: 0.95, budget: 0.25, overrides: [] };
 const savings = { context: 128000, batch: 1, dtype: 'bf16' };
@@ -21,6 +21,15 @@ describe('parseWebviewMessage', () => {
     const withOverride = { ...plan, overrides: [{ layer: 1, head: 0, rank: 4 }] };
     assert.deepEqual(parseWebviewMessage({ type: 'export', id: 2, plan: withOverride }), { type: 'export', id: 2, plan: withOverride });
     assert.deepEqual(parseWebviewMessage({ type: 'evaluate', id: 9, plan }), { type: 'evaluate', id: 9, plan });
+    assert.deepEqual(parseWebviewMessage({ type: 'sweep', id: 10, plan }), { type: 'sweep', id: 10, plan });
+  });
+
+  it('validates sweep requests like evaluate: a plan and nothing else', () => {
+    rejects({ type: 'sweep', id: 11 }, /plan must be an object/, 11);
+    rejects({ type: 'sweep', id: 11, plan: { ...plan, energy: 0 } }, /plan.energy/, 11);
+    // The webview chooses neither the text nor the ranks: the host derives both.
+    rejects({ type: 'sweep', id: 11, plan, textFile: '/etc/passwd' }, /unexpected field "textFile"/, 11);
+    rejects({ type: 'sweep', id: 11, plan, ranks: [1, 2] }, /unexpected field "ranks"/, 11);
   });
 
   it('rejects unknown types, bad ids and extra fields', () => {
@@ -96,5 +105,37 @@ describe('typed arrays across the boundary', () => {
     assert.equal(s.planMethod, 'qk-svd');
     assert.equal(s.planEnergy.length, 6);
     assert.throws(() => normalizeSpectra({ ...payload, querySingular: Array(5).fill(1) }), /querySingular has 5 values, expected 12/);
+  });
+});
+
+describe('sweep results across the boundary', () => {
+  const point = (method: string, rank: number | null, bytes: number, perplexity: number) => ({ method, rank, threshold: null, keyCacheBytesPerToken: bytes, perplexity, deltaPercent: (perplexity / 4 - 1) * 100, seconds: 0.1 });
+  const sweep = {
+    axis: 'rank',
+    points: [point('original', null, 1024, 4), point('key-svd', 8, 128, 6), point('qk-svd', 8, 128, 5)],
+    plan: point('plan', null, 128, 6),
+    planMethod: 'key-svd',
+    tokens: 1920,
+    textFile: '/t/held.txt',
+    backend: 'cpu',
+    seconds: 1.5,
+  };
+
+  it('accepts a well-formed sweep and fills absent rank/threshold with null', () => {
+    assert.deepEqual(normalizeSweep(sweep), sweep);
+    const { threshold: _t, ...noThreshold } = sweep.points[1];
+    assert.equal(normalizeSweep({ ...sweep, points: [sweep.points[0], noThreshold] }).points[1].threshold, null);
+  });
+
+  it('rejects sweeps that are out of order, of an unknown method, or missing their axis', () => {
+    assert.throws(() => normalizeSweep({ ...sweep, axis: 'budget' }), /sweep.axis must be one of rank, energy/);
+    assert.throws(() => normalizeSweep({ ...sweep, points: [] }), /non-empty array/);
+    assert.throws(() => normalizeSweep({ ...sweep, points: [sweep.points[1], sweep.points[0]] }), /original first/);
+    assert.throws(() => normalizeSweep({ ...sweep, points: [sweep.points[0], point('svd', 8, 128, 5)] }), /points\[1\].method must be one of/);
+    assert.throws(() => normalizeSweep({ ...sweep, points: [sweep.points[0], point('qk-svd', null, 128, 5)] }), /points\[1\] has no rank/);
+    assert.throws(() => normalizeSweep({ ...sweep, axis: 'energy' }), /points\[1\] has no threshold/);
+    assert.throws(() => normalizeSweep({ ...sweep, points: [sweep.points[0], { ...sweep.points[1], perplexity: Number.NaN }] }), /points\[1\].perplexity/);
+    assert.throws(() => normalizeSweep({ ...sweep, plan: sweep.points[1] }), /sweep.plan.method must be "plan"/);
+    assert.throws(() => normalizeSweep({ ...sweep, planMethod: 'original' }), /sweep.planMethod/);
   });
 });

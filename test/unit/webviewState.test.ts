@@ -1,8 +1,8 @@
 /** The inspection panel's state logic (webview/state.ts), without a browser. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { CheckpointSummary, HostMessage, PanelDefaults, PlanResult, SpectraPayload } from '../../src/protocol';
-import { canExport, formatBytes, heatmapValues, initialState, reduce, sanitizePlan, selectedRank, selectedSpectra, withOverride, type Action, type PanelState } from '../../webview/state';
+import type { CheckpointSummary, HostMessage, PanelDefaults, PlanResult, SpectraPayload, SweepPointView, SweepResult } from '../../src/protocol';
+import { canExport, formatBytes, heatmapValues, initialState, reduce, sanitizePlan, selectedRank, selectedSpectra, sweepChart, sweepRows, sweepSetting, withOverride, type Action, type PanelState } from '../../webview/state';
 
 // A 2-layer GQA model: 4 query heads share 2 KV heads (0,0,1,1), head_dim 4.
 const summary: CheckpointSummary = {
@@ -153,4 +153,55 @@ describe('panel state', () => {
     assert.equal(formatBytes(1024), '1.02 kB');
     assert.equal(formatBytes(128), '128 B');
   });
+
+  it('keeps the last sweep and marks its plan point stale when the plan changes', () => {
+    let s = ready();
+    const result = (ranks: number[]): PlanResult => ({ ranks: Uint32Array.from(ranks), savings: {} as PlanResult['savings'], meanRetainedEnergy: null });
+    s = reduce(s, { kind: 'planResult', result: result([2, 2, 2, 2]) });
+    s = reduce(s, { kind: 'host', message: { type: 'busy', task: 'sweep', label: 'qk-svd rank 2 (3/8)' } });
+    assert.equal(s.busy?.task, 'sweep');
+    assert.equal(canExport(s), false);
+    s = reduce(s, { kind: 'sweep', result: rankSweep });
+    assert.equal(s.sweep?.stale, false);
+    assert.equal(reduce(s, { kind: 'planResult', result: result([2, 2, 2, 2]) }).sweep?.stale, false, 'same ranks: still the plan');
+    assert.equal(reduce(s, { kind: 'planResult', result: result([2, 1, 2, 2]) }).sweep?.stale, true);
+  });
+
+  it('charts a rank sweep: both methods share each rank\'s x, the original spans every x, the plan is one point', () => {
+    const chart = sweepChart(rankSweep);
+    assert.deepEqual(chart.xs, [16, 32, 64]);
+    assert.deepEqual(chart.series.map((x) => [x.kind, x.label]), [['key-svd', 'key-svd'], ['qk-svd', 'qk-svd'], ['original', 'original (4.000)'], ['plan', 'plan (qk-svd)']]);
+    assert.deepEqual(chart.series.map((x) => x.ys), [[9, 6, 4.5], [7, 5, 4.25], [4, 4, 4], [null, 5, null]]);
+    assert.equal(sweepChart({ ...rankSweep, stale: true }).series[3].label, 'earlier plan (qk-svd)');
+  });
+
+  it('charts an energy sweep: per-method points at their own key-cache sizes, gaps elsewhere', () => {
+    const t = (method: 'key-svd' | 'qk-svd', threshold: number, bytes: number, ppl: number): SweepPointView => ({ method, rank: null, threshold, keyCacheBytesPerToken: bytes, perplexity: ppl, deltaPercent: 0, seconds: 0 });
+    const sweep: SweepResult = { ...rankSweep, axis: 'energy', points: [rankSweep.points[0], t('key-svd', 0.9, 20, 6), t('key-svd', 0.99, 40, 4.5), t('key-svd', 0.999, 40, 4.5), t('qk-svd', 0.9, 24, 5)], plan: { ...rankSweep.plan, keyCacheBytesPerToken: 30 } };
+    const chart = sweepChart(sweep);
+    assert.deepEqual(chart.xs, [20, 24, 30, 40, 64]);
+    assert.deepEqual(chart.series[0].ys, [6, null, null, 4.5, null]);
+    assert.deepEqual(chart.series[1].ys, [null, 5, null, null, null]);
+    assert.deepEqual(chart.series[3].ys, [null, null, 5, null, null]);
+    assert.deepEqual(sweepRows(sweep).map(sweepSetting), ['full', '90% energy', '99% energy', '99.9% energy', '90% energy', '']);
+  });
+
+  it('lists the table rows: original, key-svd then qk-svd by growing cache, then the plan', () => {
+    assert.deepEqual(sweepRows(rankSweep).map((p) => `${p.method}:${p.rank ?? '-'}`), ['original:-', 'key-svd:1', 'key-svd:2', 'key-svd:4', 'qk-svd:1', 'qk-svd:2', 'qk-svd:4', 'plan:-']);
+  });
 });
+
+/** A rank sweep on the 2-layer model above (bytes = 2 layers × 2 KV heads × rank × 4 B), in evaluation order. */
+const rankSweep: SweepResult = (() => {
+  const p = (method: SweepPointView['method'], rank: number | null, bytes: number, ppl: number): SweepPointView => ({ method, rank, threshold: null, keyCacheBytesPerToken: bytes, perplexity: ppl, deltaPercent: (ppl / 4 - 1) * 100, seconds: 0.1 });
+  return {
+    axis: 'rank',
+    points: [p('original', null, 64, 4), p('key-svd', 4, 64, 4.5), p('key-svd', 1, 16, 9), p('key-svd', 2, 32, 6), p('qk-svd', 1, 16, 7), p('qk-svd', 2, 32, 5), p('qk-svd', 4, 64, 4.25)],
+    plan: p('plan', null, 32, 5),
+    planMethod: 'qk-svd',
+    tokens: 100,
+    textFile: '/t/x.txt',
+    backend: 'cpu',
+    seconds: 1,
+  };
+})();
