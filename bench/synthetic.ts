@@ -8,7 +8,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 
 /** Checkpoint shapes the benchmarks know. */
-export type SyntheticKind = 'mistral-7b' | 'llama2-7b' | 'mistral-tiny';
+export type SyntheticKind = 'mistral-7b' | 'llama2-7b' | 'llama70b-2layers' | 'mistral-tiny';
 
 interface Shape {
   readonly architecture: string;
@@ -35,6 +35,12 @@ const SHAPES: Record<SyntheticKind, Shape> = {
   'llama2-7b': {
     architecture: 'LlamaForCausalLM', modelType: 'llama', hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: 32, headDim: 128, vocab: 32000, dtype: 'F16', maxShardBytes: 10e9,
     extraConfig: { max_position_embeddings: 4096, rms_norm_eps: 1e-5, rope_theta: 10000.0, torch_dtype: 'float16', hidden_act: 'silu', bos_token_id: 1, eos_token_id: 2, tie_word_embeddings: false, attention_bias: false, pretraining_tp: 1, initializer_range: 0.02, use_cache: true },
+  },
+  // two layers of Llama-3-70B's shape (hidden 8192, 64 query / 8 KV heads x 128, BF16): the
+  // per-layer memory of a 70B analysis without writing 140 GB
+  'llama70b-2layers': {
+    architecture: 'LlamaForCausalLM', modelType: 'llama', hidden: 8192, intermediate: 28672, layers: 2, heads: 64, kvHeads: 8, headDim: 128, vocab: 128256, dtype: 'BF16', maxShardBytes: 5e9,
+    extraConfig: { max_position_embeddings: 8192, rms_norm_eps: 1e-5, rope_theta: 500000.0, torch_dtype: 'bfloat16', hidden_act: 'silu', tie_word_embeddings: false },
   },
   // a small Mistral-shaped model (same code paths, ~50 MB) for quick checks of the bench itself
   'mistral-tiny': {

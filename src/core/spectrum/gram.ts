@@ -52,6 +52,9 @@ export function bf16Branches(backend: BackendName, threads: number, batch: numbe
   return Math.max(1, Math.min(8, Math.floor(threads / 2), batch));
 }
 
+/** Largest float32 size of one run's widened input (bigger layers are run in parts). */
+const MAX_RUN_FLOAT32_BYTES = 256 * 1024 * 1024;
+
 /** One Gram session per (feed, shape), on one provider. */
 export class GramRunner {
   private readonly sessions = new Map<string, Promise<ComputeSession>>();
@@ -86,6 +89,23 @@ export class GramRunner {
    * float32, Uint16Array bit patterns for float16/bfloat16).
    */
   async run(feed: GramFeed, data: Float32Array | Uint16Array, batch: number, headDim: number, dModel: number): Promise<Float32Array> {
+    // bound onnxruntime's float32 intermediates (widened copy + transpose): a 70B layer's 72
+    // heads x 128 x 8192 would otherwise hold ~0.6 GB of them; a 7B layer fits in one run
+    const perRun = Math.max(1, Math.floor(MAX_RUN_FLOAT32_BYTES / (headDim * dModel * 4)));
+    if (batch <= perRun) return this.runOnce(feed, data, batch, headDim, dModel);
+    const runs = Math.ceil(batch / perRun);
+    const size = Math.ceil(batch / runs);
+    const block = headDim * dModel;
+    const grams = new Float32Array(batch * headDim * headDim);
+    for (let start = 0; start < batch; start += size) {
+      const count = Math.min(size, batch - start);
+      const part = await this.runOnce(feed, data.subarray(start * block, (start + count) * block), count, headDim, dModel);
+      grams.set(part, start * headDim * headDim);
+    }
+    return grams;
+  }
+
+  private async runOnce(feed: GramFeed, data: Float32Array | Uint16Array, batch: number, headDim: number, dModel: number): Promise<Float32Array> {
     const s = await this.session(feed, headDim, dModel, batch);
     const dims = [batch, headDim, dModel];
     const tensor = feed === 'float32' ? new Tensor('float32', data as Float32Array, dims) : new Tensor(feed === 'float16' ? 'float16' : 'uint16', data as Uint16Array, dims);
