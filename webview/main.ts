@@ -192,7 +192,7 @@ app.innerHTML = `
   <section class="card wide" id="sweep" data-testid="sweep">
     <div class="card-head"><h2>Quality vs key cache</h2><span class="muted small" id="sweep-info"></span></div>
     <p class="muted small" id="sweep-hint">Sweep measures perplexity on the Evaluate text for key-svd and qk-svd at ranks head_dim/16 … full (energy thresholds when the policy is energy), next to the original and this plan.</p>
-    <div class="sweep-body">
+    <div class="sweep-body" id="sweep-body">
       <div id="plot-sweep" data-testid="plot-sweep"></div>
       <table class="numbers hidden" id="sweep-table" data-testid="sweep-table">
         <thead><tr><th>series</th><th>setting</th><th>keys / token</th><th>perplexity</th><th>Δ</th></tr></thead>
@@ -423,9 +423,6 @@ function renderSweep(): void {
     section.dataset.ready = 'false';
     return;
   }
-  const width = Math.max(320, Math.min(760, section.clientWidth - 460));
-  const chart = sweepChart(sw);
-  sweepPlot.update(chart, width, sweepTheme());
   $('sweep-info').textContent = `${sw.axis === 'rank' ? 'uniform ranks' : 'energy thresholds'} · ${sw.tokens.toLocaleString('en-US')} tokens of ${sw.textFile.split(/[\\/]/).pop()} · ${sw.backend} · ${sw.seconds.toFixed(1)} s`;
   const rows = $('sweep-rows');
   rows.replaceChildren(
@@ -446,6 +443,10 @@ function renderSweep(): void {
       return tr;
     }),
   );
+  // The chart takes what the table leaves of the card's width (it wraps below on narrow panels).
+  const chart = sweepChart(sw);
+  const room = $('sweep-body').clientWidth - $('sweep-table').offsetWidth - 24;
+  sweepPlot.update(chart, room >= 360 ? Math.min(900, room) : Math.max(300, Math.min(900, $('sweep-body').clientWidth - 8)), sweepTheme());
   // For tests and screen readers: how many measured points each method has on the chart.
   for (const series of chart.series) if (series.kind === 'key-svd' || series.kind === 'qk-svd') section.dataset[series.kind === 'key-svd' ? 'pointsKeySvd' : 'pointsQkSvd'] = String(series.ys.filter((y) => y !== null).length);
   section.dataset.ready = 'true';

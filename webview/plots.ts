@@ -170,13 +170,13 @@ export class SweepPlot {
   }
 
   private options(chart: SweepChart, width: number, theme: SweepTheme): uPlot.Options {
-    const axis = (label: string, values?: uPlot.Axis['values']): uPlot.Axis => ({
+    const axis = (label: string, size: number, values?: uPlot.Axis['values']): uPlot.Axis => ({
       label,
       stroke: theme.foreground,
       grid: { stroke: theme.grid, width: 1 },
       ticks: { stroke: theme.grid, width: 1 },
       labelSize: 18,
-      size: 52,
+      size,
       values,
     });
     const noLine = (): null => null;
@@ -186,7 +186,7 @@ export class SweepPlot {
       legend: { show: true, live: false },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: false, distr: 3, log: 2 }, y: { auto: true } },
-      axes: [axis('key cache per token', (_u, splits) => splits.map((v) => (v == null ? '' : this.formatX(v)))), axis('perplexity', (_u, splits) => splits.map((v) => (v == null ? '' : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2))))],
+      axes: [axis('key cache per token', 36, (_u, splits) => splits.map((v) => (v == null ? '' : this.formatX(v)))), axis('perplexity', 52, (_u, splits) => splits.map((v) => (v == null ? '' : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2))))],
       series: [
         { label: 'key cache' },
         ...chart.series.map((s): uPlot.Series => {

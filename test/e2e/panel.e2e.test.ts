@@ -2,7 +2,8 @@
  * End-to-end: the packaged extension in real VS Code (code-server) driven by Chromium.
  * Opens the Mistral fixture through the Command Palette, checks the heatmaps' shape, changes
  * the rank and watches the savings change, exports through the panel and checks the result
- * with the CLI, and saves dark and light screenshots under test/e2e/screenshots/.
+ * with the CLI, evaluates and sweeps (perplexities against the CLI), and saves dark and light
+ * screenshots under test/e2e/screenshots/.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -265,6 +266,40 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     assert.equal(shownOriginal, original.perplexity.toFixed(3), text);
     assert.equal(shownPlan, planned.perplexity.toFixed(3), text);
     assert.match(text, new RegExp(`on ${original.tokens.toLocaleString('en-US')} tokens of heldout-2k.txt`));
+  });
+
+  it('sweeps quality against key cache for both methods; the points match the CLI', async () => {
+    // The plan is uniform rank 8 (key-svd), so the sweep runs over ranks 4, 8, 16, 32, 64.
+    await frame.locator('#btn-sweep').click();
+    const section = frame.locator('#sweep');
+    await waitFor('the sweep chart', async () => (await section.getAttribute('data-ready')) === 'true', 180_000);
+    assert.equal(await frame.locator('#plot-sweep .uplot').count(), 1);
+    assert.equal(await section.getAttribute('data-points-key-svd'), '5');
+    assert.equal(await section.getAttribute('data-points-qk-svd'), '5');
+    const row = (method: string, rank?: number) => frame.locator(`#sweep-rows tr[data-method="${method}"]${rank ? `[data-rank="${rank}"]` : ''}`);
+    const shown = async (method: string, rank?: number) => ({ perplexity: Number(await row(method, rank).getAttribute('data-perplexity')), text: await row(method, rank).innerText() });
+    const original = cliEval([MISTRAL]);
+    for (const method of ['key-svd', 'qk-svd']) {
+      assert.equal(await row(method).count(), 5, method);
+      const cli = cliEval([MISTRAL, '--method', method, '--rank', '16']);
+      const ui = await shown(method, 16);
+      // Same windows, same code; only onnxruntime's thread count may differ from the CLI's.
+      assert.ok(Math.abs(ui.perplexity / cli.perplexity - 1) < 1e-6, `${method} rank 16: panel ${ui.perplexity}, CLI ${cli.perplexity}`);
+      assert.match(ui.text, new RegExp(`rank 16\\s+256 B\\s+${cli.perplexity.toFixed(3).replace('.', '\\.')}`));
+    }
+    const o = await shown('original');
+    assert.ok(Math.abs(o.perplexity / original.perplexity - 1) < 1e-6, `original: panel ${o.perplexity}, CLI ${original.perplexity}`);
+    // The plan (key-svd rank 8) is measured too and sits on the key-svd rank-8 point.
+    const plan = await shown('plan');
+    assert.equal(plan.perplexity, (await shown('key-svd', 8)).perplexity);
+    assert.match(await frame.locator('#sweep-info').innerText(), new RegExp(`uniform ranks · ${original.tokens.toLocaleString('en-US')} tokens of heldout-2k.txt`));
+    // The export's toast would cover the table.
+    await runCommand(page, 'Notifications: Clear All Notifications');
+    await page.locator('.notification-toast').first().waitFor({ state: 'hidden', timeout: 10_000 }).catch(() => undefined);
+    await section.scrollIntoViewIfNeeded();
+    await page.waitForTimeout(500);
+    await page.screenshot({ path: path.join(SHOTS, 'panel-sweep-dark.png') });
+    await frame.evaluate(() => window.scrollTo(0, 0));
   });
 
   it('runs Show Cache Savings and Select Compute Backend from the Command Palette', async () => {
