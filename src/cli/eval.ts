@@ -13,6 +13,7 @@ import { resolvePlan } from '../core/export/export';
 import { numberFlag, parseArgs } from './args';
 import type { CliIo } from './io';
 import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
+import { percentProgress } from './progress';
 
 const USAGE = `eval <checkpoint> --text FILE --tokenizer bytes|<tokenizer.json> [--seq 256] [--backend ${BACKEND_CHOICES.join('|')}] [--threads N] [--method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N) | --plan plan.json] [--json]`;
 
@@ -58,20 +59,13 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  let lastPct = -1;
   const options: EvalOptions = {
     seq,
     backend,
     threads,
     batch,
     cancel,
-    progress: args.booleans.has('progress')
-      ? (done, total, label) => {
-          const pct = total > 0 ? Math.floor((100 * done) / total) : 0;
-          if (pct !== lastPct) io.stderr(`${label} ${pct}%\n`);
-          lastPct = pct;
-        }
-      : undefined,
+    progress: args.booleans.has('progress') ? percentProgress(io) : undefined,
   };
   let result: EvalResult;
   try {

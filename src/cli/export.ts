@@ -9,6 +9,7 @@ import { planKeyBytesPerToken } from '../core/plan/plan';
 import { parseArgs } from './args';
 import type { CliIo } from './io';
 import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
+import { percentProgress } from './progress';
 
 /** The `export --json` object (a stable contract). */
 export interface ExportJson {
@@ -33,7 +34,6 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  let lastPct = -1;
   try {
     const result = await exportFactored({
       source: args.positionals[0],
@@ -45,13 +45,7 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
       planSource: choice.planPath,
       force: args.booleans.has('force'),
       cancel,
-      progress: args.booleans.has('progress')
-        ? (done, total, label) => {
-            const pct = total > 0 ? Math.floor((100 * done) / total) : 0;
-            if (pct !== lastPct) io.stderr(`${label} ${pct}%\n`);
-            lastPct = pct;
-          }
-        : undefined,
+      progress: args.booleans.has('progress') ? percentProgress(io) : undefined,
     });
     const before = result.report.cache.key_bytes_per_token.before;
     const after = planKeyBytesPerToken(result.plan);

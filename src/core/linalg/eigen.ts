@@ -96,8 +96,12 @@ function tridiagonalize(a: Float64Array, n: number, wantQ: boolean): { d: Float6
   return { d, e, q };
 }
 
-/** Implicit-shift QL on a symmetric tridiagonal matrix; rotates the columns of z when given. */
-function tridiagonalQl(d: Float64Array, e: Float64Array, n: number, z?: Float64Array): void {
+/**
+ * Implicit-shift QL on a symmetric tridiagonal matrix (diagonal d, off-diagonal e with e[i]
+ * coupling i and i+1). Eigenvalues land in `d`, unordered; `e` is destroyed. When `z` (n x n
+ * row-major) is given its columns are rotated along, turning Q into the eigenvectors.
+ */
+export function tridiagonalQl(d: Float64Array, e: Float64Array, n: number, z?: Float64Array): void {
   for (let l = 0; l < n; l++) {
     let iterations = 0;
     for (;;) {
@@ -109,7 +113,8 @@ function tridiagonalQl(d: Float64Array, e: Float64Array, n: number, z?: Float64A
       if (m === l) break;
       if (++iterations > 64) throw new Error('symmetric eigensolver did not converge');
       let g = (d[l + 1] - d[l]) / (2 * e[l]);
-      let r = Math.hypot(g, 1);
+      // sqrt rather than Math.hypot: several times faster in V8, and Gram entries never near 1e154
+      let r = Math.sqrt(g * g + 1);
       g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
       let s = 1;
       let c = 1;
@@ -119,7 +124,7 @@ function tridiagonalQl(d: Float64Array, e: Float64Array, n: number, z?: Float64A
       for (; i >= l; i--) {
         const f = s * e[i];
         const b = c * e[i];
-        r = Math.hypot(f, g);
+        r = Math.sqrt(f * f + g * g);
         e[i + 1] = r;
         if (r === 0) {
           d[i + 1] -= p;

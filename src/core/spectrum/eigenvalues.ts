@@ -1,4 +1,5 @@
 import { createWasmTridiagonalizer, type WasmTridiagonalizer } from './wasmTridiagonal';
+import { tridiagonalQl } from '../linalg/eigen';
 
 /**
  * Eigenvalues only of a small dense symmetric matrix, specialised for the spectrum engine's
@@ -46,7 +47,7 @@ export class EigenWorkspace {
     }
     if (this.wasm) this.wasm.run(this.d, this.e);
     else this.tridiagonalize();
-    tridiagonalEigenvalues(this.d, this.e, n);
+    tridiagonalQl(this.d, this.e, n);
     out.set(this.d.subarray(0, n));
     out.sort();
     out.reverse();
@@ -102,55 +103,6 @@ export class EigenWorkspace {
     for (let i = 0; i < n; i++) d[i] = a[i * n + i];
     if (n >= 2) e[n - 2] = a[(n - 2) * n + n - 1];
     e[n - 1] = 0;
-  }
-}
-
-/**
- * Eigenvalues of the symmetric tridiagonal matrix (diagonal d, off-diagonal e with e[i]
- * coupling i and i+1), in place in `d` (unordered), by implicit-shift QL. `e` is destroyed.
- */
-export function tridiagonalEigenvalues(d: Float64Array, e: Float64Array, n: number): void {
-  for (let l = 0; l < n; l++) {
-    let iterations = 0;
-    for (;;) {
-      let m = l;
-      for (; m < n - 1; m++) {
-        const dd = Math.abs(d[m]) + Math.abs(d[m + 1]);
-        if (Math.abs(e[m]) <= Number.EPSILON * dd) break;
-      }
-      if (m === l) break;
-      if (++iterations > 60) throw new Error('tridiagonal eigensolver did not converge');
-      let g = (d[l + 1] - d[l]) / (2 * e[l]);
-      let r = Math.sqrt(g * g + 1);
-      g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
-      let s = 1;
-      let c = 1;
-      let p = 0;
-      let deflated = false;
-      for (let i = m - 1; i >= l; i--) {
-        const f = s * e[i];
-        const b = c * e[i];
-        r = Math.sqrt(f * f + g * g);
-        e[i + 1] = r;
-        if (r === 0) {
-          d[i + 1] -= p;
-          e[m] = 0;
-          deflated = true;
-          break;
-        }
-        s = f / r;
-        c = g / r;
-        g = d[i + 1] - p;
-        r = (d[i] - g) * s + 2 * c * b;
-        p = s * r;
-        d[i + 1] = g + p;
-        g = c * r - b;
-      }
-      if (deflated) continue;
-      d[l] -= p;
-      e[l] = g;
-      e[m] = 0;
-    }
   }
 }
 
