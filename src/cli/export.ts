@@ -23,7 +23,7 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
   const args = parseArgs(argv, { values: [...POLICY_FLAGS], booleans: ['json', 'force', 'progress'] }, 'export');
   if (args.positionals.length !== 2) {
     throw new FactoredKeysError(
-      'export: expected a checkpoint and an output folder (usage: factored-keys export <checkpoint> <outdir> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--override L:G=R,...] [--force] [--json])',
+      'export: expected a checkpoint and an output folder (usage: factored-keys export <checkpoint> <outdir> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--override L:G=R,...] [--force] [--progress] [--json])',
     );
   }
   const choice = await policyFromArgs(args, 'export');

@@ -114,9 +114,15 @@ export async function runPlan(argv: string[], io: CliIo): Promise<number> {
   }
   const out = args.values.get('out');
   if (out !== undefined) {
+    // write-then-rename so a failed write never leaves a truncated plan behind
     const tmp = `${out}.tmp-${process.pid}`;
-    await fsp.writeFile(tmp, JSON.stringify(plan, null, 2) + '\n');
-    await fsp.rename(tmp, out);
+    try {
+      await fsp.writeFile(tmp, JSON.stringify(plan, null, 2) + '\n', { flag: 'wx' });
+      await fsp.rename(tmp, out);
+    } catch (e) {
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      throw new FactoredKeysError(`${out}: cannot write the plan (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
   }
   io.stdout(args.booleans.has('json') ? JSON.stringify(plan) + '\n' : formatPlan(plan));
   return 0;

@@ -69,3 +69,10 @@ test('export errors are one line, exit 1, and leave nothing behind', async () =>
   assert.ok(!existsSync(dest));
   assert.deepEqual(readdirSync(work).filter((e) => e.includes('.fk-')), []);
 });
+
+test('plan --out into a folder is a one-line error and leaves no temp file', async () => {
+  const r = await cli('plan', path.join(fixtures, 'mistral-bytes'), '--rank', '8', '--out', work);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /cannot write the plan \(EISDIR\)/);
+  assert.deepEqual(readdirSync(path.dirname(work)).filter((e) => e.startsWith(`${path.basename(work)}.tmp-`)), []);
+});
