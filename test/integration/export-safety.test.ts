@@ -4,8 +4,10 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlin
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
+import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 import { CancelledError } from '../../src/core/errors';
 import { exportFactored } from '../../src/core/export/export';
+import { writeSafetensors, type RawTensor } from '../helpers/safetensors';
 
 const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
 const mistral = path.join(fixtures, 'mistral-bytes');
@@ -104,4 +106,31 @@ test('stale temporary folders of dead exports to the same destination are remove
   writeFileSync(path.join(stale, 'model-00001-of-00003.safetensors'), 'partial');
   await run(mistral, path.join(parent, 'out'));
   assert.deepEqual(readdirSync(parent).sort(), [path.basename(other), 'out'].sort());
+});
+
+test('a failure found while factoring (rank-deficient keys under qk-svd) removes the temporary folder', async () => {
+  // layouts/llama with KV head 1 of layer 1 zeroed: its key Gram is singular
+  const src = path.join(fixtures, 'layouts', 'llama');
+  const broken = path.join(work, 'llama-zero-head');
+  mkdirSync(broken);
+  cpSync(path.join(src, 'config.json'), path.join(broken, 'config.json'));
+  const ck = await openCheckpoint(src);
+  const tensors: Record<string, RawTensor> = {};
+  for (const t of ck.tensors.values()) tensors[t.name] = { dtype: t.dtype, shape: [...t.shape], data: await ck.readRows(t.name) };
+  await ck.close();
+  const k = tensors['model.layers.1.self_attn.k_proj.weight'];
+  const rowBytes = k.data.byteLength / k.shape[0];
+  const headDim = 16;
+  k.data.fill(0, headDim * rowBytes, 2 * headDim * rowBytes);
+  writeSafetensors(path.join(broken, 'model.safetensors'), tensors);
+  const parent = path.join(work, 'deficient');
+  mkdirSync(parent);
+  await assert.rejects(
+    exportFactored({ source: broken, dest: path.join(parent, 'out'), method: 'qk-svd', policy: { kind: 'uniform', rank: 4 } }),
+    /model\.layers\.1\.self_attn\.k_proj\.weight: layer 1 KV head 1 key projection is rank-deficient/,
+  );
+  assert.deepEqual(readdirSync(parent), []);
+  // key-svd still works on it
+  await exportFactored({ source: broken, dest: path.join(parent, 'out'), method: 'key-svd', policy: { kind: 'uniform', rank: 4 } });
+  assert.ok(existsSync(path.join(parent, 'out', 'config.json')));
 });
