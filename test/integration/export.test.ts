@@ -122,3 +122,33 @@ test('report holds plan, per-head retained energy and score error, cache sizes',
   assert.equal(report.cache.key_bytes_per_token.before, 4 * 2 * 64 * 2);
   assert.deepEqual(report.plan.ranks, r.plan.ranks);
 });
+
+test('absorbed mode with MQA (Falcon with ALiBi): query heads of a group share the thin key map', async () => {
+  // layouts/falcon re-declared as an ALiBi model (no RoPE): same weights, absorbed export
+  const dir = path.join(work, 'falcon-alibi');
+  const { cpSync, readFileSync, writeFileSync } = await import('node:fs');
+  cpSync(path.join(fixtures, 'layouts', 'falcon'), dir, { recursive: true });
+  const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, alibi: true }));
+  for (const method of ['key-svd', 'qk-svd'] as const) {
+    const src = await openCheckpoint(dir);
+    const layout = buildLayout(src);
+    assert.equal(layout.rope, null);
+    const dest = path.join(work, `falcon-alibi-${method}`);
+    await exportFactored({ source: dir, dest, method, policy: { kind: 'uniform', rank: 5 } });
+    const out = await openCheckpoint(dest);
+    const fk = readFactoredKeysConfig(out.config, dest);
+    assert.equal(fk.rope_mode, 'absorbed');
+    assert.equal(fk.num_kv_heads, 1);
+    const t = 9;
+    const x = gaussian(t * layout.hiddenSize, 99);
+    for (let h = 0; h < layout.queryHeads; h++) {
+      assert.equal(fk.layers[1].query[h].width, 5);
+      const p = await referenceProjector(src, layout, 1, 0, method, 5);
+      const err = relError(await exportedScores(out, fk, 1, h, x, t, layout.hiddenSize), await originalScores(src, layout, 1, h, x, t, p));
+      assert.ok(err < 1e-6, `${method} head ${h}: ${err}`);
+    }
+    await out.close();
+    await src.close();
+  }
+});
