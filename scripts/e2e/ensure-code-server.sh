@@ -8,6 +8,10 @@ CACHE="${FK_CODE_SERVER_DIR:-$ROOT/.cache/code-server}"
 CODE_SERVER_VERSION=4.139.1
 NODE24_VERSION=24.22.3
 note() { echo "[ensure-code-server] $*" >&2; }
+# Under `npm test` the parent npm exports its settings as npm_* variables; the nested install
+# must not inherit them (code-server's postinstall reads the Node version from
+# npm_config_user_agent, which would name the parent's Node, not Node 24).
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep -E '^npm_' || true)
 
 # System packages: Kerberos headers (code-server's native build) and the browser Playwright drives.
 missing=()
