@@ -2,7 +2,7 @@
  * Perplexity end to end on the trained fixtures, against the PyTorch/transformers reference
  * checked in by scripts/reference/eval_reference.py. To keep `npm test` light this runs the
  * protocol on the first WINDOWS windows of heldout.txt (the reference stores every window's NLL);
- * test/integration/eval-full.test.ts (FK_EVAL_FULL=1) runs the whole text.
+ * test/integration/eval-full.test.ts runs the whole text (FK_EVAL_FULL=0 skips it).
  */
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
