@@ -12,7 +12,7 @@ import { numberFlag, parseArgs } from './args';
 import { formatTable } from './inspect';
 import type { CliIo } from './io';
 
-const USAGE = `analyze <checkpoint> [--json] [--backend ${BACKEND_CHOICES.join('|')}] [--threads N] [--kinds key,query]`;
+const USAGE = `analyze <checkpoint> [--json] [--backend ${BACKEND_CHOICES.join('|')}] [--calibrate] [--threads N] [--kinds key,query]`;
 
 /** One head in the `analyze --json` output (snake_case, a documented contract). */
 export interface AnalyzeJsonHead {
@@ -93,12 +93,14 @@ export function nonFiniteWarning(heads: readonly HeadSpectrum[], layout: Attenti
 
 /** Runs the command. */
 export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
-  const args = parseArgs(argv, { booleans: ['json'], values: ['backend', 'threads', 'kinds'] }, 'analyze');
+  const args = parseArgs(argv, { booleans: ['json', 'calibrate'], values: ['backend', 'threads', 'kinds'] }, 'analyze');
   if (args.positionals.length !== 1) throw new FactoredKeysError(`analyze: expected one checkpoint path (usage: factored-keys ${USAGE})`);
   const backendRaw = args.values.get('backend');
   const backend = backendRaw === undefined ? 'auto' : parseBackendChoice(backendRaw, 'analyze: --backend');
   const threads = numberFlag(args, 'threads', 'analyze', { integer: true, min: 1, max: 1024 });
   const kinds = parseKinds(args.values.get('kinds'));
+  const calibrate = args.booleans.has('calibrate');
+  if (calibrate && backend !== 'auto') throw new FactoredKeysError('analyze: --calibrate goes with --backend auto');
 
   const ckpt = await openCheckpoint(args.positionals[0]);
   const cancel = { cancelled: false };
@@ -112,6 +114,7 @@ export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
     let lastReport = started;
     const result = await analyzeSpectra(ckpt, layout, {
       backend,
+      calibrate,
       threads,
       kinds,
       cancel,

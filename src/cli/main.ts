@@ -16,7 +16,7 @@ type Command = (argv: string[], io: CliIo) => Promise<number>;
 /** Commands register here; later modules add analyze, plan, export, savings, eval. */
 export const COMMANDS: Record<string, { run: Command; summary: string }> = {
   inspect: { run: runInspect, summary: 'inspect <checkpoint> [--json]            attention layout of a checkpoint' },
-  analyze: { run: runAnalyze, summary: 'analyze <checkpoint> [--json] [--backend auto|cpu|webgpu|cuda] [--threads N]   key/query spectra per head' },
+  analyze: { run: runAnalyze, summary: 'analyze <checkpoint> [--json] [--backend auto|cpu|webgpu|cuda] [--calibrate] [--threads N]   key/query spectra per head' },
   plan: { run: runPlan, summary: 'plan <checkpoint> [--method m] (--rank R | --fraction F | --energy E | --budget-bytes-per-token N) [--override L:G=R,...] [--out plan.json] [--json]   per-KV-head ranks' },
   export: { run: runExport, summary: 'export <checkpoint> <outdir> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--force] [--json]   write a factored checkpoint' },
   savings: { run: runSavings, summary: 'savings [<checkpoint>] [--layers L --kv-heads H --head-dim D] --key-rank R --context N [--batch B] [--bytes-per-value 2] [--json]   KV-cache bytes before/after' },

@@ -246,15 +246,25 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     const first = layout.layers[0];
     const shape = first ? `${layout.dtype}|${layout.headDim}x${layout.hiddenSize}|${kinds.map((k) => (k === 'key' ? first.keyHeads.length : first.queryHeads.length)).join('+')}` : '';
     trialKey = choiceKey(shape, cores, possible);
-    const known = possible.length > 1 ? recalledChoice(trialKey, possible) : undefined;
-    // cpu first: it needs no warm-up, so a trial it wins wastes least
-    const candidates: BackendName[] = known || possible.length === 1 || internals.autoCandidates ? possible : ['cpu', ...(await usableBackends()).filter((b) => b !== 'cpu')];
-    if (candidates.length === 1) {
+    const known = possible.length > 1 && !options.calibrate ? recalledChoice(trialKey, possible) : undefined;
+    if (possible.length === 1) {
       runner = new GramRunner('cpu', threads);
+    } else if (known) {
+      runner = new GramRunner(known.backend, threads);
+      notes.push(`auto: using ${known.backend}, measured fastest here on ${known.measured.slice(0, 10)} (${Object.entries(known.perLayerMs).map(([b, ms]) => `${b} ${ms === null || !Number.isFinite(ms) ? 'failed' : `${ms.toFixed(1)} ms`}`).join(', ')} per layer)`);
+    } else if (!options.calibrate && !internals.autoCandidates) {
+      // Unmeasured machine: the Gram step does ~2·head_dim flop per uploaded weight, so GPU
+      // providers fed from host memory lost to the CPU on every machine measured (H200 included,
+      // docs/BENCHMARKS.md). A first-run trial would make this run slower than cpu; calibration
+      // is explicit instead, and its verdict is remembered.
+      runner = new GramRunner('cpu', threads);
+      notes.push('auto: using cpu (no measurement on this machine yet; calibrate once to time the GPU providers and remember the fastest)');
     } else {
-      if (known) {
-        runner = new GramRunner(known.backend, threads);
-        notes.push(`auto: using ${known.backend}, measured fastest here on ${known.measured.slice(0, 10)} (${Object.entries(known.perLayerMs).map(([b, ms]) => `${b} ${ms === null || !Number.isFinite(ms) ? 'failed' : `${ms.toFixed(1)} ms`}`).join(', ')} per layer)`);
+      // cpu first: it needs no warm-up, so a trial it wins wastes least
+      const candidates: BackendName[] = internals.autoCandidates ? possible : ['cpu', ...(await usableBackends()).filter((b) => b !== 'cpu')];
+      if (candidates.length === 1) {
+        runner = new GramRunner('cpu', threads);
+        notes.push('auto: no GPU provider is usable here; using cpu');
       } else if (layers >= 4 * candidates.length * (TRIAL_LAYERS + 1)) {
         // enough layers for a trial to pay for itself
         trial = new BackendTrial(candidates, threads);

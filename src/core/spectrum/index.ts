@@ -43,8 +43,16 @@ export interface HeadSpectrum {
 
 /** Options of {@link analyzeSpectra}. */
 export interface SpectrumOptions {
-  /** Execution provider (default `auto`: the fastest usable one, measured on the first layers). */
+  /**
+   * Execution provider. Default `auto`: the provider remembered as fastest for this problem on
+   * this machine, else cpu (GPU providers fed from host memory lost this step everywhere measured).
+   */
   readonly backend?: BackendChoice;
+  /**
+   * With `auto`: time every usable provider on the first layers of this run (results kept),
+   * use the fastest for the rest, and remember it for later runs.
+   */
+  readonly calibrate?: boolean;
   /** CPU threads for onnxruntime and the eigensolver workers (default: all cores). */
   readonly threads?: number;
   /** Which projections to analyse (default both, keys first). */
