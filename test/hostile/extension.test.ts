@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 import { LIMITS, parseWebviewMessage, ProtocolError } from '../../src/protocol';
 import { ensureBuilt, REPO_ROOT } from './cliRunner';
+import { mutateJson } from './mutateJson';
 
 // ------------------------------------------------------------------ a stand-in `vscode` module
 
@@ -213,24 +214,7 @@ const mutatedMessage = fc
     key: fc.oneof(fc.constantFrom('__proto__', 'constructor', 'prototype', 'toString', 'path', 'dest', 'html'), fc.string({ maxLength: 8 })),
     value: fc.oneof(fc.anything({ maxDepth: 2 }), fc.constantFrom(NaN, Infinity, -Infinity, -0, 2 ** 53, -1, 0, 1e308, '', '__proto__')),
   })
-  .map(({ base, pathPick, action, key, value }) => {
-    const m = structuredClone(base);
-    let node: Record<string, unknown> = m;
-    for (const p of pathPick) {
-      const keys = Object.keys(node);
-      if (keys.length === 0) break;
-      const k = keys[p % keys.length];
-      const child = node[k];
-      if (action !== 'add' && (child === null || typeof child !== 'object' || p % 3 === 0)) {
-        if (action === 'replace') node[k] = value;
-        else delete node[k];
-        return m;
-      }
-      if (child !== null && typeof child === 'object') node = child as Record<string, unknown>;
-    }
-    if (!Array.isArray(node)) Object.defineProperty(node, key, { value, enumerable: true, configurable: true, writable: true });
-    return m;
-  });
+  .map(({ base, pathPick, action, key, value }) => mutateJson(base, { path: pathPick, action, key, value }));
 
 test('webview messages, fuzzed: anything is a ProtocolError or a well-formed message, never another exception', (t) => {
   let accepted = 0;

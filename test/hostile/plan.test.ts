@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import { FactoredKeysError } from '../../src/core/errors';
 import { validatePlan } from '../../src/core/plan/plan';
 import type { PlanModel } from '../../src/core/plan/types';
+import { mutateJson } from './mutateJson';
 
 const MODEL: PlanModel = { architecture: 'llama', layers: 2, kv_heads: 2, head_dim: 16, key_bytes_per_value: 4 };
 const VALID = {
@@ -35,24 +36,7 @@ const mutatedPlan = fc
       fc.constantFrom(0, -1, 1, 8, 16, 17, 0.5, 2 ** 53, NaN, Infinity, '8', null, [], {}, [[8, 8]], 'uniform', 'budget', 'manual', 'qk-svd'),
     ),
   })
-  .map(({ path, action, key, value }) => {
-    const plan = structuredClone(VALID) as Record<string, unknown>;
-    let node: Record<string, unknown> = plan;
-    for (const p of path) {
-      const keys = Object.keys(node);
-      if (keys.length === 0) break;
-      const k = keys[p % keys.length];
-      const child = node[k];
-      if (action !== 'add' && (child === null || typeof child !== 'object' || p % 3 === 0)) {
-        if (action === 'replace') node[k] = value;
-        else delete node[k];
-        return plan;
-      }
-      if (child !== null && typeof child === 'object') node = child as Record<string, unknown>;
-    }
-    if (!Array.isArray(node)) Object.defineProperty(node, key, { value, enumerable: true, configurable: true, writable: true });
-    return plan;
-  });
+  .map(({ path, action, key, value }) => mutateJson(VALID as Record<string, unknown>, { path, action, key, value }));
 
 test('plan files, fuzzed: validatePlan throws only FactoredKeysError and accepts only well-shaped plans', (t) => {
   assert.doesNotThrow(() => validatePlan(structuredClone(VALID), 'plan.json', MODEL));
