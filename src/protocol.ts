@@ -206,6 +206,9 @@ export interface PanelDefaults {
 
 // ---------------------------------------------------------------- host -> webview
 
+/** Sections of the panel the host can scroll to. */
+export type PanelSection = 'heatmaps' | 'plan' | 'savings' | 'spectra' | 'sweep';
+
 /** Long-running work the host reports as busy. */
 export type BusyTask = 'analyze' | 'export' | 'evaluate' | 'sweep';
 
@@ -215,7 +218,9 @@ export type HostMessage =
   | { readonly type: 'busy'; readonly task: BusyTask | null; readonly backend?: string; readonly label?: string }
   | { readonly type: 'notice'; readonly level: 'info' | 'error'; readonly message: string }
   | { readonly type: 'setPlan'; readonly plan: PlanControls; readonly savings?: SavingsControls }
-  | { readonly type: 'focus'; readonly section: 'heatmaps' | 'plan' | 'savings' | 'spectra' }
+  | { readonly type: 'focus'; readonly section: PanelSection }
+  /** A sweep the host ran on its own (the Command Palette's Sweep); shown like the button's. */
+  | { readonly type: 'sweepResult'; readonly result: SweepResult }
   | { readonly type: 'backend'; readonly backend: string }
   | ReplyMessage;
 

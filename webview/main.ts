@@ -102,6 +102,14 @@ window.addEventListener('message', (event: MessageEvent) => {
     }
     return;
   }
+  if (m.type === 'sweepResult') {
+    try {
+      dispatch({ kind: 'host', message: { type: 'sweepResult', result: normalizeSweep(m.result) } });
+    } catch (e) {
+      dispatch({ kind: 'notice', level: 'error', message: `sweep: ${(e as Error).message}` });
+    }
+    return;
+  }
   if (m.type === 'focus') {
     document.getElementById(m.section)?.scrollIntoView({ behavior: 'smooth', block: 'start' });
     return;

@@ -135,6 +135,8 @@ export function reduce(state: PanelState, action: Action): PanelState {
           return { ...state, plan: sanitizePlan(m.plan, state.summary), savings: m.savings ?? state.savings, planPending: true };
         case 'backend':
           return { ...state, backend: m.backend };
+        case 'sweepResult':
+          return { ...state, sweep: { ...m.result, stale: false } };
         case 'reply':
         case 'focus':
           return state;

@@ -137,6 +137,10 @@ export function activate(context: vscode.ExtensionContext): void {
       const line = panel.savingsSummary();
       if (line) void vscode.window.showInformationMessage(line);
     }),
+    command('factoredKeys.sweep', async () => {
+      const panel = await activeOrOpen();
+      if (panel) await panel.sweepFromCommand();
+    }),
     command('factoredKeys.selectBackend', () => selectBackend(jobs)),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('factoredKeys.backend')) CheckpointPanel.backendChanged(readSettings().backend);

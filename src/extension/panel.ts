@@ -8,7 +8,7 @@ import { buildLayout } from '../core/arch/adapters';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
 import type { RankPlan } from '../core/plan';
-import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type EvaluationResult, type HostMessage, type PlanControls, type SavingsControls, type SpectraPayload, type SweepResult, type WebviewRequest } from '../protocol';
+import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type EvaluationResult, type HostMessage, type PanelSection, type PlanControls, type SavingsControls, type SpectraPayload, type SweepResult, type WebviewRequest } from '../protocol';
 import { evaluatePlan, sweepPlans } from './evaluateFlow';
 import { panelDocument } from './html';
 import { exportPlan } from './exportFlow';
@@ -48,6 +48,9 @@ export class CheckpointPanel implements vscode.Disposable {
   private spectra: SpectraPayload | null = null;
   private loadError: string | null = null;
   private ready = false;
+  /** Resolves once the webview has said `ready` (host pushes sent earlier could be lost). */
+  private readonly webviewReady: Promise<void>;
+  private markReady: () => void = () => undefined;
   private loaded: Promise<void>;
   private current: vscode.CancellationTokenSource | null = null;
   private analyzing: Promise<void> | null = null;
@@ -103,6 +106,7 @@ export class CheckpointPanel implements vscode.Disposable {
       }),
       panel.onDidDispose(() => this.dispose()),
     );
+    this.webviewReady = new Promise((resolve) => (this.markReady = resolve));
     this.loaded = this.load();
   }
 
@@ -167,6 +171,7 @@ export class CheckpointPanel implements vscode.Disposable {
     if (message.type === 'ready') {
       this.ready = true;
       await this.sendInit();
+      this.markReady();
       return;
     }
     try {
@@ -307,8 +312,33 @@ export class CheckpointPanel implements vscode.Disposable {
     }
   }
 
+  /**
+   * The Command Palette's Sweep: the plan the panel shows (its defaults before the webview has
+   * asked about one), run after any analysis in flight, the result shown in the panel's chart.
+   */
+  async sweepFromCommand(): Promise<void> {
+    await this.loaded;
+    const summary = this.requireSummary();
+    if (this.analyzing) await this.analyzing.catch(() => undefined);
+    if (this.current) throw new FactoredKeysError(`${summary.name}: the panel is busy; wait for its task to finish or cancel it, then sweep again`);
+    this.reveal('sweep');
+    let result: SweepResult | null;
+    try {
+      result = await this.sweep(this.lastControls?.plan ?? readSettings().defaults.plan);
+    } catch (e) {
+      const cancelled = e instanceof JobError && e.cancelled;
+      const message = cancelled ? 'Sweep cancelled.' : e instanceof JobError || e instanceof FactoredKeysError ? e.message : `internal error: ${(e as Error).message}`;
+      this.post({ type: 'notice', level: cancelled ? 'info' : 'error', message });
+      throw e;
+    }
+    if (!result) return;
+    await this.webviewReady;
+    this.post({ type: 'sweepResult', result });
+    this.post({ type: 'focus', section: 'sweep' });
+  }
+
   /** Brings the panel forward and scrolls to a section. */
-  reveal(section?: 'heatmaps' | 'plan' | 'savings' | 'spectra'): void {
+  reveal(section?: PanelSection): void {
     this.panel.reveal();
     if (section) this.post({ type: 'focus', section });
   }

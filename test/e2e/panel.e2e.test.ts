@@ -2,8 +2,8 @@
  * End-to-end: the packaged extension in real VS Code (code-server) driven by Chromium.
  * Opens the Mistral fixture through the Command Palette, checks the heatmaps' shape, changes
  * the rank and watches the savings change, exports through the panel and checks the result
- * with the CLI, evaluates and sweeps (perplexities against the CLI), and saves dark and light
- * screenshots under test/e2e/screenshots/.
+ * with the CLI, evaluates and sweeps (perplexities against the CLI; the sweep also from the
+ * Command Palette), and saves dark and light screenshots under test/e2e/screenshots/.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -300,6 +300,24 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await page.waitForTimeout(500);
     await page.screenshot({ path: path.join(SHOTS, 'panel-sweep-dark.png') });
     await frame.evaluate(() => window.scrollTo(0, 0));
+  });
+
+  it('sweeps from the Command Palette with the plan the panel shows', async () => {
+    // Rank 16 marks the plan: the old sweep's plan point goes stale, the new one is measured at 16.
+    const total = frame.locator('[data-testid=savings-factored-total]');
+    const atRank = (rank: number) => si(4 * 2 * (rank + 64) * 2 * 128000);
+    await frame.locator('#param input').fill('16');
+    await waitFor('savings at rank 16', async () => (await total.innerText()).trim() === atRank(16));
+    const planRow = frame.locator('#sweep-rows tr[data-method="plan"]');
+    await waitFor('the earlier sweep marked stale', async () => (await planRow.innerText()).startsWith('earlier plan'));
+    await runCommand(page, 'Factored Keys: Sweep Quality vs Key Cache');
+    await waitFor('a fresh sweep for the rank-16 plan', async () => (await planRow.innerText()).startsWith('plan (key-svd)'), 180_000);
+    const rank16 = frame.locator('#sweep-rows tr[data-method="key-svd"][data-rank="16"]');
+    assert.equal(await planRow.getAttribute('data-perplexity'), await rank16.getAttribute('data-perplexity'));
+    assert.equal(await frame.locator('#sweep').getAttribute('data-points-qk-svd'), '5');
+    // Back to rank 8 for the savings toast below.
+    await frame.locator('#param input').fill('8');
+    await waitFor('savings back at rank 8', async () => (await total.innerText()).trim() === atRank(8));
   });
 
   it('runs Show Cache Savings and Select Compute Backend from the Command Palette', async () => {
