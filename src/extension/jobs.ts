@@ -22,10 +22,17 @@ export class JobError extends Error {
 /** How long a cancelled job may take to stop on its own before its worker is terminated. */
 const CANCEL_GRACE_MS = 15_000;
 
+/**
+ * How long the status bar item stays after the last job ends, showing how it ended, so that a
+ * job of a fraction of a second still leaves a readable trace (then the item disappears).
+ */
+const STATUS_LINGER_MS = 1500;
+
 /** Spawns job workers; one status bar item shows what runs and on which backend. */
 export class JobRunner implements vscode.Disposable {
   private readonly status: vscode.StatusBarItem;
   private readonly running = new Set<string>();
+  private lingerTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly extensionPath: string,
@@ -37,18 +44,30 @@ export class JobRunner implements vscode.Disposable {
   }
 
   dispose(): void {
+    clearTimeout(this.lingerTimer);
     this.status.dispose();
   }
 
-  private showStatus(): void {
-    if (this.running.size === 0) {
+  /** Spinning while jobs run; after the last one, how it ended for `STATUS_LINGER_MS`, then hidden. */
+  private showStatus(ended?: { label: string; outcome: 'done' | 'cancelled' | 'failed' }): void {
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+    if (this.running.size > 0) {
+      const [first] = this.running;
+      this.status.text = `$(sync~spin) Factored Keys: ${first}`;
+      this.status.tooltip = 'Factored Keys is working (click to choose the compute backend)';
+      this.status.show();
+      return;
+    }
+    if (!ended) {
       this.status.hide();
       return;
     }
-    const [first] = this.running;
-    this.status.text = `$(sync~spin) Factored Keys: ${first}`;
-    this.status.tooltip = 'Factored Keys is working (click to choose the compute backend)';
+    const icon = { done: '$(check)', cancelled: '$(circle-slash)', failed: '$(error)' }[ended.outcome];
+    this.status.text = `${icon} Factored Keys: ${ended.label} (${ended.outcome})`;
+    this.status.tooltip = 'Factored Keys finished (click to choose the compute backend)';
     this.status.show();
+    this.lingerTimer = setTimeout(() => this.showStatus(), STATUS_LINGER_MS);
   }
 
   /**
@@ -72,7 +91,7 @@ export class JobRunner implements vscode.Disposable {
         if (killTimer) clearTimeout(killTimer);
         cancelSub?.dispose();
         this.running.delete(label);
-        this.showStatus();
+        this.showStatus({ label, outcome: error ? (error.cancelled ? 'cancelled' : 'failed') : 'done' });
         const secs = ((Date.now() - started) / 1000).toFixed(2);
         this.log.appendLine(`[${new Date().toISOString()}] ${label}: ${error ? (error.cancelled ? 'cancelled' : `failed: ${error.message}`) : 'done'} after ${secs} s`);
         void worker.terminate();

@@ -302,7 +302,7 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await frame.evaluate(() => window.scrollTo(0, 0));
   });
 
-  it('sweeps from the Command Palette with the plan the panel shows', async () => {
+  it('sweeps from the Command Palette with the plan the panel shows; the status bar names the backend meanwhile', async () => {
     // Rank 16 marks the plan: the old sweep's plan point goes stale, the new one is measured at 16.
     const total = frame.locator('[data-testid=savings-factored-total]');
     const atRank = (rank: number) => si(4 * 2 * (rank + 64) * 2 * 128000);
@@ -310,8 +310,28 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await waitFor('savings at rank 16', async () => (await total.innerText()).trim() === atRank(16));
     const planRow = frame.locator('#sweep-rows tr[data-method="plan"]');
     await waitFor('the earlier sweep marked stale', async () => (await planRow.innerText()).startsWith('earlier plan'));
+    // Every state the Factored Keys status bar item passes through, recorded as the DOM changes
+    // (polling could miss a short job): "spin|<text>" while a job runs, "still|<text>" after.
+    // (A string, not a function: tsx's name-keeping helper does not exist in the page.)
+    await page.evaluate(`(() => {
+      const seen = (window.fkStatus = []);
+      new MutationObserver(() => {
+        for (const item of document.querySelectorAll('.statusbar-item')) {
+          const text = (item.textContent || '').trim();
+          if (!text.startsWith('Factored Keys:')) continue;
+          const entry = (item.querySelector('.codicon-modifier-spin') ? 'spin|' : 'still|') + text;
+          if (seen[seen.length - 1] !== entry) seen.push(entry);
+        }
+      }).observe(document.querySelector('.statusbar'), { subtree: true, childList: true, characterData: true, attributes: true });
+    })()`);
+    const statusItem = page.locator('.statusbar-item', { hasText: 'Factored Keys:' });
     await runCommand(page, 'Factored Keys: Sweep Quality vs Key Cache');
     await waitFor('a fresh sweep for the rank-16 plan', async () => (await planRow.innerText()).startsWith('plan (key-svd)'), 180_000);
+    // The status bar named the job and its backend while the sweep ran, then went away.
+    await statusItem.first().waitFor({ state: 'hidden', timeout: 10_000 });
+    const seen = await page.evaluate(() => (window as unknown as { fkStatus: string[] }).fkStatus);
+    assert.ok(seen.includes('spin|Factored Keys: sweeping mistral-bytes · cpu'), seen.join(' / '));
+    assert.equal(seen[seen.length - 1], 'still|Factored Keys: sweeping mistral-bytes · cpu (done)', seen.join(' / '));
     const rank16 = frame.locator('#sweep-rows tr[data-method="key-svd"][data-rank="16"]');
     assert.equal(await planRow.getAttribute('data-perplexity'), await rank16.getAttribute('data-perplexity'));
     assert.equal(await frame.locator('#sweep').getAttribute('data-points-qk-svd'), '5');
