@@ -7,6 +7,7 @@ import '@vscode-elements/elements/dist/main.js';
 import 'uplot/dist/uPlot.min.css';
 import './panel.css';
 import { normalizeSpectra, normalizeSweep, POLICIES, type EnergyLevel, type HostMessage, type PlanControls, type PlanResult, type PolicyName, type RequestMap, type RequestType, type SavingsControls } from '../src/protocol';
+import { readableSeriesColor, stackedBackground } from './colors';
 import { cellSize, drawHeatmap, drawLegend, hitTest, type HeatmapTheme } from './heatmap';
 import { SpectrumPlots, SweepPlot, type PlotTheme, type SweepTheme } from './plots';
 import { canExport, formatBytes, heatmapValues, initialState, policyField, reduce, selectedRank, selectedSpectra, sweepChart, sweepRows, sweepSetting, type Action, type HeatmapMode, type PanelState } from './state';
@@ -236,13 +237,22 @@ function heatTheme(): HeatmapTheme {
   };
 }
 
+/**
+ * A chart-palette colour as drawn on the cards: opaque, with at least 3:1 contrast (theme chart
+ * colours can be translucent or faint on light backgrounds; see colors.ts).
+ */
+function seriesColor(name: string, fallback: string): string {
+  const card = stackedBackground(cssVar('--vscode-editorWidget-background', 'transparent'), cssVar('--vscode-editor-background', '#1e1e1e'));
+  return readableSeriesColor(cssVar(name, fallback), card, cssVar('--vscode-foreground', '#ccc'));
+}
+
 function plotTheme(): PlotTheme {
   return {
     foreground: cssVar('--vscode-foreground', '#ccc'),
     grid: cssVar('--vscode-editorWidget-border', cssVar('--vscode-panel-border', '#8884')),
-    key: cssVar('--vscode-charts-blue', '#3794ff'),
-    queries: [cssVar('--vscode-charts-orange', '#d18616'), cssVar('--vscode-charts-purple', '#b180d7'), cssVar('--vscode-charts-green', '#89d185'), cssVar('--vscode-charts-yellow', '#cca700')],
-    marker: cssVar('--vscode-charts-red', '#f14c4c'),
+    key: seriesColor('--vscode-charts-blue', '#3794ff'),
+    queries: [seriesColor('--vscode-charts-orange', '#d18616'), seriesColor('--vscode-charts-purple', '#b180d7'), seriesColor('--vscode-charts-green', '#89d185'), seriesColor('--vscode-charts-yellow', '#cca700')],
+    marker: seriesColor('--vscode-charts-red', '#f14c4c'),
   };
 }
 
@@ -250,9 +260,9 @@ function sweepTheme(): SweepTheme {
   return {
     foreground: cssVar('--vscode-foreground', '#ccc'),
     grid: cssVar('--vscode-editorWidget-border', cssVar('--vscode-panel-border', '#8884')),
-    methods: { 'key-svd': cssVar('--vscode-charts-blue', '#3794ff'), 'qk-svd': cssVar('--vscode-charts-orange', '#d18616') },
-    original: cssVar('--vscode-descriptionForeground', '#999'),
-    plan: cssVar('--vscode-charts-red', '#f14c4c'),
+    methods: { 'key-svd': seriesColor('--vscode-charts-blue', '#3794ff'), 'qk-svd': seriesColor('--vscode-charts-orange', '#d18616') },
+    original: seriesColor('--vscode-descriptionForeground', '#999'),
+    plan: seriesColor('--vscode-charts-red', '#f14c4c'),
   };
 }
 

@@ -38,7 +38,7 @@ export class SpectrumPlots {
     }
     const n = series[0].normalized.length;
     const xs = Float64Array.from({ length: n }, (_, i) => i + 1);
-    const key = `${series.map((s) => s.label).join('|')}#${n}#${width}#${theme.key}#${theme.foreground}`;
+    const key = `${series.map((s) => s.label).join('|')}#${n}#${width}#${theme.key}#${theme.queries.join()}#${theme.foreground}`;
     const spectrumData: uPlot.AlignedData = [xs, ...series.map((s) => Float64Array.from(s.normalized, (v) => (v > 0 ? v : NaN)))];
     const energyData: uPlot.AlignedData = [xs, ...series.map((s) => Float64Array.from(s.energy))];
     if (key !== this.layoutKey || !this.charts.spectrum || !this.charts.energy) {

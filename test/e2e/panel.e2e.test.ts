@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium, type Browser, type Frame, type Page } from 'playwright-core';
+import { composite, contrastRatio, parseCssColor, stackedBackground } from '../../webview/colors';
 import { writeSafetensors, type RawTensor } from '../helpers/safetensors';
 // @ts-expect-error plain ESM helper shared with `npm run demo` (no type declarations)
 import { CHROMIUM, ensureCodeServer, packageExtension, ROOT, startCodeServer } from '../../scripts/e2e/codeServer.mjs';
@@ -363,6 +364,14 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Light Modern' }).first().click();
     await waitFor('light theme in the webview', async () => frame.evaluate(() => document.body.classList.contains('vscode-light')), 30_000);
     await page.waitForTimeout(800);
+    // Every spectrum series (legend markers carry the line colours) stands out from its card by 3:1.
+    const card = stackedBackground(await frame.locator('#spectra').evaluate((e) => getComputedStyle(e).backgroundColor), await frame.evaluate(() => getComputedStyle(document.body).backgroundColor));
+    const strokes = await frame.locator('#plot-spectrum .u-legend .u-marker').evaluateAll((els) => els.map((e) => getComputedStyle(e).borderColor));
+    assert.equal(strokes.length, 3, strokes.join(' '));
+    // A translucent stroke is seen blended with the card.
+    const seenContrast = (stroke: string) => contrastRatio(composite(parseCssColor(stroke)!, parseCssColor(card)!), parseCssColor(card)!);
+    for (const stroke of strokes) assert.ok(seenContrast(stroke) >= 3, `series ${stroke} on ${card}: contrast ${seenContrast(stroke).toFixed(2)}`);
+    console.log(`light theme spectrum series on ${card}: ${strokes.map((c) => `${c} ${seenContrast(c).toFixed(2)}:1`).join(', ')}`);
     await page.screenshot({ path: path.join(SHOTS, 'panel-light.png') });
     // High contrast: the webview gets the high-contrast class and the theme's colours.
     await runCommand(page, 'Preferences: Color Theme');
