@@ -265,46 +265,42 @@ export class CheckpointPanel implements vscode.Disposable {
 
   /** Exports `controls` (the panel's plan) after asking the user for a destination. */
   async export(controls?: PlanControls): Promise<string | null> {
-    const summary = this.requireSummary();
     const use = controls ?? this.lastControls?.plan ?? readSettings().defaults.plan;
-    if ((use.policy === 'energy' || use.policy === 'budget') && this.spectra?.planMethod !== readSettings().method) await this.analyze();
-    const plan: RankPlan = panelPlan(summary, this.spectra, use, readSettings().method);
-    this.current = new vscode.CancellationTokenSource();
-    this.post({ type: 'busy', task: 'export', label: 'exporting' });
-    try {
-      return await exportPlan(this.services, summary, this.input, plan, this.current.token, (done, total, label) => this.post({ type: 'busy', task: 'export', label: `${label} (${done}/${total})` }));
-    } finally {
-      this.current.dispose();
-      this.current = null;
-      this.post({ type: 'busy', task: null });
-    }
+    return this.runPlanTask('export', 'exporting', use, (summary, plan, token, progress) => exportPlan(this.services, summary, this.input, plan, token, progress));
   }
 
   /** Perplexity of the original and of `controls` on held-out text (the user picks it). */
   async evaluate(controls: PlanControls): Promise<EvaluationResult | null> {
-    const summary = this.requireSummary();
-    if ((controls.policy === 'energy' || controls.policy === 'budget') && this.spectra?.planMethod !== readSettings().method) await this.analyze();
-    const plan = panelPlan(summary, this.spectra, controls, readSettings().method);
-    this.current = new vscode.CancellationTokenSource();
-    this.post({ type: 'busy', task: 'evaluate', label: 'evaluating' });
-    try {
-      return await evaluatePlan(this.services, summary, this.input, this.vocabSize, plan, this.current.token, (done, total, label) => this.post({ type: 'busy', task: 'evaluate', label: `${label} (${done}/${total})` }));
-    } finally {
-      this.current.dispose();
-      this.current = null;
-      this.post({ type: 'busy', task: null });
-    }
+    return this.runPlanTask('evaluate', 'evaluating', controls, (summary, plan, token, progress) =>
+      evaluatePlan(this.services, summary, this.input, this.vocabSize, plan, token, progress),
+    );
   }
 
   /** Perplexity against key-cache size for both methods around `controls` (the user picks the text). */
   async sweep(controls: PlanControls): Promise<SweepResult | null> {
+    return this.runPlanTask('sweep', 'sweeping', controls, (summary, plan, token, progress) =>
+      sweepPlans(this.services, summary, this.input, this.vocabSize, controls, plan, token, progress),
+    );
+  }
+
+  /**
+   * One plan-driven job (export, evaluate, sweep): analyses first when the policy needs
+   * spectra of the configured method, builds the plan, and keeps the panel's busy state and
+   * cancellation token for the job's lifetime.
+   */
+  private async runPlanTask<T>(
+    task: 'export' | 'evaluate' | 'sweep',
+    label: string,
+    controls: PlanControls,
+    run: (summary: CheckpointSummary, plan: RankPlan, token: vscode.CancellationToken, progress: (done: number, total: number, label: string) => void) => Promise<T>,
+  ): Promise<T> {
     const summary = this.requireSummary();
     if ((controls.policy === 'energy' || controls.policy === 'budget') && this.spectra?.planMethod !== readSettings().method) await this.analyze();
     const plan = panelPlan(summary, this.spectra, controls, readSettings().method);
     this.current = new vscode.CancellationTokenSource();
-    this.post({ type: 'busy', task: 'sweep', label: 'sweeping' });
+    this.post({ type: 'busy', task, label });
     try {
-      return await sweepPlans(this.services, summary, this.input, this.vocabSize, controls, plan, this.current.token, (done, total, label) => this.post({ type: 'busy', task: 'sweep', label: `${label} (${done}/${total})` }));
+      return await run(summary, plan, this.current.token, (done, total, step) => this.post({ type: 'busy', task, label: `${step} (${done}/${total})` }));
     } finally {
       this.current.dispose();
       this.current = null;
