@@ -5,14 +5,15 @@
 import { buildLayout } from '../core/arch/adapters';
 import type { AttentionLayout } from '../core/arch/layout';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
-import { BACKEND_CHOICES, parseBackendChoice } from '../core/compute/session';
+import { parseBackendChoice } from '../core/compute/session';
 import { FactoredKeysError } from '../core/errors';
 import { analyzeSpectra, type HeadSpectrum, type SpectrumKind, type SpectrumResult } from '../core/spectrum';
 import { numberFlag, parseArgs } from './args';
 import { formatTable } from './inspect';
 import type { CliIo } from './io';
+import { commandSpec, commandUsageLine } from './options';
 
-const USAGE = `analyze <checkpoint> [--json] [--backend ${BACKEND_CHOICES.join('|')}] [--calibrate] [--threads N] [--kinds key,query]`;
+const SPEC = commandSpec('analyze');
 
 /** One head in the `analyze --json` output (snake_case, a documented contract). */
 export interface AnalyzeJsonHead {
@@ -93,8 +94,8 @@ export function nonFiniteWarning(heads: readonly HeadSpectrum[], layout: Attenti
 
 /** Runs the command. */
 export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
-  const args = parseArgs(argv, { booleans: ['json', 'calibrate'], values: ['backend', 'threads', 'kinds'] }, 'analyze');
-  if (args.positionals.length !== 1) throw new FactoredKeysError(`analyze: expected one checkpoint path (usage: factored-keys ${USAGE})`);
+  const args = parseArgs(argv, SPEC, 'analyze');
+  if (args.positionals.length !== 1) throw new FactoredKeysError(`analyze: expected one checkpoint path (usage: ${commandUsageLine(SPEC)})`);
   const backendRaw = args.values.get('backend');
   const backend = backendRaw === undefined ? 'auto' : parseBackendChoice(backendRaw, 'analyze: --backend');
   const threads = numberFlag(args, 'threads', 'analyze', { integer: true, min: 1, max: 1024 });

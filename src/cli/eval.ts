@@ -6,16 +6,17 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { BACKEND_CHOICES, parseBackendChoice } from '../core/compute/session';
+import { parseBackendChoice } from '../core/compute/session';
 import { FactoredKeysError } from '../core/errors';
 import { evaluateCheckpoint, PlanEvaluator, tokenizeFile, type EvalOptions, type EvalResult } from '../core/eval';
 import { resolvePlan } from '../core/export/export';
 import { numberFlag, parseArgs } from './args';
 import type { CliIo } from './io';
+import { commandSpec, commandUsageLine } from './options';
 import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
 import { percentProgress } from './progress';
 
-const USAGE = `eval <checkpoint> --text FILE --tokenizer bytes|<tokenizer.json> [--seq 256] [--backend ${BACKEND_CHOICES.join('|')}] [--threads N] [--method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N) | --plan plan.json] [--json]`;
+const SPEC = commandSpec('eval');
 
 /** The `eval --json` object (a documented contract). */
 export interface EvalJson {
@@ -39,16 +40,16 @@ async function resolveTokenizer(raw: string | undefined, checkpoint: string): Pr
 
 /** `eval` command. */
 export async function runEval(argv: string[], io: CliIo): Promise<number> {
-  const args = parseArgs(argv, { values: ['text', 'tokenizer', 'seq', 'backend', 'threads', 'batch', ...POLICY_FLAGS], booleans: ['json', 'progress'] }, 'eval');
-  if (args.positionals.length !== 1) throw new FactoredKeysError(`eval: expected one checkpoint path (usage: factored-keys ${USAGE})`);
+  const args = parseArgs(argv, SPEC, 'eval');
+  if (args.positionals.length !== 1) throw new FactoredKeysError(`eval: expected one checkpoint path (usage: ${commandUsageLine(SPEC)})`);
   const checkpoint = args.positionals[0];
   const text = args.values.get('text');
   if (text === undefined) throw new FactoredKeysError('eval: --text FILE is required (the evaluation text)');
   const seq = numberFlag(args, 'seq', 'eval', { integer: true, min: 1, max: 1 << 20 }) ?? 256;
   const threads = numberFlag(args, 'threads', 'eval', { integer: true, min: 1, max: 1024 });
   const batch = numberFlag(args, 'batch', 'eval', { integer: true, min: 1, max: 4096 });
-  const backend = parseBackendChoice(args.values.get('backend') ?? 'auto');
-  const factored = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan', 'override', 'method'].some((f) => args.values.has(f));
+  const backend = parseBackendChoice(args.values.get('backend') ?? 'auto', 'eval: --backend');
+  const factored = POLICY_FLAGS.some((f) => args.values.has(f) || args.lists.has(f));
   const choice = factored ? await policyFromArgs(args, 'eval') : undefined;
   const tokenizer = await resolveTokenizer(args.values.get('tokenizer'), checkpoint);
   const { ids } = await tokenizeFile(text, tokenizer);

@@ -8,7 +8,10 @@ import { exportFactored } from '../core/export/export';
 import { planKeyBytesPerToken } from '../core/plan/plan';
 import { parseArgs } from './args';
 import type { CliIo } from './io';
-import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
+import { commandSpec, commandUsageLine } from './options';
+import { methodOf, policyFromArgs } from './plan';
+
+const SPEC = commandSpec('export');
 import { percentProgress } from './progress';
 
 /** The `export --json` object (a stable contract). */
@@ -20,10 +23,10 @@ export interface ExportJson {
 
 /** `export` command. */
 export async function runExport(argv: string[], io: CliIo): Promise<number> {
-  const args = parseArgs(argv, { values: [...POLICY_FLAGS], booleans: ['json', 'force', 'progress'] }, 'export');
+  const args = parseArgs(argv, SPEC, 'export');
   if (args.positionals.length !== 2) {
     throw new FactoredKeysError(
-      'export: expected a checkpoint and an output folder (usage: factored-keys export <checkpoint> <outdir> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--override L:G=R,...] [--force] [--progress] [--json])',
+      `export: expected a checkpoint and an output folder (usage: ${commandUsageLine(SPEC)})`,
     );
   }
   const choice = await policyFromArgs(args, 'export');

@@ -10,38 +10,50 @@ import { runExport } from './export';
 import { runPlan } from './plan';
 import { runSavings } from './savings';
 import { processIo, type CliIo } from './io';
+import { wantsHelp } from './args';
+import { commandHelp, commandSpec, topLevelUsage, type CommandSpec } from './options';
 
 type Command = (argv: string[], io: CliIo) => Promise<number>;
 
-/** Commands register here; later modules add analyze, plan, export, savings, eval. */
-export const COMMANDS: Record<string, { run: Command; summary: string }> = {
-  inspect: { run: runInspect, summary: 'inspect <checkpoint> [--json]            attention layout of a checkpoint' },
-  analyze: { run: runAnalyze, summary: 'analyze <checkpoint> [--json] [--backend auto|cpu|webgpu|cuda] [--calibrate] [--threads N]   key/query spectra per head' },
-  plan: { run: runPlan, summary: 'plan <checkpoint> [--method m] (--rank R | --fraction F | --energy E | --budget-bytes-per-token N) [--override L:G=R,...] [--out plan.json] [--json]   per-KV-head ranks' },
-  export: { run: runExport, summary: 'export <checkpoint> <outdir> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--force] [--json]   write a factored checkpoint' },
-  savings: { run: runSavings, summary: 'savings [<checkpoint>] [--layers L --kv-heads H --head-dim D] --key-rank R --context N [--batch B] [--bytes-per-value 2] [--json]   KV-cache bytes before/after' },
-  eval: { run: runEval, summary: 'eval <checkpoint> --text FILE --tokenizer bytes|<tokenizer.json> [--seq 256] [--backend B] [--method m --rank R | --plan plan.json] [--json]   perplexity (original, exported or planned)' },
-};
-
-function usage(): string {
-  return ['usage: factored-keys <command> [options]', '', 'commands:', ...Object.values(COMMANDS).map((c) => `  ${c.summary}`), '', 'add --debug to any command for stack traces'].join('\n') + '\n';
-}
+/** Command runners; their arguments and help come from the option table in ./options. */
+export const COMMANDS: Record<string, { run: Command; spec: CommandSpec }> = Object.fromEntries(
+  (
+    [
+      ['inspect', runInspect],
+      ['analyze', runAnalyze],
+      ['plan', runPlan],
+      ['export', runExport],
+      ['savings', runSavings],
+      ['eval', runEval],
+    ] as const
+  ).map(([name, run]) => [name, { run, spec: commandSpec(name) }]),
+);
 
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   const [command, ...rest] = argv;
   const debug = rest.includes('--debug');
-  if (!command || command === '--help' || command === '-h' || command === 'help') {
-    io.stdout(usage());
-    return command ? 0 : 2;
+  if (!command) {
+    io.stderr(topLevelUsage());
+    return 2;
+  }
+  if (command === '--help' || command === '-h' || command === 'help') {
+    const about = command === 'help' ? rest[0] : undefined;
+    if (about !== undefined && Object.hasOwn(COMMANDS, about)) io.stdout(commandHelp(COMMANDS[about].spec));
+    else io.stdout(topLevelUsage());
+    return 0;
   }
   if (command === '--version') {
     io.stdout(`${typeof __FK_VERSION__ === "string" ? __FK_VERSION__ : "dev"}\n`);
     return 0;
   }
-  const entry = COMMANDS[command];
+  const entry = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
   if (!entry) {
     io.stderr(`error: unknown command "${command}" (commands: ${Object.keys(COMMANDS).join(', ')})\n`);
     return 2;
+  }
+  if (wantsHelp(rest)) {
+    io.stdout(commandHelp(entry.spec));
+    return 0;
   }
   try {
     return await entry.run(rest.filter((a) => a !== '--debug'), io);

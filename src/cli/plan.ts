@@ -3,6 +3,7 @@
  * per-KV-head ranks from a policy, printed (and optionally saved) as a plan file.
  */
 import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import { buildLayout } from '../core/arch/adapters';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
@@ -13,9 +14,12 @@ import { FACTOR_METHODS, type FactorMethod, type RankOverride, type RankPlan, ty
 import { numberFlag, type ParsedArgs } from './args';
 import { parseArgs } from './args';
 import type { CliIo } from './io';
+import { commandSpec, commandUsageLine } from './options';
 
 /** Flags shared by `plan` and `export` that choose ranks. */
 export const POLICY_FLAGS = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan', 'override', 'method'] as const;
+/** The flags that choose where ranks come from; exactly one is given. */
+const RANK_SOURCE_FLAGS = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan'] as const;
 
 /** The rank source chosen on the command line. */
 export interface PolicyChoice {
@@ -27,14 +31,26 @@ export interface PolicyChoice {
   readonly planPath?: string;
 }
 
-/** Parses `--override L:G=R[,L:G=R...]`. */
-export function parseOverrides(raw: string | undefined, command: string): RankOverride[] {
-  if (raw === undefined) return [];
-  return raw.split(',').map((part) => {
-    const m = /^\s*(\d+):(\d+)=(\d+)\s*$/.exec(part);
-    if (!m) throw new FactoredKeysError(`${command}: --override entries look like LAYER:KVHEAD=RANK, got "${part}"`);
-    return { layer: Number(m[1]), kv_head: Number(m[2]), rank: Number(m[3]) };
-  });
+/**
+ * Parses every `--override L:G=R[,L:G=R...]` given (they accumulate). A head named twice is an
+ * error, whichever flag or entry names it.
+ */
+export function parseOverrides(raws: readonly string[] | undefined, command: string): RankOverride[] {
+  const out: RankOverride[] = [];
+  const seen = new Set<string>();
+  for (const raw of raws ?? []) {
+    for (const part of raw.split(',')) {
+      const m = /^\s*(\d+):(\d+)=(\d+)\s*$/.exec(part);
+      if (!m) throw new FactoredKeysError(`${command}: --override entries look like LAYER:KVHEAD=RANK, got "${part}"`);
+      const o = { layer: Number(m[1]), kv_head: Number(m[2]), rank: Number(m[3]) };
+      if (![o.layer, o.kv_head, o.rank].every(Number.isSafeInteger)) throw new FactoredKeysError(`${command}: --override number too large in "${part}"`);
+      const key = `${o.layer}:${o.kv_head}`;
+      if (seen.has(key)) throw new FactoredKeysError(`${command}: --override names layer ${o.layer} KV head ${o.kv_head} more than once`);
+      seen.add(key);
+      out.push(o);
+    }
+  }
+  return out;
 }
 
 /** Reads the policy flags; exactly one of --rank/--fraction/--energy/--budget-bytes-per-token/--plan. */
@@ -44,11 +60,11 @@ export async function policyFromArgs(args: ParsedArgs, command: string): Promise
     throw new FactoredKeysError(`${command}: --method must be key-svd or qk-svd, got "${methodRaw}"`);
   }
   const method = methodRaw as FactorMethod | undefined;
-  const given = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan'].filter((f) => args.values.has(f));
+  const given = RANK_SOURCE_FLAGS.filter((f) => args.values.has(f));
   if (given.length !== 1) {
     throw new FactoredKeysError(`${command}: give exactly one of --rank, --fraction, --energy, --budget-bytes-per-token, --plan${given.length > 1 ? ` (got --${given.join(', --')})` : ''}`);
   }
-  const overrides = parseOverrides(args.values.get('override'), command);
+  const overrides = parseOverrides(args.lists.get('override'), command);
   const flag = given[0];
   if (flag === 'plan') {
     if (overrides.length > 0) throw new FactoredKeysError(`${command}: --override cannot be combined with --plan (edit the plan's overrides instead)`);
@@ -71,8 +87,8 @@ export async function policyFromArgs(args: ParsedArgs, command: string): Promise
   }
   let policy: RankPolicy;
   if (flag === 'rank') policy = { kind: 'uniform', rank: numberFlag(args, 'rank', command, { integer: true, min: 1 })! };
-  else if (flag === 'fraction') policy = { kind: 'fraction', fraction: numberFlag(args, 'fraction', command, { min: Number.MIN_VALUE, max: 1 })! };
-  else if (flag === 'energy') policy = { kind: 'energy', threshold: numberFlag(args, 'energy', command, { min: Number.MIN_VALUE, max: 1 })! };
+  else if (flag === 'fraction') policy = { kind: 'fraction', fraction: numberFlag(args, 'fraction', command, { above: 0, max: 1 })! };
+  else if (flag === 'energy') policy = { kind: 'energy', threshold: numberFlag(args, 'energy', command, { above: 0, max: 1 })! };
   else policy = { kind: 'budget', key_bytes_per_token: numberFlag(args, 'budget-bytes-per-token', command, { integer: true, min: 1 })! };
   return { method, policy, overrides };
 }
@@ -96,11 +112,33 @@ export function formatPlan(plan: RankPlan): string {
   return lines.join('\n') + '\n';
 }
 
+const SPEC = commandSpec('plan');
+
+/** Refuses an --out that exists (unless --force and it is a regular file) or whose folder does not. */
+async function checkPlanOut(out: string, force: boolean): Promise<void> {
+  const st = await fsp.lstat(out).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw new FactoredKeysError(`${out}: cannot check the plan file (${e.code ?? e.message})`);
+  });
+  if (st) {
+    if (!force) throw new FactoredKeysError(`${out}: already exists; give --force to replace it`);
+    if (!st.isFile()) throw new FactoredKeysError(`${out}: exists and is not a regular file; not replaced`);
+    return;
+  }
+  const dir = path.dirname(path.resolve(out));
+  const ds = await fsp.stat(dir).catch(() => undefined);
+  if (!ds?.isDirectory()) throw new FactoredKeysError(`${out}: folder ${dir} does not exist`);
+}
+
 /** `plan` command. */
 export async function runPlan(argv: string[], io: CliIo): Promise<number> {
-  const args = parseArgs(argv, { values: [...POLICY_FLAGS, 'out'], booleans: ['json'] }, 'plan');
-  if (args.positionals.length !== 1) throw new FactoredKeysError('plan: expected one checkpoint path (usage: factored-keys plan <checkpoint> --method key-svd|qk-svd (--rank R | --fraction F | --energy E | --budget-bytes-per-token N | --plan plan.json) [--override L:G=R,...] [--out plan.json] [--json])');
+  const args = parseArgs(argv, SPEC, 'plan');
+  if (args.positionals.length !== 1) throw new FactoredKeysError(`plan: expected one checkpoint path (usage: ${commandUsageLine(SPEC)})`);
   const choice = await policyFromArgs(args, 'plan');
+  const out = args.values.get('out');
+  const force = args.booleans.has('force');
+  if (force && out === undefined) throw new FactoredKeysError('plan: --force goes with --out');
+  if (out !== undefined) await checkPlanOut(out, force);
   const method = methodOf(choice);
   const ckpt = await openCheckpoint(args.positionals[0]);
   let plan: RankPlan;
@@ -112,8 +150,9 @@ export async function runPlan(argv: string[], io: CliIo): Promise<number> {
   } finally {
     await ckpt.close();
   }
-  const out = args.values.get('out');
   if (out !== undefined) {
+    // checked again: the file may have appeared during the analysis
+    await checkPlanOut(out, force);
     // write-then-rename so a failed write never leaves a truncated plan behind
     const tmp = `${out}.tmp-${process.pid}`;
     try {

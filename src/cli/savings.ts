@@ -10,11 +10,12 @@ import { bytesPerElement } from '../core/checkpoint/dtypes';
 import { FactoredKeysError } from '../core/errors';
 import { validatePlan } from '../core/plan/plan';
 import { computeSavings, savingsJson, type CacheGeometry, type CacheSavings } from '../core/savings';
-import { numberFlag, parseArgs } from './args';
+import { numberFlag, parseArgs, type ParsedArgs } from './args';
 import type { CliIo } from './io';
+import { commandSpec, commandUsageLine } from './options';
 
-const USAGE =
-  'usage: factored-keys savings [<checkpoint>] [--layers L --kv-heads H --head-dim D] (--key-rank R | --key-fraction F | --plan plan.json) --context N [--batch B] [--bytes-per-value 2 | --bits-per-value 4] [--value-bits-per-value V] [--json]';
+const SPEC = commandSpec('savings');
+const USAGE = `usage: ${commandUsageLine(SPEC)}; see factored-keys savings --help`;
 
 /** Human-readable byte count with the exact integer. */
 function bytes(n: number): string {
@@ -42,13 +43,19 @@ export function formatSavings(s: CacheSavings): string {
   );
 }
 
+/** `--bytes-per-value`: whole bytes; a fraction of a byte points to --bits-per-value. */
+function bytesPerValueFlag(args: ParsedArgs): number | undefined {
+  const raw = args.values.get('bytes-per-value');
+  if (raw === undefined) return undefined;
+  if (/^\d*\.\d+$/.test(raw) && Number.isInteger(Number(raw) * 8) && Number(raw) > 0) {
+    throw new FactoredKeysError(`savings: --bytes-per-value takes whole bytes, got ${raw}; for sub-byte caches give --bits-per-value ${Number(raw) * 8}`);
+  }
+  return numberFlag(args, 'bytes-per-value', 'savings', { integer: true, min: 1 });
+}
+
 /** `savings` command. */
 export async function runSavings(argv: string[], io: CliIo): Promise<number> {
-  const args = parseArgs(
-    argv,
-    { values: ['layers', 'kv-heads', 'head-dim', 'key-rank', 'key-fraction', 'plan', 'context', 'batch', 'bytes-per-value', 'bits-per-value', 'value-bits-per-value'], booleans: ['json'] },
-    'savings',
-  );
+  const args = parseArgs(argv, SPEC, 'savings');
   if (args.positionals.length > 1) throw new FactoredKeysError(`savings: expected at most one checkpoint path (${USAGE})`);
   const int = (name: string) => numberFlag(args, name, 'savings', { integer: true, min: 1 });
   let geometry: CacheGeometry;
@@ -76,7 +83,7 @@ export async function runSavings(argv: string[], io: CliIo): Promise<number> {
   if (args.values.has('key-rank')) {
     keyRanks = int('key-rank')!;
   } else if (args.values.has('key-fraction')) {
-    const f = numberFlag(args, 'key-fraction', 'savings', { min: Number.MIN_VALUE, max: 1 })!;
+    const f = numberFlag(args, 'key-fraction', 'savings', { above: 0, max: 1 })!;
     keyRanks = Math.min(geometry.headDim, Math.max(1, Math.round(f * geometry.headDim)));
   } else {
     const file = args.values.get('plan')!;
@@ -92,7 +99,7 @@ export async function runSavings(argv: string[], io: CliIo): Promise<number> {
   if (context === undefined) throw new FactoredKeysError(`savings: --context is required (${USAGE})`);
   const batch = int('batch') ?? 1;
   if (args.values.has('bytes-per-value') && args.values.has('bits-per-value')) throw new FactoredKeysError('savings: give --bytes-per-value or --bits-per-value, not both');
-  const bits = args.values.has('bits-per-value') ? int('bits-per-value')! : 8 * (int('bytes-per-value') ?? dtypeBytes ?? 2);
+  const bits = args.values.has('bits-per-value') ? int('bits-per-value')! : 8 * (bytesPerValueFlag(args) ?? dtypeBytes ?? 2);
   const valueBits = int('value-bits-per-value');
   const s = computeSavings({ ...geometry, keyRanks, keyBitsPerValue: bits, valueBitsPerValue: valueBits, context, batch });
   io.stdout(args.booleans.has('json') ? JSON.stringify(savingsJson(s)) + '\n' : formatSavings(s));
