@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { EigenvalueDecomposition, SVD, Matrix } from 'ml-matrix';
 import { symmetricEigen } from '../src/core/linalg';
 import { EigenWorkspace } from '../src/core/spectrum/eigenvalues';
-import { buildLayout } from '../src/core/arch/adapters';
+import { buildLayout } from '../src/core/arch';
 import { readHeadMatrix } from '../src/core/arch/heads';
 import { openCheckpoint } from '../src/core/checkpoint/checkpoint';
 import { usableBackends } from '../src/core/compute/session';

@@ -2,7 +2,7 @@
  * `inspect` of an exported factored-keys checkpoint: the `factored_keys` block checked against
  * the tensors it names (shapes only, no weight data read), summarised next to the model.
  */
-import { ADAPTERS, ConfigReader } from '../core/arch/adapters';
+import { describeModel, featureSummary } from '../core/arch';
 import type { Checkpoint } from '../core/checkpoint/checkpoint';
 import { elementCount, previewJson } from '../core/checkpoint/safetensors';
 import { FactoredKeysError } from '../core/errors';
@@ -67,9 +67,10 @@ export function summarizeFactored(ckpt: Checkpoint): InspectSummary & { factored
   const where = `${ckpt.dir}/config.json`;
   const fk = readFactoredKeysConfig(ckpt.config, where);
   const modelType = ckpt.config.model_type;
-  if (typeof modelType !== 'string' || !Object.hasOwn(ADAPTERS, modelType)) throw new FactoredKeysError(`${where}: model_type ${previewJson(modelType)} is not supported`);
+  if (typeof modelType !== 'string') throw new FactoredKeysError(`${where}: model_type ${previewJson(modelType)} is not supported`);
   if (fk.architecture !== modelType) throw new FactoredKeysError(`${where}: factored_keys.architecture ${previewJson(fk.architecture)} differs from model_type "${modelType}"`);
-  const dims = ADAPTERS[modelType].dims(new ConfigReader(ckpt.config, where));
+  const model = describeModel(ckpt, { factored: true });
+  const dims = { headDim: model.headDim, queryHeads: model.queryHeads, kvHeads: model.kvHeads, hidden: model.hidden, layers: model.layers };
   if (fk.original_head_dim !== dims.headDim || fk.num_query_heads !== dims.queryHeads || fk.num_kv_heads !== dims.kvHeads) {
     throw new FactoredKeysError(`${where}: factored_keys heads (${previewJson(fk.num_query_heads)} / ${previewJson(fk.num_kv_heads)} x ${previewJson(fk.original_head_dim)}) differ from the model's (${dims.queryHeads} / ${dims.kvHeads} x ${dims.headDim})`);
   }
@@ -94,6 +95,7 @@ export function summarizeFactored(ckpt: Checkpoint): InspectSummary & { factored
     parameters,
     files: ckpt.files.length,
     query_to_kv: [...fk.query_to_kv],
+    features: featureSummary(model),
     factored: {
       method: fk.method,
       rope_mode: fk.rope_mode,

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
-import { buildLayout } from '../../src/core/arch/adapters';
+import { buildLayout } from '../../src/core/arch';
 import { readHeadBias, readHeadMatrix } from '../../src/core/arch/heads';
 import { openCheckpoint, INDEX_FILE } from '../../src/core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../../src/core/errors';

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { buildLayout } from '../../src/core/arch/adapters';
+import { buildLayout } from '../../src/core/arch';
 import { openCheckpoint, type Checkpoint } from '../../src/core/checkpoint/checkpoint';
 import { exportFactored } from '../../src/core/export/export';
 import { readFactoredKeysConfig } from '../../src/core/export/load';

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import { buildLayout } from '../../src/core/arch/adapters';
+import { buildLayout } from '../../src/core/arch';
 import { readHeadBias, readHeadMatrix } from '../../src/core/arch/heads';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 import { ALL_FIXTURES, fixture } from '../helpers/fixtures';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { buildLayout } from '../../src/core/arch/adapters';
+import { buildLayout } from '../../src/core/arch';
 import { openCheckpoint, type Checkpoint } from '../../src/core/checkpoint/checkpoint';
 import { CheckpointWeights, checkpointSource, computeBases, loadForward, PlanWeights, readModelSpec, windowBatch, type WeightSource } from '../../src/core/eval';
 import { exportFactored } from '../../src/core/export/export';

@@ -1,7 +1,7 @@
 /** Host-side panel logic (src/extension/panelModel.ts) on the real Mistral fixture. */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { buildLayout } from '../../src/core/arch/adapters';
+import { buildLayout } from '../../src/core/arch';
 import { openCheckpoint, type Checkpoint } from '../../src/core/checkpoint/checkpoint';
 import { analyzeSpectra, type SpectrumResult } from '../../src/core/spectrum';
 import { analyzeHeads, energiesOf } from '../../src/core/factor/basis';

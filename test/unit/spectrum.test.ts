@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import { buildLayout } from '../../src/core/arch/adapters';
+import { buildLayout } from '../../src/core/arch';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 import { decodeToFloat32, encodeFromFloat32, float32ToBf16Bits, type Dtype } from '../../src/core/checkpoint/dtypes';
 import { Matrix, SVD } from 'ml-matrix';

@@ -3,6 +3,7 @@
  * exactly which bytes hold each query head's W_Q^h and each KV head's W_K^g.
  */
 import type { Dtype } from '../checkpoint/dtypes';
+import type { ModelDescription } from './description';
 
 /**
  * How a projection's output features are stored in a weight tensor.
@@ -26,8 +27,8 @@ export interface RopeInfo {
   readonly rotaryDim: number;
   readonly partialRotaryFactor: number;
   readonly theta: number;
-  /** Hugging Face's rotate-half pairing (i, i + rotaryDim/2); all supported models use it. */
-  readonly style: 'rotate-half';
+  /** rotate-half pairs (i, i + rotaryDim/2); interleaved pairs (2i, 2i + 1). */
+  readonly style: 'rotate-half' | 'interleaved';
 }
 
 export interface LayerAttention {
@@ -54,7 +55,13 @@ export interface AttentionLayout {
   readonly headDim: number;
   /** queryToKv[h] = the KV head that query head h attends with (GQA/MQA). */
   readonly queryToKv: readonly number[];
+  /** RoPE of the first rotary layer (null when no layer rotates); per-layer truth is in `description`. */
   readonly rope: RopeInfo | null;
+  /**
+   * How factored keys are stored (docs/FORMAT.md): `absorbed` when nothing but a linear map sits
+   * between every layer's projections and its scores (no RoPE, no q/k norm); else `latent`.
+   */
+  readonly keyMode: 'absorbed' | 'latent';
   readonly qkBias: boolean;
   /** Whether Q, K and V share one tensor per layer. */
   readonly fusedQkv: boolean;
@@ -64,4 +71,6 @@ export interface AttentionLayout {
   readonly softmaxScale: number;
   /** Total parameter count of all tensors in the checkpoint. */
   readonly parameters: number;
+  /** The full description this layout is a view of. */
+  readonly description: ModelDescription;
 }

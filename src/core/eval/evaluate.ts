@@ -2,7 +2,7 @@
  * Perplexity of original and factored models: one evaluation, original-vs-plan, and sweeps
  * over ranks or energy thresholds for both methods (the panel's quality/savings curve).
  */
-import { buildLayout } from '../arch/adapters';
+import { buildLayout } from '../arch';
 import type { AttentionLayout } from '../arch/layout';
 import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint';
 import { bytesPerElement } from '../checkpoint/dtypes';

@@ -12,7 +12,7 @@
  * Latent mode (RoPE): queries unchanged; the cache holds c_g = x·W_Kg·T_k (+ bias), and keys
  * are rebuilt as k_g = c_g·T_qᵀ before RoPE. The softmax scale stays 1/sqrt(original head_dim).
  */
-import { buildLayout } from '../arch/adapters';
+import { buildLayout } from '../arch';
 import type { AttentionLayout } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import type { Dtype } from '../checkpoint/dtypes';

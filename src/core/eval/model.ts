@@ -3,7 +3,7 @@
  * its hyper-parameters (from config.json), and every weight resolved to a constant tensor in
  * its stored 16/32-bit form, so the graph can Cast in-graph instead of doubling bytes here.
  */
-import { ConfigReader } from '../arch/adapters';
+import { ConfigReader } from '../arch';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { decodeToFloat32, encodeFromFloat32, type Dtype } from '../checkpoint/dtypes';
 import type { ConstTensor, ElemType } from '../compute/onnx';

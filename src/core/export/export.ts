@@ -4,12 +4,13 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { buildLayout } from '../arch/adapters';
+import { buildLayout } from '../arch';
 import type { AttentionLayout } from '../arch/layout';
 import { CONFIG_FILE, INDEX_FILE, openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint';
 import { bytesPerElement } from '../checkpoint/dtypes';
 import { CancelledError, FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
 import { analyzeHeads, energiesOf, truncateBasis, type HeadBasis } from '../factor/basis';
+import { modelFingerprint, type TensorShapes } from '../plan/fingerprint';
 import { buildPlan, retainedEnergy, validatePlan } from '../plan/plan';
 import type { FactorMethod, PlanModel, RankOverride, RankPlan, RankPolicy } from '../plan/types';
 import { computeSavings } from '../savings';
@@ -48,14 +49,29 @@ export interface ExportResult {
   readonly bytesWritten: number;
 }
 
-/** The plan-model shape of a checkpoint (what plans are validated against). */
-export function planModelOf(layout: AttentionLayout): PlanModel {
-  return { architecture: layout.architecture, layers: layout.layers.length, kv_heads: layout.kvHeads, head_dim: layout.headDim, key_bytes_per_value: bytesPerElement(layout.dtype) };
+/**
+ * The plan model of a checkpoint (what plans are validated against). With the checkpoint's
+ * tensors it carries the model fingerprint, which binds plans to this model.
+ */
+export function planModelOf(layout: AttentionLayout, tensors?: TensorShapes): PlanModel {
+  return {
+    architecture: layout.architecture,
+    layers: layout.layers.length,
+    kv_heads: layout.kvHeads,
+    head_dim: layout.headDim,
+    key_bytes_per_value: bytesPerElement(layout.dtype),
+    ...(tensors ? { fingerprint: modelFingerprint(layout, tensors) } : {}),
+  };
 }
 
 /** Resolves the plan for an export (or for `plan`): validates a given one or builds one. */
-export function resolvePlan(layout: AttentionLayout, bases: readonly (readonly HeadBasis[])[], options: Pick<ExportOptions, 'method' | 'policy' | 'overrides' | 'plan' | 'planSource'>): RankPlan {
-  const model = planModelOf(layout);
+export function resolvePlan(
+  layout: AttentionLayout,
+  bases: readonly (readonly HeadBasis[])[],
+  options: Pick<ExportOptions, 'method' | 'policy' | 'overrides' | 'plan' | 'planSource'>,
+  tensors?: TensorShapes,
+): RankPlan {
+  const model = planModelOf(layout, tensors);
   const energies = energiesOf(bases);
   if (options.plan !== undefined) {
     const where = options.planSource ?? 'plan';
@@ -138,8 +154,8 @@ function firstRealError(results: PromiseSettledResult<unknown>[]): unknown {
 }
 
 /** Checks the rank source before any work: a plan's shape and method, or a policy's numbers. */
-function validateRankSource(layout: AttentionLayout, options: ExportOptions): void {
-  const model = planModelOf(layout);
+function validateRankSource(layout: AttentionLayout, options: ExportOptions, tensors: TensorShapes): void {
+  const model = planModelOf(layout, tensors);
   if (options.plan !== undefined) {
     const where = options.planSource ?? 'plan';
     const p = validatePlan(options.plan, where, model);
@@ -169,10 +185,10 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
   try {
     if (ckpt.config.factored_keys !== undefined) throw new FactoredKeysError(`${ckpt.dir}/config.json: this checkpoint is already factored (it has a "factored_keys" block)`);
     const layout = buildLayout(ckpt);
-    validateRankSource(layout, options);
+    validateRankSource(layout, options, ckpt.tensors);
     const dest = await checkDestination(ckpt.dir, ckpt.files.map((f) => f.file), options.dest, options.force ?? false);
     await removeStaleTemps(dest);
-    const mode: RopeMode = layout.rope ? 'latent' : 'absorbed';
+    const mode: RopeMode = layout.keyMode;
     // Full-rank rewrites: which tensors change (independent of ranks) and the largest headers.
     const fullRank = layout.layers.map((layer) => planLayerRewrite(ckpt, layout, layer, Array<number>(layout.kvHeads).fill(layout.headDim), mode));
     const replacedNames = new Set(fullRank.flatMap((rw) => [...rw.replaced.keys()]));
@@ -225,7 +241,7 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
     const factorPhase = guard(
       (async () => {
         const bases = await analyzeHeads(ckpt, layout, options.method, { cancel, progress: options.progress });
-        const plan = resolvePlan(layout, bases, options);
+        const plan = resolvePlan(layout, bases, options, ckpt.tensors);
         const rewrites = layout.layers.map((layer) => planLayerRewrite(ckpt, layout, layer, plan.ranks[layer.layer], mode));
         return { bases, plan, rewrites };
       })(),

@@ -64,7 +64,7 @@ export interface FactoredKeysConfig {
   /** query_to_kv[h] = KV head used by query head h. */
   readonly query_to_kv: readonly number[];
   /** RoPE as the original model applies it (latent mode), or null. */
-  readonly rope: { readonly rotary_dim: number; readonly theta: number; readonly style: 'rotate-half' } | null;
+  readonly rope: { readonly rotary_dim: number; readonly theta: number; readonly style: 'rotate-half' | 'interleaved' } | null;
   /** ranks[layer][kvHead]. */
   readonly ranks: readonly (readonly number[])[];
   readonly layers: readonly FactoredLayer[];
