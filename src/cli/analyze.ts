@@ -2,7 +2,7 @@
  * `factored-keys analyze <checkpoint> [--json] [--backend ...] [--threads N] [--kinds key,query]`:
  * every layer's key and query head spectra.
  */
-import { buildLayout } from '../core/arch/adapters';
+import { buildLayout } from '../core/arch';
 import type { AttentionLayout } from '../core/arch/layout';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { parseBackendChoice } from '../core/compute/session';

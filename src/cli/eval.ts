@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import { parseBackendChoice } from '../core/compute/session';
 import { FactoredKeysError } from '../core/errors';
 import { evaluateCheckpoint, PlanEvaluator, tokenizeFile, type EvalOptions, type EvalResult } from '../core/eval';
-import { resolvePlan } from '../core/export/export';
+import { planModelOf, resolvePlan } from '../core/export/export';
+import { validatePlan } from '../core/plan/plan';
 import { numberFlag, parseArgs } from './args';
 import type { CliIo } from './io';
 import { commandSpec, commandUsageLine } from './options';
@@ -76,8 +77,10 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
       const evaluator = await PlanEvaluator.open(checkpoint);
       try {
         const method = methodOf(choice);
+        // a plan made for another model is refused before any work
+        if (choice.plan !== undefined) validatePlan(choice.plan, choice.planPath ?? 'plan', planModelOf(evaluator.layout, evaluator.ckpt.tensors));
         const bases = await evaluator.bases(method, { cancel });
-        const plan = resolvePlan(evaluator.layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath });
+        const plan = resolvePlan(evaluator.layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath }, evaluator.ckpt.tensors);
         result = await evaluator.plan(plan, ids, options);
       } finally {
         await evaluator.close();

@@ -4,10 +4,10 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { buildLayout } from '../core/arch/adapters';
+import { buildLayout } from '../core/arch';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
-import { planModelOf, resolvePlan } from '../core/export/export';
+import { resolvePlan } from '../core/export/export';
 import { analyzeHeads } from '../core/factor/basis';
 import { planKeyBytesPerToken } from '../core/plan/plan';
 import { FACTOR_METHODS, type FactorMethod, type RankOverride, type RankPlan, type RankPolicy } from '../core/plan/types';
@@ -144,9 +144,8 @@ export async function runPlan(argv: string[], io: CliIo): Promise<number> {
   let plan: RankPlan;
   try {
     const layout = buildLayout(ckpt);
-    planModelOf(layout);
     const bases = await analyzeHeads(ckpt, layout, method);
-    plan = resolvePlan(layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath });
+    plan = resolvePlan(layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath }, ckpt.tensors);
   } finally {
     await ckpt.close();
   }

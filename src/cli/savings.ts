@@ -4,11 +4,13 @@
  * KV-cache bytes before and after factoring keys (K + V totals at context x batch).
  */
 import { promises as fsp } from 'node:fs';
-import { buildLayout } from '../core/arch/adapters';
+import { buildLayout } from '../core/arch';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { bytesPerElement } from '../core/checkpoint/dtypes';
 import { FactoredKeysError } from '../core/errors';
+import { planModelOf } from '../core/export/export';
 import { validatePlan } from '../core/plan/plan';
+import type { PlanModel } from '../core/plan/types';
 import { computeSavings, savingsJson, type CacheGeometry, type CacheSavings } from '../core/savings';
 import { numberFlag, parseArgs, type ParsedArgs } from './args';
 import type { CliIo } from './io';
@@ -60,6 +62,7 @@ export async function runSavings(argv: string[], io: CliIo): Promise<number> {
   const int = (name: string) => numberFlag(args, name, 'savings', { integer: true, min: 1 });
   let geometry: CacheGeometry;
   let dtypeBytes: number | undefined;
+  let model: PlanModel | undefined;
   if (args.positionals.length === 1) {
     for (const f of ['layers', 'kv-heads', 'head-dim']) if (args.values.has(f)) throw new FactoredKeysError(`savings: --${f} comes from the checkpoint; do not give both`);
     const ckpt = await openCheckpoint(args.positionals[0]);
@@ -67,6 +70,7 @@ export async function runSavings(argv: string[], io: CliIo): Promise<number> {
       const layout = buildLayout(ckpt);
       geometry = { layers: layout.layers.length, kvHeads: layout.kvHeads, headDim: layout.headDim };
       dtypeBytes = bytesPerElement(layout.dtype);
+      model = planModelOf(layout, ckpt.tensors);
     } finally {
       await ckpt.close();
     }
@@ -93,7 +97,7 @@ export async function runSavings(argv: string[], io: CliIo): Promise<number> {
     } catch (e) {
       throw new FactoredKeysError(`${file}: cannot read the plan (${(e as Error).message.split('\n')[0]})`);
     }
-    keyRanks = validatePlan(raw, file, { architecture: '', layers: geometry.layers, kv_heads: geometry.kvHeads, head_dim: geometry.headDim, key_bytes_per_value: dtypeBytes ?? 2 }).ranks;
+    keyRanks = validatePlan(raw, file, model ?? { architecture: '', layers: geometry.layers, kv_heads: geometry.kvHeads, head_dim: geometry.headDim, key_bytes_per_value: 2 }).ranks;
   }
   const context = int('context');
   if (context === undefined) throw new FactoredKeysError(`savings: --context is required (${USAGE})`);

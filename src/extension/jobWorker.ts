@@ -3,7 +3,7 @@
  * with the core library and reports progress, the result, or a one-line error to the host.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { buildLayout } from '../core/arch/adapters';
+import { buildLayout } from '../core/arch';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { parseBackendChoice, probeBackends } from '../core/compute/session';
 import { CancelledError, FactoredKeysError, type CancelToken } from '../core/errors';

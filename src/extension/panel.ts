@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { buildLayout } from '../core/arch/adapters';
+import { buildLayout } from '../core/arch';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
 import type { RankPlan } from '../core/plan';

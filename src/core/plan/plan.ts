@@ -237,9 +237,18 @@ export function validatePlan(raw: unknown, where: string, expect?: PlanModel): R
   if (model === null || typeof model !== 'object') throw new FactoredKeysError(`${where}: "model" is missing`);
   checkModel(model, where);
   if (typeof model.architecture !== 'string') throw new FactoredKeysError(`${where}: model.architecture must be a string`);
+  if (model.fingerprint !== undefined && typeof model.fingerprint !== 'string') throw new FactoredKeysError(`${where}: model.fingerprint must be a string`);
   if (expect) {
     for (const k of ['layers', 'kv_heads', 'head_dim'] as const) {
       if (model[k] !== expect[k]) throw new FactoredKeysError(`${where}: plan is for ${k} = ${model[k]} but the checkpoint has ${expect[k]}`);
+    }
+    if (expect.architecture && model.architecture !== expect.architecture) {
+      throw new FactoredKeysError(`${where}: plan was made for a ${previewJson(model.architecture)} model, but the checkpoint is ${JSON.stringify(expect.architecture)}`);
+    }
+    if (expect.fingerprint && model.fingerprint !== undefined && model.fingerprint !== expect.fingerprint) {
+      throw new FactoredKeysError(
+        `${where}: plan was made for another checkpoint (fingerprint ${previewJson(model.fingerprint.slice(0, 24))}…, this one is ${expect.fingerprint.slice(0, 24)}…): its attention geometry or Q/K tensor names or shapes differ`,
+      );
     }
   }
   checkPolicy(p.policy as RankPolicy, model, where);
@@ -256,7 +265,7 @@ export function validatePlan(raw: unknown, where: string, expect?: PlanModel): R
     version: PLAN_FORMAT_VERSION,
     method: p.method as FactorMethod,
     policy: p.policy as RankPolicy,
-    model: { ...model, key_bytes_per_value: expect?.key_bytes_per_value ?? model.key_bytes_per_value },
+    model: { ...model, key_bytes_per_value: expect?.key_bytes_per_value ?? model.key_bytes_per_value, ...(expect?.fingerprint ? { fingerprint: expect.fingerprint } : {}) },
     ranks,
     overrides: overridesRaw as RankOverride[],
   };

@@ -51,6 +51,12 @@ export interface PlanModel {
   readonly head_dim: number;
   /** Bytes per cached key element (the checkpoint dtype's width), for budget arithmetic. */
   readonly key_bytes_per_value: number;
+  /**
+   * Hash of the checkpoint's attention geometry and Q/K tensor names and shapes
+   * (see ./fingerprint.ts). Plans written by the tool carry it; a plan whose fingerprint differs
+   * from the checkpoint's is refused. Hand-written plans may leave it out.
+   */
+  readonly fingerprint?: string;
 }
 
 /** A rank plan (plain JSON). */
