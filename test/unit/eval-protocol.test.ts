@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { FactoredKeysError } from '../../src/core/errors';
 import { bytesToIds, checkTokens, defaultBatch, NllAccumulator, tokenizeFile, windowBatch, windowCount } from '../../src/core/eval';
-import { causalMask, ropeTables } from '../../src/core/eval/graph';
+import { ropeTables } from '../../src/core/arch/rope';
+import { causalMask } from '../../src/core/eval/graph';
 import { fixture, tempDir } from '../helpers/fixtures';
 
 test('window count is floor((N-1)/seq): every predicted token has a successor', () => {
@@ -79,7 +80,7 @@ test('causal mask blocks the future (and, with a window, the distant past)', () 
 });
 
 test('RoPE tables: position 0 is the identity, halves repeat (rotate-half layout)', () => {
-  const { cos, sin } = ropeTables(3, 8, 10000);
+  const { cos, sin } = ropeTables({ style: 'rotate-half', rotaryDim: 8, theta: 10000, scaling: { type: 'default' } }, 3);
   for (let i = 0; i < 8; i++) {
     assert.equal(cos[i], 1);
     assert.equal(sin[i], 0);

@@ -61,8 +61,8 @@ export function defaultBatch(seq: number, vocab = 256): number {
 export async function evaluatePerplexity(source: WeightSource, ids: Int32Array, options: EvalOptions): Promise<EvalResult> {
   const started = performance.now();
   const spec = source.spec;
-  if (spec.ropeTheta === null && options.seq > spec.maxPositions) {
-    throw new FactoredKeysError(`--seq ${options.seq} is longer than the model's ${spec.maxPositions} learned positions`);
+  if (options.seq > spec.maxPositions) {
+    throw new FactoredKeysError(`--seq ${options.seq} is longer than the model's ${spec.maxPositions} positions (max_position_embeddings)`);
   }
   let windows = checkTokens(ids, options.seq, spec.vocab, 'text');
   if (options.maxWindows !== undefined) windows = Math.min(windows, Math.max(1, Math.floor(options.maxWindows)));

@@ -12,7 +12,7 @@
  * Latent mode (RoPE): queries unchanged; the cache holds c_g = x·W_Kg·T_k (+ bias), and keys
  * are rebuilt as k_g = c_g·T_qᵀ before RoPE. The softmax scale stays 1/sqrt(original head_dim).
  */
-import { buildLayout } from '../arch';
+import { buildLayout, keyModeOf } from '../arch';
 import type { AttentionLayout } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import type { Dtype } from '../checkpoint/dtypes';
@@ -23,29 +23,7 @@ import { readFactoredKeysConfig } from '../export/load';
 import { analyzeHeads, LayerTensorCache, readHeadFeatures, truncateBasis, type HeadBasis } from '../factor/basis';
 import type { FactorMethod } from '../plan/types';
 import type { WeightSource } from './forward';
-import { CheckpointWeights, constFromFloat32, readConst, readModelSpec, type LayerWeights, type Linear, type ModelSpec, type OuterWeights } from './model';
-
-/** One head's projection, feature-major: row j (of `width`) holds output feature j's input weights. */
-interface HeadFeatures {
-  readonly features: Float32Array;
-  readonly bias?: Float32Array;
-  readonly width: number;
-}
-
-/**
- * Concatenates heads into one nn.Linear-shaped projection [n·pad, d], each head zero-padded to
- * `pad` output features, rounded to `dtype` (what an export stores).
- */
-function assemble(heads: readonly HeadFeatures[], pad: number, d: number, dtype: Dtype): Linear {
-  const w = new Float32Array(heads.length * pad * d);
-  const anyBias = heads.some((h) => h.bias);
-  const b = anyBias ? new Float32Array(heads.length * pad) : undefined;
-  heads.forEach((h, i) => {
-    w.set(h.features.subarray(0, h.width * d), i * pad * d);
-    if (b && h.bias) b.set(h.bias.subarray(0, h.width), i * pad);
-  });
-  return { weight: constFromFloat32(w, [heads.length * pad, d], dtype), transposed: true, bias: b ? constFromFloat32(b, [b.length], dtype) : undefined };
-}
+import { assembleHeads, CheckpointWeights, constFromFloat32, readConst, readModelSpec, type HeadFeatures, type LayerWeights, type Linear, type ModelSpec, type OuterWeights } from './model';
 
 /** Features y_j = Σ_a map[a][j]·F[a] (map n x r row-major), accumulated in float64 like the exporter. */
 function mapFeatures(f: Float32Array, d: number, map: Float64Array, n: number, r: number): Float32Array {
@@ -86,9 +64,9 @@ function keyUpBlock(bs: readonly Float32Array[], ranks: readonly number[], hd: n
   return { weight: constFromFloat32(w, [total, out], dtype), transposed: false };
 }
 
-/** Which attention form a model's factored keys take. */
+/** Which attention form a model's factored keys take (see AttentionLayout.keyMode). */
 export function ropeModeOf(spec: ModelSpec): 'absorbed' | 'latent' {
-  return spec.ropeTheta === null ? 'absorbed' : 'latent';
+  return keyModeOf(spec);
 }
 
 /** Per-KV-head ranks of a plan: ranks[layer][kvHead]. */
@@ -135,7 +113,7 @@ export class PlanWeights implements WeightSource {
     const rest = await this.base.layerExceptQkv(i);
     const values: HeadFeatures[] = [];
     for (const s of lay.valueHeads) values.push({ ...(await read(s)), width: hd });
-    const v = assemble(values, hd, d, dtype);
+    const v = assembleHeads(values, hd, d, dtype);
     const keys: HeadFeatures[] = [];
     for (let g = 0; g < spec.kvHeads; g++) {
       const { features, bias } = await read(lay.keyHeads[g]);
@@ -156,7 +134,7 @@ export class PlanWeights implements WeightSource {
     cache.clear();
     if (absorbed) {
       const pad = Math.max(...ranks);
-      return { ...rest, qkv: { kind: 'separate', q: assemble(queries, pad, d, dtype), k: assemble(keys, pad, d, dtype), v }, qkHeadDim: pad };
+      return { ...rest, qkv: { q: assembleHeads(queries, pad, d, dtype), k: assembleHeads(keys, pad, d, dtype), v }, qkHeadDim: pad };
     }
     // latent: k = c·B with B = T_qᵀ (r x hd)
     const bs = maps.map((m) => {
@@ -165,7 +143,7 @@ export class PlanWeights implements WeightSource {
       return b;
     });
     const k = assembleConcat(keys, d, dtype);
-    return { ...rest, qkv: { kind: 'separate', q: assemble(queries, hd, d, dtype), k, v }, qkHeadDim: hd, keyUp: keyUpBlock(bs, ranks, hd, dtype) };
+    return { ...rest, qkv: { q: assembleHeads(queries, hd, d, dtype), k, v }, qkHeadDim: hd, keyUp: keyUpBlock(bs, ranks, hd, dtype) };
   }
 }
 
@@ -229,11 +207,13 @@ export class ExportedWeights implements WeightSource {
     if (fk.original_head_dim !== spec.headDim) throw new FactoredKeysError(`${where}: factored_keys.original_head_dim ${fk.original_head_dim} differs from the model's head_dim ${spec.headDim}`);
     if (fk.num_query_heads !== spec.queryHeads || fk.num_kv_heads !== spec.kvHeads) throw new FactoredKeysError(`${where}: factored_keys head counts differ from the model's`);
     if (fk.layers.length !== spec.layers) throw new FactoredKeysError(`${where}: factored_keys lists ${fk.layers.length} layers, the model has ${spec.layers}`);
-    if (fk.rope_mode !== ropeModeOf(spec)) throw new FactoredKeysError(`${where}: factored_keys.rope_mode "${fk.rope_mode}" does not fit a ${spec.ropeTheta === null ? 'model without' : 'RoPE model with'} RoPE`);
-    if (!(typeof fk.softmax_scale === 'number' && fk.softmax_scale > 0)) throw new FactoredKeysError(`${where}: factored_keys.softmax_scale must be a positive number`);
+    if (fk.rope_mode !== ropeModeOf(spec)) throw new FactoredKeysError(`${where}: factored_keys.rope_mode "${fk.rope_mode}" does not fit this ${spec.architecture} model, whose keys are stored ${ropeModeOf(spec)}`);
+    const scale = spec.blocks[0].attention.scale;
+    // the scale is the source model's (the config still says how it is computed); a block that disagrees was edited
+    if (!(typeof fk.softmax_scale === 'number' && Math.abs(fk.softmax_scale - scale) <= 1e-6 * scale)) throw new FactoredKeysError(`${where}: factored_keys.softmax_scale ${previewJson(fk.softmax_scale)} is not the model's score scale ${scale}`);
     const perKv = spec.queryHeads / spec.kvHeads;
     if (!Array.isArray(fk.query_to_kv) || fk.query_to_kv.some((g, h) => g !== Math.floor(h / perKv))) throw new FactoredKeysError(`${where}: factored_keys.query_to_kv is not the grouping eval supports (query head h uses KV head floor(h / ${perKv}))`);
-    this.spec = { ...spec, softmaxScale: fk.softmax_scale };
+    this.spec = spec;
     this.base = new CheckpointWeights(ckpt, this.spec);
   }
 
@@ -263,13 +243,13 @@ export class ExportedWeights implements WeightSource {
     values.forEach((v, g) => {
       if (v.width !== hd) throw new FactoredKeysError(`${where}: layer ${i} value slice ${g} is ${v.width} wide, not head_dim ${hd}`);
     });
-    const v = assemble(values, hd, d, dtype);
+    const v = assembleHeads(values, hd, d, dtype);
     if (fk.rope_mode === 'absorbed') {
       queries.forEach((q, h) => {
         if (q.width !== ranks[fk.query_to_kv[h]]) throw new FactoredKeysError(`${where}: layer ${i} query slice ${h} is ${q.width} wide but its KV head's rank is ${ranks[fk.query_to_kv[h]]}`);
       });
       const pad = Math.max(...ranks);
-      return { ...rest, qkv: { kind: 'separate', q: assemble(queries, pad, d, dtype), k: assemble(keys, pad, d, dtype), v }, qkHeadDim: pad };
+      return { ...rest, qkv: { q: assembleHeads(queries, pad, d, dtype), k: assembleHeads(keys, pad, d, dtype), v }, qkHeadDim: pad };
     }
     queries.forEach((q, h) => {
       if (q.width !== hd) throw new FactoredKeysError(`${where}: layer ${i} query slice ${h} is ${q.width} wide, not head_dim ${hd} (latent mode keeps queries)`);
@@ -282,7 +262,7 @@ export class ExportedWeights implements WeightSource {
     }
     // k_full = c_all · key_upᵀ
     const keyUp: Linear = { weight: await readConst(ckpt, entry.key_up), transposed: true };
-    return { ...rest, qkv: { kind: 'separate', q: assemble(queries, hd, d, dtype), k: assembleConcat(keys, d, dtype), v }, qkHeadDim: hd, keyUp };
+    return { ...rest, qkv: { q: assembleHeads(queries, hd, d, dtype), k: assembleConcat(keys, d, dtype), v }, qkHeadDim: hd, keyUp };
   }
 }
 

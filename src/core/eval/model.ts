@@ -1,122 +1,48 @@
 /**
- * What the evaluator needs to know about a checkpoint to run it: the architecture family and
- * its hyper-parameters (from config.json), and every weight resolved to a constant tensor in
- * its stored 16/32-bit form, so the graph can Cast in-graph instead of doubling bytes here.
+ * What the evaluator runs: a model's description (src/core/arch) checked against the features
+ * the forward graph implements, and every weight role resolved to a constant tensor in its
+ * stored 16/32-bit form, so the graph can Cast in-graph instead of doubling bytes here.
  */
-import { ConfigReader } from '../arch';
+import { describeModel, requireFeatures, type ModelFeature } from '../arch';
+import type { LinearRole, ModelDescription, NormRole } from '../arch/description';
+import type { HeadSlice } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { decodeToFloat32, encodeFromFloat32, type Dtype } from '../checkpoint/dtypes';
 import type { ConstTensor, ElemType } from '../compute/onnx';
 import { FactoredKeysError } from '../errors';
+import { LayerTensorCache, readHeadFeatures } from '../factor/basis';
 
-/** Architectures the evaluator runs: GPT-2 and the Llama family (Llama, Mistral, Qwen2). */
-export const EVAL_ARCHITECTURES = ['gpt2', 'llama', 'mistral', 'qwen2'] as const;
+/** Every feature the forward graph implements (eval refuses the rest by name). */
+export const EVAL_FEATURES: readonly ModelFeature[] = [
+  'q-norm',
+  'k-norm',
+  'rope-interleaved',
+  'partial-rotary',
+  'rope-scaling',
+  'nope-layers',
+  'sliding-window',
+  'attention-softcap',
+  'final-softcap',
+  'attention-sinks',
+  'score-scale',
+  'parallel-residual',
+  'post-norms',
+  'moe',
+  'multipliers',
+  'learned-positions',
+];
 
-/** Hyper-parameters of a decoder-only model, as the forward graph uses them. */
-export interface ModelSpec {
-  readonly architecture: string;
-  readonly family: 'gpt2' | 'llama';
-  readonly layers: number;
-  readonly hidden: number;
-  readonly queryHeads: number;
-  readonly kvHeads: number;
-  readonly headDim: number;
-  readonly vocab: number;
-  readonly normEps: number;
-  /** RoPE (rotate-half over the whole head) with this base, or null for learned positions. */
-  readonly ropeTheta: number | null;
-  /** Longest sequence the model's positions cover (GPT-2's n_positions); Infinity for RoPE. */
-  readonly maxPositions: number;
-  readonly activation: 'gelu_new' | 'gelu' | 'silu';
-  /** Keys further back than this many positions are masked (Mistral sliding window). */
-  readonly slidingWindow: number | null;
-  /** Softmax scale of the original model (1/sqrt(head_dim), or as the config says). */
-  readonly softmaxScale: number;
-  /** GPT-2's scale_attn_by_inverse_layer_idx: layer l's scores are also divided by l+1. */
-  readonly scaleByInverseLayer: boolean;
-  /** dtype of the attention projection weights (factored weights are written in it). */
+/** A model's description plus the dtype its attention weights are stored (and factored) in. */
+export interface ModelSpec extends ModelDescription {
   readonly weightDtype: Dtype;
 }
 
-/** Reads a ModelSpec from a checkpoint's config.json; refuses architectures it cannot run. */
+/** Reads a checkpoint's description for evaluation; refuses features the graph lacks. */
 export function readModelSpec(ckpt: Checkpoint): ModelSpec {
-  const where = `${ckpt.dir}/config.json`;
-  const c = new ConfigReader(ckpt.config, where);
-  const arch = ckpt.config.model_type;
-  if (typeof arch !== 'string' || !(EVAL_ARCHITECTURES as readonly string[]).includes(arch)) {
-    throw new FactoredKeysError(`${where}: eval runs ${EVAL_ARCHITECTURES.join(', ')} models; model_type is ${JSON.stringify(arch)}`);
-  }
-  if (arch === 'gpt2') {
-    const hidden = c.int('n_embd', 'hidden_size');
-    const heads = c.int('n_head', 'num_attention_heads');
-    const act = String(ckpt.config.activation_function ?? 'gelu_new');
-    if (act !== 'gelu_new' && act !== 'gelu' && act !== 'gelu_pytorch_tanh') {
-      throw new FactoredKeysError(`${where}: activation_function "${act}" is not supported by eval (gelu_new, gelu)`);
-    }
-    if (ckpt.config.scale_attn_weights === false) throw new FactoredKeysError(`${where}: scale_attn_weights false is not supported by eval`);
-    const headDim = hidden / heads;
-    if (!Number.isInteger(headDim)) throw new FactoredKeysError(`${where}: n_embd ${hidden} is not divisible by n_head ${heads}`);
-    return {
-      architecture: arch,
-      family: 'gpt2',
-      layers: c.int('n_layer', 'num_hidden_layers'),
-      hidden,
-      queryHeads: heads,
-      kvHeads: heads,
-      headDim,
-      vocab: c.int('vocab_size'),
-      normEps: c.number(1e-5, 'layer_norm_epsilon'),
-      ropeTheta: null,
-      maxPositions: c.int('n_positions', 'max_position_embeddings'),
-      activation: act === 'gelu' ? 'gelu' : 'gelu_new',
-      slidingWindow: null,
-      softmaxScale: 1 / Math.sqrt(headDim),
-      scaleByInverseLayer: ckpt.config.scale_attn_by_inverse_layer_idx === true,
-      weightDtype: dtypeOf(ckpt, 'transformer.h.0.attn.c_attn.weight', 'transformer.h.0.mlp.c_fc.weight'),
-    };
-  }
-  const hidden = c.int('hidden_size');
-  const queryHeads = c.int('num_attention_heads');
-  const kvHeads = c.optionalInt('num_key_value_heads') ?? queryHeads;
-  const headDim = c.optionalInt('head_dim') ?? hidden / queryHeads;
-  if (!Number.isInteger(headDim)) throw new FactoredKeysError(`${where}: hidden_size ${hidden} is not divisible by num_attention_heads ${queryHeads}`);
-  if (queryHeads % kvHeads !== 0) throw new FactoredKeysError(`${where}: ${queryHeads} attention heads are not divisible by ${kvHeads} key/value heads`);
-  const act = String(ckpt.config.hidden_act ?? 'silu');
-  if (act !== 'silu') throw new FactoredKeysError(`${where}: hidden_act "${act}" is not supported by eval (silu)`);
-  const partial = c.number(1, 'rope_parameters.partial_rotary_factor', 'partial_rotary_factor');
-  if (partial !== 1) throw new FactoredKeysError(`${where}: partial rotary factor ${partial} is not supported by eval`);
-  const ropeType = (ckpt.config.rope_parameters as { rope_type?: unknown } | undefined)?.rope_type ?? (ckpt.config.rope_scaling as { rope_type?: unknown; type?: unknown } | undefined)?.rope_type;
-  if (ropeType !== undefined && ropeType !== null && ropeType !== 'default') {
-    throw new FactoredKeysError(`${where}: rope_type "${String(ropeType)}" is not supported by eval (default RoPE only)`);
-  }
-  const useWindow = arch === 'mistral' || ckpt.config.use_sliding_window === true;
-  const window = useWindow && typeof ckpt.config.sliding_window === 'number' ? ckpt.config.sliding_window : null;
-  return {
-    architecture: arch,
-    family: 'llama',
-    layers: c.int('num_hidden_layers'),
-    hidden,
-    queryHeads,
-    kvHeads,
-    headDim,
-    vocab: c.int('vocab_size'),
-    normEps: c.number(1e-6, 'rms_norm_eps'),
-    ropeTheta: c.number(10000, 'rope_parameters.rope_theta', 'rope_theta'),
-    maxPositions: Infinity,
-    activation: 'silu',
-    slidingWindow: window,
-    softmaxScale: 1 / Math.sqrt(headDim),
-    scaleByInverseLayer: false,
-    weightDtype: dtypeOf(ckpt, 'model.layers.0.self_attn.q_proj.weight', 'model.layers.0.mlp.up_proj.weight'),
-  };
-}
-
-function dtypeOf(ckpt: Checkpoint, ...names: string[]): Dtype {
-  for (const n of names) {
-    const t = ckpt.tensors.get(n);
-    if (t) return t.dtype;
-  }
-  throw new FactoredKeysError(`${ckpt.dir}: tensor "${names[0]}" not found in the checkpoint`);
+  const m = describeModel(ckpt, { factored: ckpt.config.factored_keys !== undefined });
+  if (m.latentAttention) throw new FactoredKeysError(`${ckpt.dir}/config.json: eval does not support multi-head latent attention (${m.architecture})`);
+  requireFeatures(m, 'eval', EVAL_FEATURES);
+  return { ...m, weightDtype: ckpt.tensor(m.blocks[0].attention.value[0].tensor).dtype };
 }
 
 /** y = x·W (+ b), with W given as stored: `[in, out]`, or `[out, in]` with `transposed`. */
@@ -127,22 +53,32 @@ export interface Linear {
   readonly bias?: ConstTensor;
 }
 
-/** LayerNorm (weight and bias) or RMSNorm (weight only). */
+/** A norm's weights; its kind and epsilon come from the description. */
 export interface Norm {
+  readonly role: NormRole;
   readonly weight: ConstTensor;
   readonly bias?: ConstTensor;
 }
 
 /** Where a layer's attention gets q, k and v. */
-export type QkvWeights =
-  /** One product, then split into [q, k, v] output features (GPT-2's c_attn). */
-  | { readonly kind: 'fused'; readonly proj: Linear; readonly sizes: readonly [number, number, number] }
-  | { readonly kind: 'separate'; readonly q: Linear; readonly k: Linear; readonly v: Linear };
+export interface QkvWeights {
+  readonly q: Linear;
+  readonly k: Linear;
+  readonly v: Linear;
+}
+
+export type MlpWeights =
+  | { readonly kind: 'dense'; readonly up: Linear; readonly down: Linear }
+  | { readonly kind: 'gated'; readonly gate: Linear; readonly up: Linear; readonly down: Linear }
+  | { readonly kind: 'moe'; readonly router: Linear; readonly experts: readonly { readonly gate: Linear; readonly up: Linear; readonly down: Linear }[] }
+  | { readonly kind: 'gpt-oss-moe'; readonly router: Linear; readonly gateUp: ConstTensor; readonly gateUpBias: ConstTensor; readonly down: ConstTensor; readonly downBias: ConstTensor };
 
 /** One transformer block's weights, original or factored. */
 export interface LayerWeights {
-  readonly norm1: Norm;
-  readonly norm2: Norm;
+  readonly attentionInputNorm?: Norm;
+  readonly attentionOutputNorm?: Norm;
+  readonly mlpInputNorm?: Norm;
+  readonly mlpOutputNorm?: Norm;
   readonly qkv: QkvWeights;
   /**
    * Width of each head's q and k in the score product: head_dim, or the (padded) rank of
@@ -150,24 +86,22 @@ export interface LayerWeights {
    */
   readonly qkHeadDim: number;
   /**
-   * Latent factored keys (RoPE models): the k projection yields the cached latent c, and the
-   * per-head keys are k = c·keyUp (block-diagonal over KV heads), before RoPE.
+   * Latent factored keys: the k projection yields the cached latent c, and the per-head keys
+   * are k = c·keyUp (block-diagonal over KV heads), before any k-norm and RoPE.
    */
   readonly keyUp?: Linear;
+  readonly qNorm?: Norm;
+  readonly kNorm?: Norm;
+  readonly sinks?: ConstTensor;
   readonly out: Linear;
-  readonly mlp:
-    | { readonly kind: 'gelu'; readonly fc: Linear; readonly proj: Linear }
-    | { readonly kind: 'swiglu'; readonly gate: Linear; readonly up: Linear; readonly down: Linear };
+  readonly mlp: MlpWeights;
 }
 
 /** Everything outside the blocks. */
 export interface OuterWeights {
-  /** Token embedding [vocab, hidden]. */
   readonly embed: ConstTensor;
-  /** Learned positions [n_positions, hidden] (GPT-2). */
   readonly positions?: ConstTensor;
-  readonly finalNorm: Norm;
-  /** Output projection to logits (tied: the embedding, transposed). */
+  readonly finalNorm?: Norm;
   readonly head: Linear;
 }
 
@@ -178,12 +112,14 @@ export function feedType(dtype: Dtype): ElemType {
   return ORT_TYPE[dtype] ?? 'float32';
 }
 
-/** Reads a whole tensor as a constant: F32/F16/BF16 as stored, other float types decoded to float32. */
-export async function readConst(ckpt: Checkpoint, name: string): Promise<ConstTensor> {
+/** Reads rows [start, end) of a tensor (all when omitted) as a constant: F32/F16/BF16 as stored, other float types decoded. */
+export async function readConst(ckpt: Checkpoint, name: string, rows?: { start: number; count: number }): Promise<ConstTensor> {
   const t = ckpt.tensor(name);
   const type = ORT_TYPE[t.dtype];
-  if (type) return { type, dims: t.shape, data: await ckpt.readRows(name) };
-  return { type: 'float32', dims: t.shape, data: await ckpt.readRowsF32(name) };
+  const dims = rows ? [rows.count, ...t.shape.slice(1)] : t.shape;
+  const [a, b] = rows ? [rows.start, rows.start + rows.count] : [0, undefined];
+  if (type) return { type, dims, data: await ckpt.readRows(name, a, b) };
+  return { type: 'float32', dims, data: await ckpt.readRowsF32(name, a, b) };
 }
 
 /** A float32 matrix as a constant in `dtype` (rounded like the exporter writes it). */
@@ -201,39 +137,53 @@ export function constToFloat32(t: ConstTensor): Float32Array {
   return decodeToFloat32(t.type === 'bfloat16' ? 'BF16' : 'F16', bytes);
 }
 
-/** Reads the blocks' and outer weights of an unfactored checkpoint. */
+/** One head's projection, feature-major: row j (of `width`) holds output feature j's input weights. */
+export interface HeadFeatures {
+  readonly features: Float32Array;
+  readonly bias?: Float32Array;
+  readonly width: number;
+}
+
+/**
+ * Concatenates heads into one nn.Linear-shaped projection [n·pad, d], each head zero-padded to
+ * `pad` output features, rounded to `dtype` (what an export stores).
+ */
+export function assembleHeads(heads: readonly HeadFeatures[], pad: number, d: number, dtype: Dtype): Linear {
+  const w = new Float32Array(heads.length * pad * d);
+  const anyBias = heads.some((h) => h.bias);
+  const b = anyBias ? new Float32Array(heads.length * pad) : undefined;
+  heads.forEach((h, i) => {
+    w.set(h.features.subarray(0, h.width * d), i * pad * d);
+    if (b && h.bias) b.set(h.bias.subarray(0, h.width), i * pad);
+  });
+  return { weight: constFromFloat32(w, [heads.length * pad, d], dtype), transposed: true, bias: b ? constFromFloat32(b, [b.length], dtype) : undefined };
+}
+
+/** Reads the weights of an unfactored checkpoint by the roles of its description. */
 export class CheckpointWeights {
   constructor(
     readonly ckpt: Checkpoint,
     readonly spec: ModelSpec,
   ) {}
 
-  private has(name: string): boolean {
-    return this.ckpt.tensors.has(name);
-  }
-
-  /** A linear layer from `<prefix>.weight` (+ `.bias` when present). */
-  async linear(prefix: string, transposed: boolean): Promise<Linear> {
-    const weight = await readConst(this.ckpt, `${prefix}.weight`);
-    const bias = this.has(`${prefix}.bias`) ? await readConst(this.ckpt, `${prefix}.bias`) : undefined;
+  async linear(l: LinearRole): Promise<Linear> {
+    const transposed = l.orientation === 'linear';
+    if (l.rows && !transposed) throw new FactoredKeysError(`${this.ckpt.dir}: row slices of Conv1D tensor "${l.weight}" are not supported`);
+    const weight = await readConst(this.ckpt, l.weight, l.rows);
+    const bias = l.bias ? await readConst(this.ckpt, l.bias, l.rows) : undefined;
     return { weight, transposed, bias };
   }
 
-  async norm(prefix: string): Promise<Norm> {
-    const weight = await readConst(this.ckpt, `${prefix}.weight`);
-    const bias = this.has(`${prefix}.bias`) ? await readConst(this.ckpt, `${prefix}.bias`) : undefined;
-    return { weight, bias };
+  async norm(n: NormRole | null): Promise<Norm | undefined> {
+    if (!n) return undefined;
+    return { role: n, weight: await readConst(this.ckpt, n.weight), bias: n.bias ? await readConst(this.ckpt, n.bias) : undefined };
   }
 
   async outer(): Promise<OuterWeights> {
-    if (this.spec.family === 'gpt2') {
-      const embed = await readConst(this.ckpt, 'transformer.wte.weight');
-      const head = this.has('lm_head.weight') ? await this.linear('lm_head', true) : { weight: embed, transposed: true };
-      return { embed, positions: await readConst(this.ckpt, 'transformer.wpe.weight'), finalNorm: await this.norm('transformer.ln_f'), head };
-    }
-    const embed = await readConst(this.ckpt, 'model.embed_tokens.weight');
-    const head = this.has('lm_head.weight') ? await this.linear('lm_head', true) : { weight: embed, transposed: true };
-    return { embed, finalNorm: await this.norm('model.norm'), head };
+    const s = this.spec;
+    const embed = await readConst(this.ckpt, s.embedding.tokens);
+    const head = s.head.weight === s.embedding.tokens && !s.head.bias ? { weight: embed, transposed: true } : await this.linear(s.head);
+    return { embed, positions: s.embedding.positions ? await readConst(this.ckpt, s.embedding.positions) : undefined, finalNorm: await this.norm(s.finalNorm), head };
   }
 
   /** Layer `i` exactly as stored. */
@@ -241,36 +191,67 @@ export class CheckpointWeights {
     return { ...(await this.layerExceptQkv(i)), qkv: await this.qkv(i), qkHeadDim: this.spec.headDim };
   }
 
+  /**
+   * One projection from its head slices: a row range read as stored when the heads are
+   * consecutive rows of one nn.Linear tensor, else gathered head by head (fused and
+   * interleaved layouts, Conv1D) and re-encoded losslessly in the stored dtype.
+   */
+  private async projection(slices: readonly HeadSlice[]): Promise<Linear> {
+    const hd = this.spec.headDim;
+    const s0 = slices[0];
+    const consecutive = slices.every((s, h) => s.tensor === s0.tensor && s.orientation === 'linear' && s.offset === s0.offset + h * hd && s.bias === s0.bias);
+    if (consecutive) return this.linear({ weight: s0.tensor, orientation: 'linear', bias: s0.bias, rows: { start: s0.offset, count: slices.length * hd } });
+    const cache = new LayerTensorCache(this.ckpt);
+    const heads: HeadFeatures[] = [];
+    for (const s of slices) heads.push({ ...(await readHeadFeatures(this.ckpt, cache, s, hd)), width: hd });
+    cache.clear();
+    return assembleHeads(heads, hd, this.spec.hidden, this.spec.weightDtype);
+  }
+
   /** The q/k/v projections of layer `i` as stored. */
   async qkv(i: number): Promise<QkvWeights> {
-    const s = this.spec;
-    if (s.family === 'gpt2') return { kind: 'fused', proj: await this.linear(`transformer.h.${i}.attn.c_attn`, false), sizes: [s.hidden, s.hidden, s.hidden] };
-    const p = `model.layers.${i}.self_attn`;
-    return { kind: 'separate', q: await this.linear(`${p}.q_proj`, true), k: await this.linear(`${p}.k_proj`, true), v: await this.linear(`${p}.v_proj`, true) };
+    const a = this.spec.blocks[i].attention;
+    return { q: await this.projection(a.query), k: await this.projection(a.key), v: await this.projection(a.value) };
   }
 
   /** Everything of layer `i` but its q/k/v projections (which factoring replaces). */
   async layerExceptQkv(i: number): Promise<Omit<LayerWeights, 'qkv' | 'qkHeadDim' | 'keyUp'>> {
-    if (this.spec.family === 'gpt2') {
-      const p = `transformer.h.${i}`;
-      return {
-        norm1: await this.norm(`${p}.ln_1`),
-        norm2: await this.norm(`${p}.ln_2`),
-        out: await this.linear(`${p}.attn.c_proj`, false),
-        mlp: { kind: 'gelu', fc: await this.linear(`${p}.mlp.c_fc`, false), proj: await this.linear(`${p}.mlp.c_proj`, false) },
-      };
-    }
-    const p = `model.layers.${i}`;
+    const b = this.spec.blocks[i];
+    const a = b.attention;
     return {
-      norm1: await this.norm(`${p}.input_layernorm`),
-      norm2: await this.norm(`${p}.post_attention_layernorm`),
-      out: await this.linear(`${p}.self_attn.o_proj`, true),
-      mlp: {
-        kind: 'swiglu',
-        gate: await this.linear(`${p}.mlp.gate_proj`, true),
-        up: await this.linear(`${p}.mlp.up_proj`, true),
-        down: await this.linear(`${p}.mlp.down_proj`, true),
-      },
+      attentionInputNorm: await this.norm(b.attentionInputNorm),
+      attentionOutputNorm: await this.norm(b.attentionOutputNorm),
+      mlpInputNorm: await this.norm(b.mlpInputNorm),
+      mlpOutputNorm: await this.norm(b.mlpOutputNorm),
+      qNorm: await this.norm(a.qNorm?.norm ?? null),
+      kNorm: await this.norm(a.kNorm?.norm ?? null),
+      sinks: a.sinks ? await readConst(this.ckpt, a.sinks) : undefined,
+      out: await this.linear(a.output),
+      mlp: await this.mlp(i),
     };
+  }
+
+  private async mlp(i: number): Promise<MlpWeights> {
+    const m = this.spec.blocks[i].mlp;
+    switch (m.kind) {
+      case 'dense':
+        return { kind: 'dense', up: await this.linear(m.up), down: await this.linear(m.down) };
+      case 'gated':
+        return { kind: 'gated', gate: await this.linear(m.gate), up: await this.linear(m.up), down: await this.linear(m.down) };
+      case 'moe': {
+        const experts = [];
+        for (const e of m.experts) experts.push({ gate: await this.linear(e.gate), up: await this.linear(e.up), down: await this.linear(e.down) });
+        return { kind: 'moe', router: await this.linear(m.router), experts };
+      }
+      case 'gpt-oss-moe':
+        return {
+          kind: 'gpt-oss-moe',
+          router: await this.linear(m.router),
+          gateUp: await readConst(this.ckpt, m.gateUp.weight),
+          gateUpBias: await readConst(this.ckpt, m.gateUp.bias),
+          down: await readConst(this.ckpt, m.down.weight),
+          downBias: await readConst(this.ckpt, m.down.bias),
+        };
+    }
   }
 }

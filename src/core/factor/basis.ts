@@ -234,7 +234,21 @@ export interface AnalyzeOptions {
  * Pass 1 of an export (and the data behind `plan`): the full-rank basis of every KV head,
  * bases[layer][kvHead]. Reads each layer's Q and K projections once.
  */
+/**
+ * Refuses a method whose objective the model's attention breaks. qk-svd preserves the bilinear
+ * scores q·kᵀ of the projections; a q- or k-norm between projection and score makes the scores
+ * a different function, so its optimum would not be the model's. key-svd (a rank-r W_K rebuilt
+ * before the norm) stays exact as a full-shape rank-r model.
+ */
+export function requireMethodFeatures(layout: AttentionLayout, method: FactorMethod): void {
+  if (method !== 'key-svd') {
+    const normed = layout.description.blocks.some((b) => b.attention.qNorm || b.attention.kNorm);
+    if (normed) throw new FactoredKeysError(`${method} does not support q/k-norm (${layout.architecture} normalises q and k between projection and score, so the method's score objective is not the model's); use --method key-svd`);
+  }
+}
+
 export async function analyzeHeads(ckpt: Checkpoint, layout: AttentionLayout, method: FactorMethod, options: AnalyzeOptions = {}): Promise<HeadBasis[][]> {
+  requireMethodFeatures(layout, method);
   const n = layout.headDim;
   const out: HeadBasis[][] = [];
   for (const layer of layout.layers) {

@@ -58,7 +58,8 @@ export function decoder(s: DecoderSpec): ModelDescription {
     vocab: d.vocab,
     queryToKv: toKv,
     embedding: { tokens: s.embedding.tokens, positions: s.embedding.positions ?? null, multiplier: s.embedding.multiplier ?? 1 },
-    maxPositions: s.maxPositions,
+    // dynamic NTK scaling exists to run past max_position_embeddings
+    maxPositions: blocks.some((b) => b.attention.rope?.scaling.type === 'dynamic') ? Number.MAX_SAFE_INTEGER : s.maxPositions,
     finalNorm: s.finalNorm,
     head: s.head,
     logitMultiplier: s.logitMultiplier ?? 1,
