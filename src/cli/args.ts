@@ -75,6 +75,17 @@ export function parseArgs(argv: readonly string[], specOrCommand: FlagSpec | Com
   return { positionals, values, booleans, lists };
 }
 
+/** Indexes in `argv` of the positional arguments, skipping flag values (lenient: never throws). */
+export function positionalIndexes(argv: readonly string[], spec: FlagSpec): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('-') || a === '-') out.push(i);
+    else if (a.startsWith('--') && !a.includes('=') && (spec.values?.includes(a.slice(2)) || spec.repeatable?.includes(a.slice(2)))) i++;
+  }
+  return out;
+}
+
 /** Options of {@link numberFlag}. */
 export interface NumberOptions {
   /** Whole numbers only (plain decimal digits: no hex, no exponent, no fraction). */

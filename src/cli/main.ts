@@ -10,7 +10,10 @@ import { runExport } from './export';
 import { runPlan } from './plan';
 import { runSavings } from './savings';
 import { processIo, type CliIo } from './io';
-import { wantsHelp } from './args';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { resolveHubCache } from '../core/checkpoint/checkpoint';
+import { flagSpecOf, positionalIndexes, wantsHelp } from './args';
 import { commandHelp, commandSpec, topLevelUsage, type CommandSpec } from './options';
 
 type Command = (argv: string[], io: CliIo) => Promise<number>;
@@ -56,7 +59,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 0;
   }
   try {
-    return await entry.run(rest.filter((a) => a !== '--debug'), io);
+    return await entry.run(await resolveCheckpointArg(rest.filter((a) => a !== '--debug'), entry.spec, io), io);
   } catch (e) {
     if (e instanceof CancelledError) {
       io.stderr('error: cancelled\n');
@@ -67,6 +70,25 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     if (debug && e instanceof Error && e.stack) io.stderr(e.stack + '\n');
     return 1;
   }
+}
+
+/**
+ * A Hugging Face hub cache folder (`models--org--name/`) given as the checkpoint is replaced
+ * by the snapshot it resolves to, with a note naming the revision.
+ */
+async function resolveCheckpointArg(argv: string[], spec: CommandSpec, io: CliIo): Promise<string[]> {
+  if (!/^\[?<checkpoint>/.test(spec.args)) return argv;
+  const at = positionalIndexes(argv, flagSpecOf(spec))[0];
+  if (at === undefined) return argv;
+  const input = argv[at];
+  if (!(await fsp.stat(input).then((s) => s.isDirectory(), () => false))) return argv;
+  const found = await resolveHubCache(path.resolve(input));
+  if (!found) return argv;
+  const { revision, ref } = found.hub;
+  io.stderr(`note: ${input} is a Hugging Face cache folder; using revision ${revision} (${ref ? `refs/${ref}` : 'its only snapshot'})\n`);
+  const out = [...argv];
+  out[at] = found.snapshot;
+  return out;
 }
 
 /** Longest error line printed; messages quote names from untrusted files, which may be huge. */

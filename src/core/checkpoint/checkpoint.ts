@@ -31,6 +31,8 @@ export interface Checkpoint {
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   /** Path of the index file, when the checkpoint is sharded. */
   readonly indexFile?: string;
+  /** The hub cache snapshot that was opened, when the input was a `models--org--name/` folder. */
+  readonly hub?: HubRevision;
   tensor(name: string): TensorInfo;
   /** Raw little-endian bytes of rows [rowStart, rowEnd) of a tensor (first axis). */
   readRows(name: string, rowStart?: number, rowEnd?: number, target?: Uint8Array): Promise<Uint8Array>;
@@ -84,7 +86,56 @@ export function checkShardName(name: unknown, indexFile: string): string {
   return name;
 }
 
-async function resolveLocation(input: string): Promise<{ dir: string; files: string[]; indexFile?: string; indexMap?: Record<string, string> }> {
+/** Which snapshot of a Hugging Face hub cache folder (`models--org--name/`) was opened. */
+export interface HubRevision {
+  /** The `models--org--name` folder given. */
+  readonly repo: string;
+  /** The snapshot folder's name (a commit hash). */
+  readonly revision: string;
+  /** The ref that named it (`main`), or undefined when the folder held a single snapshot and no ref. */
+  readonly ref?: string;
+}
+
+/** A ref file's content or a snapshot folder's name: a plain name, never a path. */
+const REVISION_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
+
+async function isDirectory(p: string): Promise<boolean> {
+  return fsp.stat(p).then((s) => s.isDirectory(), () => false);
+}
+
+/**
+ * Resolves a Hugging Face hub cache folder (`models--org--name/` with `refs/` and `snapshots/`,
+ * as `huggingface_hub` writes it) to the snapshot `refs/main` names, or to its only snapshot.
+ * Returns undefined for any other folder.
+ */
+export async function resolveHubCache(dir: string): Promise<{ snapshot: string; hub: HubRevision } | undefined> {
+  const snapshots = path.join(dir, 'snapshots');
+  if (!(await isDirectory(snapshots))) return undefined;
+  if (await fsp.stat(path.join(dir, CONFIG_FILE)).then(() => true, () => false)) return undefined;
+  const refFile = path.join(dir, 'refs', 'main');
+  const ref = await fsp.readFile(refFile, 'utf8').then((t) => t.trim(), () => undefined);
+  if (ref !== undefined) {
+    if (!REVISION_NAME.test(ref)) throw new FactoredKeysError(`${refFile}: does not hold a revision (got ${previewJson(ref.slice(0, 80))})`);
+    const snapshot = path.join(snapshots, ref);
+    if (!(await isDirectory(snapshot))) throw new FactoredKeysError(`${refFile}: names revision ${ref}, but ${snapshot} is missing (download it again)`);
+    return { snapshot, hub: { repo: dir, revision: ref, ref: 'main' } };
+  }
+  const revisions: string[] = [];
+  for (const e of (await fsp.readdir(snapshots)).sort()) if (REVISION_NAME.test(e) && (await isDirectory(path.join(snapshots, e)))) revisions.push(e);
+  if (revisions.length === 1) return { snapshot: path.join(snapshots, revisions[0]), hub: { repo: dir, revision: revisions[0] } };
+  if (revisions.length === 0) throw new FactoredKeysError(`${dir}: Hugging Face cache folder with no snapshot in snapshots/`);
+  throw new FactoredKeysError(`${dir}: Hugging Face cache folder without refs/main and ${revisions.length} snapshots; give one of: ${revisions.map((r) => path.join(snapshots, r)).join(', ')}`);
+}
+
+interface Location {
+  dir: string;
+  files: string[];
+  indexFile?: string;
+  indexMap?: Record<string, string>;
+  hub?: HubRevision;
+}
+
+async function resolveLocation(input: string): Promise<Location> {
   let stat;
   try {
     stat = await fsp.stat(input);
@@ -98,6 +149,11 @@ async function resolveLocation(input: string): Promise<{ dir: string; files: str
     return { dir, files: [path.resolve(input)] };
   }
   const dir = path.resolve(input);
+  const hub = await resolveHubCache(dir);
+  if (hub) {
+    const loc = await resolveLocation(hub.snapshot);
+    return { ...loc, hub: hub.hub };
+  }
   const indexFile = path.join(dir, INDEX_FILE);
   const hasIndex = await fsp.stat(indexFile).then(() => true, () => false);
   if (hasIndex) {
@@ -131,6 +187,7 @@ class OpenCheckpoint implements Checkpoint {
     readonly tensors: ReadonlyMap<string, TensorInfo>,
     private readonly reader: FileReader,
     readonly indexFile?: string,
+    readonly hub?: HubRevision,
   ) {}
 
   tensor(name: string): TensorInfo {
@@ -200,7 +257,7 @@ export async function openCheckpoint(input: string, options: OpenOptions = {}): 
         if (!Object.hasOwn(loc.indexMap, t.name)) throw new FactoredKeysError(`${t.file}: tensor "${t.name}" is not listed in ${INDEX_FILE}`);
       }
     }
-    return new OpenCheckpoint(loc.dir, config as ModelConfig, headers, tensors, reader, loc.indexFile);
+    return new OpenCheckpoint(loc.dir, config as ModelConfig, headers, tensors, reader, loc.indexFile, loc.hub);
   } catch (e) {
     await reader.close();
     throw e;
