@@ -7,7 +7,8 @@ architecture's Hugging Face layout (written here from the model definitions, not
 TypeScript adapters), and writes the singular values from LAPACK's SVD (numpy.linalg.svd,
 float64) to test/reference/spectra/<fixture>.json.
 
-Usage: python3 scripts/reference/spectra.py [fixtures_dir] [out_dir]
+Usage: python3 scripts/reference/spectra.py [fixtures_dir] [out_dir] [name_prefix]
+(test/fixtures/variants is run with its own prefix: spectra.py test/fixtures/variants test/reference/spectra variants__)
 """
 import glob
 import json
@@ -20,6 +21,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, '..', 'shared', 'fixtures')
 OUT = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, 'test', 'reference', 'spectra')
+PREFIX = sys.argv[3] if len(sys.argv) > 3 else ''
 
 NP_DTYPES = {'F32': np.float32, 'F64': np.float64, 'F16': np.float16}
 
@@ -59,6 +61,29 @@ def heads(cfg, t):
             for h in range(H):
                 yield l, 'query', h, w[:, h * hd:(h + 1) * hd]
         return
+    if mt in ('gpt_bigcode', 'gptj'):
+        d, H = cfg['n_embd'], cfg['n_head']
+        hd = d // H
+        for l in range(cfg['n_layer']):
+            if mt == 'gptj':  # separate [out, in] projections; multi-head whatever num_key_value_heads says
+                q, k = t[f'transformer.h.{l}.attn.q_proj.weight'], t[f'transformer.h.{l}.attn.k_proj.weight']
+                ks = [k[g * hd:(g + 1) * hd] for g in range(H)]
+                qs = [q[h * hd:(h + 1) * hd] for h in range(H)]
+            else:
+                w = t[f'transformer.h.{l}.attn.c_attn.weight']  # nn.Linear [out, in]
+                if cfg.get('multi_query', True):  # rows: q heads | one k | one v
+                    ks = [w[d:d + hd]]
+                    qs = [w[h * hd:(h + 1) * hd] for h in range(H)]
+                else:  # rows per head: [q_h | k_h | v_h]
+                    ks = [w[h * 3 * hd + hd:h * 3 * hd + 2 * hd] for h in range(H)]
+                    qs = [w[h * 3 * hd:h * 3 * hd + hd] for h in range(H)]
+            for g, k in enumerate(ks):
+                yield l, 'key', g, k.T
+            for h, q in enumerate(qs):
+                yield l, 'query', h, q.T
+        return
+    if mt.startswith('deepseek'):
+        return  # multi-head latent attention: no per-head key projection
     H = cfg['num_attention_heads']
     d = cfg['hidden_size']
     hd = cfg.get('head_dim') or d // H
@@ -99,9 +124,11 @@ def main():
     folders = sorted(os.path.dirname(c) for c in glob.glob(os.path.join(FIXTURES, '**', 'config.json'), recursive=True))
     for folder in folders:
         cfg = json.load(open(os.path.join(folder, 'config.json')))
-        name = os.path.relpath(folder, FIXTURES).replace(os.sep, '__')
+        name = PREFIX + os.path.relpath(folder, FIXTURES).replace(os.sep, '__')
         t = load_tensors(folder)
         out = []
+        if cfg['model_type'].startswith('deepseek'):
+            continue
         for l, kind, h, w in heads(cfg, t):
             sv = np.linalg.svd(w, compute_uv=False)
             out.append({'layer': l, 'kind': kind, 'head': h, 'singular_values': [float(x) for x in sv]})
