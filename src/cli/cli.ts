@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// first: no onnxruntime telemetry (see src/core/compute/noTelemetry.ts)
+import '../core/compute/noTelemetry';
 import { main } from './main';
 
 main(process.argv.slice(2)).then(

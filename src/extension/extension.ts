@@ -2,6 +2,8 @@
  * Extension entry: commands, the read-only checkpoint editor, the backend picker and the
  * status bar. Heavy work runs in worker threads (see jobs.ts); this file only wires things.
  */
+// first: no onnxruntime telemetry (see src/core/compute/noTelemetry.ts)
+import '../core/compute/noTelemetry';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';

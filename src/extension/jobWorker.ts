@@ -2,6 +2,8 @@
  * Job worker entry (bundled to dist/jobWorker.js): runs one analysis, export, evaluation, sweep or backend probe
  * with the core library and reports progress, the result, or a one-line error to the host.
  */
+// first: no onnxruntime telemetry (see src/core/compute/noTelemetry.ts)
+import '../core/compute/noTelemetry';
 import { parentPort, workerData } from 'node:worker_threads';
 import { buildLayout } from '../core/arch';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';

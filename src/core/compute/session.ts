@@ -4,6 +4,8 @@
  * fails while running never fails the computation, it only changes `backend` to `'cpu'` and
  * records why in `fallbackReason`.
  */
+// first: onnxruntime must see ORT_DISABLE_TELEMETRY=1 when it loads
+import './noTelemetry';
 import { existsSync, readdirSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { FactoredKeysError } from '../errors';
