@@ -228,6 +228,7 @@ export class ExportedWeights implements WeightSource {
     const where = `${ckpt.dir}/config.json`;
     const entry = fk.layers[i];
     const ranks = fk.ranks[i];
+    if (entry && entry.layer !== i) throw new FactoredKeysError(`${where}: factored_keys.layers[${i}] describes layer ${previewJson(entry.layer)}; entry i must describe layer i`);
     if (!entry || entry.query?.length !== spec.queryHeads || entry.key?.length !== spec.kvHeads || entry.value?.length !== spec.kvHeads || ranks?.length !== spec.kvHeads) {
       throw new FactoredKeysError(`${where}: factored_keys.layers[${i}] must list ${spec.queryHeads} query, ${spec.kvHeads} key and value slices and ranks`);
     }
