@@ -332,7 +332,7 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
   }
   llamaConfig('huge-config-heads', ['config.json', '1000000000 attention heads'], (c) => Object.assign(c, { num_attention_heads: 1_000_000_000, num_key_value_heads: 1_000_000_000 }));
   llamaConfig('huge-config-head-dim', [Q0], (c) => (c.head_dim = 2 ** 40));
-  llamaConfig('huge-config-layers', ['model.layers.2.'], (c) => (c.num_hidden_layers = 2 ** 31));
+  llamaConfig('huge-config-layers', ['config.json', 'num_hidden_layers'], (c) => (c.num_hidden_layers = 2 ** 31));
   llamaConfig('huge-config-hidden', ['hidden_size'], (c) => (c.hidden_size = 2 ** 53 - 1));
   llamaConfig('huge-config-unsafe-int', ['config.json', 'hidden_size'], (c) => (c.hidden_size = 2 ** 60));
 

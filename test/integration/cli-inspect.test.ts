@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
+import { SUPPORTED_ARCHITECTURES } from '../../src/core/arch';
 import { ALL_FIXTURES, CLI, fixture, tempDir } from '../helpers/fixtures';
 
 function cli(...args: string[]) {
@@ -112,7 +113,10 @@ describe('CLI errors are one line, non-zero, without stack traces', () => {
       const r = cli('inspect', t.dir, '--json');
       assert.equal(r.code, 1);
       assert.equal(r.stdout, '');
-      assert.match(r.stderr, /^error: .*config\.json: model_type "mamba" is not supported \(supported: falcon, gemma, gpt2, gpt_neox, llama, mistral, phi3, qwen2\)\n$/);
+      assert.match(r.stderr, /^error: .*config\.json: model_type "mamba" is not supported \(supported: [a-z0-9_, ]+\)\n$/);
+      const listed = /supported: ([^)]*)\)/.exec(r.stderr)![1].split(', ');
+      assert.deepEqual(listed, [...SUPPORTED_ARCHITECTURES]);
+      for (const t of ['qwen3', 'gemma3_text', 'gpt_oss', 'deepseek_v3']) assert.ok(listed.includes(t));
     } finally {
       t.cleanup();
     }

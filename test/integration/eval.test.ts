@@ -105,13 +105,13 @@ test('eval CLI: human output, and one-line errors for bad input', async () => {
     [['eval', fixture('gpt2-bytes'), '--text', shortText], /--tokenizer is required/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', path.join(work, 'nope.json')], /nope\.json: tokenizer file not found/],
     [['eval', fixture('gpt2-bytes'), '--text', path.join(work, 'nope.txt'), '--tokenizer', 'bytes'], /nope\.txt: text file not found/],
-    [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--seq', '512'], /--seq 512 is longer than the model's 256 learned positions/],
+    [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--seq', '512'], /--seq 512 is longer than the model's 256 positions/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--seq', '1024'], /--seq 1024 is longer/],
     [['eval', fixture('mistral-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--seq', '1000'], /too short for one window of --seq 1000/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--backend', 'tpu'], /--backend must be one of/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--method', 'key-svd', '--rank', '65'], /rank/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--method', 'pca', '--rank', '8'], /--method must be key-svd or qk-svd/],
-    [['eval', fixture('layouts/phi3'), '--text', shortText, '--tokenizer', 'bytes'], /eval runs gpt2, llama, mistral, qwen2 models/],
+    [['eval', fixture('layouts2/deepseek_v3'), '--text', shortText, '--tokenizer', 'bytes'], /eval does not support multi-head latent attention \(deepseek_v3\)/],
     [['eval', path.join(work, 'gpt2-bytes-key-svd-16'), '--text', shortText, '--tokenizer', 'bytes', '--method', 'key-svd', '--rank', '8'], /already factored/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--bogus'], /unknown option --bogus/],
   ];
@@ -142,8 +142,8 @@ test('eval of a damaged factored_keys block fails with one line naming what is w
   const damage: [string, (fk: Record<string, unknown> & { layers: Record<string, unknown>[]; ranks: number[][] }) => void, RegExp][] = [
     ['no-key-up', (fk) => (fk.layers[1].key_up = null), /factored_keys\.layers\[1\]\.key_up is missing/],
     ['bad-rank', (fk) => (fk.ranks[0][0] = 9), /layer 0 KV head 0 key slice is 8 wide but its rank is 9/],
-    ['bad-scale', (fk) => (fk.softmax_scale = -1), /softmax_scale must be a positive number/],
-    ['bad-mode', (fk) => (fk.rope_mode = 'absorbed'), /rope_mode "absorbed" does not fit a RoPE model/],
+    ['bad-scale', (fk) => (fk.softmax_scale = -1), /softmax_scale -1 is not the model's score scale/],
+    ['bad-mode', (fk) => (fk.rope_mode = 'absorbed'), /rope_mode "absorbed" does not fit this mistral model, whose keys are stored latent/],
     ['bad-tensor', (fk) => ((fk.layers[0].key as { tensor: string }[])[0].tensor = 'nope.weight'), /tensor "nope\.weight" not found/],
   ];
   for (const [name, edit, message] of damage) {

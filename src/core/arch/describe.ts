@@ -12,8 +12,6 @@ import { FAMILY_BY_MODEL_TYPE } from './models';
 
 /** Upper bound on query or KV heads per layer accepted from config.json. */
 export const MAX_HEADS = 65536;
-/** Upper bound on layers (no real model comes near it; a hostile config could). */
-export const MAX_LAYERS = 100000;
 
 export const SUPPORTED_ARCHITECTURES: readonly string[] = [...FAMILY_BY_MODEL_TYPE.keys()].sort();
 
@@ -23,6 +21,11 @@ export interface DescribeOptions {
    * their shapes are checked by the export reader instead.
    */
   readonly factored?: boolean;
+  /**
+   * Also check every other role (embeddings, norms, MLP, head), as running the model needs.
+   * Analysis and export read only the attention projections and copy the rest.
+   */
+  readonly complete?: boolean;
 }
 
 function outFeatures(shape: readonly number[], o: WeightOrientation): number {
@@ -43,15 +46,16 @@ export function describeModel(ckpt: Checkpoint, options: DescribeOptions = {}): 
   // head and layer counts are checked before any per-head array is built from them
   for (const key of ['num_attention_heads', 'n_head', 'num_key_value_heads', 'num_kv_heads']) {
     const v = c.get(key);
-    if (typeof v === 'number' && v > MAX_HEADS) throw new FactoredKeysError(`${where}: "${key}" ${v} is more than the ${MAX_HEADS} heads per layer this tool accepts`);
+    if (typeof v === 'number' && v > MAX_HEADS) throw new FactoredKeysError(`${where}: ${v} attention heads ("${key}") is more than the ${MAX_HEADS} heads per layer this tool accepts`);
   }
+  // every layer has at least one tensor of its own: more layers than tensors cannot be real
   for (const key of ['num_hidden_layers', 'n_layer']) {
     const v = c.get(key);
-    if (typeof v === 'number' && v > MAX_LAYERS) throw new FactoredKeysError(`${where}: "${key}" ${v} is more than the ${MAX_LAYERS} layers this tool accepts`);
+    if (typeof v === 'number' && v > ckpt.tensors.size) throw new FactoredKeysError(`${where}: "${key}" is ${v}, more layers than the checkpoint's ${ckpt.tensors.size} tensors could hold`);
   }
   const m = family.describe({ config: c, modelType, has: (t) => ckpt.tensors.has(t) });
   if (m.latentAttention) return m;
-  new Checker(ckpt, m, options.factored ?? false).run();
+  new Checker(ckpt, m, options.factored ?? false, options.complete ?? false).run();
   return m;
 }
 
@@ -60,6 +64,7 @@ class Checker {
     readonly ckpt: Checkpoint,
     readonly m: ModelDescription,
     readonly factored: boolean,
+    readonly complete: boolean,
   ) {}
 
   private tensor(name: string, what: string) {
@@ -96,6 +101,14 @@ class Checker {
 
   run(): void {
     const { m, ckpt } = this;
+    if (m.blocks.length === 0) throw new FactoredKeysError(`${ckpt.dir}/config.json: the model has no layers`);
+    if (!this.factored) for (const b of m.blocks) this.projections(b.index);
+    if (this.complete) this.roles();
+  }
+
+  /** Every role but the Q/K/V projections. */
+  private roles(): void {
+    const { m, ckpt } = this;
     const d = m.hidden;
     const embed = this.tensor(m.embedding.tokens, 'embedding');
     if (embed.shape.length !== 2 || embed.shape[1] !== d) throw new FactoredKeysError(`${embed.file}: embedding "${embed.name}" has shape [${embed.shape.join(', ')}], expected [vocab, ${d}]`);
@@ -105,11 +118,9 @@ class Checker {
     }
     this.norm(m.finalNorm, d, 'final norm');
     this.linear(m.head, d, 'logits head');
-    if (m.blocks.length === 0) throw new FactoredKeysError(`${ckpt.dir}/config.json: the model has no layers`);
     for (const b of m.blocks) {
       const what = `layer ${b.index}`;
       const a = b.attention;
-      if (!this.factored) this.projections(b.index);
       this.norm(b.attentionInputNorm, d, what);
       this.norm(b.attentionOutputNorm, d, what);
       this.norm(b.mlpInputNorm, d, what);
@@ -186,8 +197,8 @@ class Checker {
       throw new FactoredKeysError(`${kT.file}: tensor "${kT.name}" has ${outFeatures(kT.shape, a.key[0].orientation)} output features but the config implies ${m.kvHeads * hd} (${m.kvHeads} KV heads x ${hd})`);
     }
     if (qT.dtype !== kT.dtype) throw new FactoredKeysError(`${kT.file}: "${qT.name}" is ${qT.dtype} but "${kT.name}" is ${kT.dtype}`);
-    if (!['F32', 'F16', 'BF16', 'F64', 'F8_E4M3', 'F8_E5M2'].includes(qT.dtype)) throw new FactoredKeysError(`${qT.file}: tensor "${qT.name}" has dtype ${qT.dtype}, which is not a float weight type this tool reads`);
     const first = ckpt.tensor(m.blocks[0].attention.query[0].tensor);
     if (first.dtype !== qT.dtype) throw new FactoredKeysError(`${qT.file}: "${qT.name}" is ${qT.dtype} but earlier layers are ${first.dtype}`);
+    if (!['F32', 'F16', 'BF16', 'F64', 'F8_E4M3', 'F8_E5M2'].includes(qT.dtype)) throw new FactoredKeysError(`${qT.file}: tensor "${qT.name}" has dtype ${qT.dtype}, which is not a float weight type this tool reads`);
   }
 }
