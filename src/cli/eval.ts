@@ -13,6 +13,7 @@ import { planModelOf, resolvePlan } from '../core/export/export';
 import { validatePlan } from '../core/plan/plan';
 import { numberFlag, parseArgs } from './args';
 import type { CliIo } from './io';
+import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
 import { commandSpec, commandUsageLine } from './options';
 import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
 import { percentProgress } from './progress';
@@ -52,6 +53,8 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
   const backend = parseBackendChoice(args.values.get('backend') ?? 'auto', 'eval: --backend');
   const factored = POLICY_FLAGS.some((f) => args.values.has(f) || args.lists.has(f));
   const choice = factored ? await policyFromArgs(args, 'eval') : undefined;
+  checkCacheFlags(args, 'eval');
+  if (!choice && (args.values.has('cache-dtype') || args.values.has('bytes-per-value'))) throw new FactoredKeysError('eval: --cache-dtype and --bytes-per-value go with a rank policy or --plan');
   const tokenizer = await resolveTokenizer(args.values.get('tokenizer'), checkpoint);
   const { ids } = await tokenizeFile(text, tokenizer);
 
@@ -80,7 +83,8 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
         // a plan made for another model is refused before any work
         if (choice.plan !== undefined) validatePlan(choice.plan, choice.planPath ?? 'plan', planModelOf(evaluator.layout, evaluator.ckpt.tensors));
         const bases = await evaluator.bases(method, { cancel });
-        const plan = resolvePlan(evaluator.layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath }, evaluator.ckpt.tensors);
+        const cache = cacheChoiceFromArgs(args, 'eval', evaluator.ckpt.config);
+        const plan = resolvePlan(evaluator.layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath, cache }, evaluator.ckpt.tensors);
         result = await evaluator.plan(plan, ids, options);
       } finally {
         await evaluator.close();

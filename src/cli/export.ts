@@ -13,12 +13,23 @@ import { methodOf, policyFromArgs } from './plan';
 
 const SPEC = commandSpec('export');
 import { percentProgress } from './progress';
+import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
+import { readConfigForDefaults } from './checkpointConfig';
+import { describeCacheDtype } from '../core/savings/cacheDtype';
 
-/** The `export --json` object (a stable contract). */
+/** The `export --json` object (a stable contract; fields are only ever added). */
 export interface ExportJson {
+  /** The folder written (absolute). */
+  output: string;
   method: string;
   ranks: number[][];
+  /** The cache dtype the bytes are priced at (absent when only --bytes-per-value was given). */
+  cache_dtype?: string;
+  bytes_per_value: number;
   key_cache_bytes_per_token: { before: number; after: number };
+  value_cache_bytes_per_token: { before: number; after: number };
+  kv_cache_bytes_per_token: { before: number; after: number };
+  capacity_multiplier: number;
 }
 
 /** `export` command. */
@@ -31,6 +42,11 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
   }
   const choice = await policyFromArgs(args, 'export');
   if (!choice.method && !choice.plan) throw new FactoredKeysError('export: --method key-svd|qk-svd is required');
+  checkCacheFlags(args, 'export');
+  const source = args.positionals[0];
+  // the default cache dtype comes from the source's config.json (read again, checked, by the export)
+  const config = await readConfigForDefaults(source);
+  const cache = cacheChoiceFromArgs(args, 'export', config);
   const cancel = { cancelled: false };
   const onSignal = () => {
     cancel.cancelled = true;
@@ -39,7 +55,7 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
   process.on('SIGTERM', onSignal);
   try {
     const result = await exportFactored({
-      source: args.positionals[0],
+      source,
       dest: args.positionals[1],
       method: methodOf(choice),
       policy: choice.policy,
@@ -47,20 +63,32 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
       plan: choice.plan,
       planSource: choice.planPath,
       force: args.booleans.has('force'),
+      cache,
       cancel,
       progress: args.booleans.has('progress') ? percentProgress(io) : undefined,
     });
-    const before = result.report.cache.key_bytes_per_token.before;
+    const c = result.report.cache;
+    const before = c.key_bytes_per_token.before;
     const after = planKeyBytesPerToken(result.plan);
     if (args.booleans.has('json')) {
-      const out: ExportJson = { method: result.plan.method, ranks: result.plan.ranks, key_cache_bytes_per_token: { before, after } };
+      const out: ExportJson = {
+        output: result.dest,
+        method: result.plan.method,
+        ranks: result.plan.ranks,
+        ...(c.dtype ? { cache_dtype: c.dtype } : {}),
+        bytes_per_value: c.bytes_per_value,
+        key_cache_bytes_per_token: { before, after },
+        value_cache_bytes_per_token: { before: c.value_bytes_per_token, after: c.value_bytes_per_token },
+        kv_cache_bytes_per_token: { ...c.kv_bytes_per_token },
+        capacity_multiplier: c.capacity_multiplier,
+      };
       io.stdout(JSON.stringify(out) + '\n');
     } else {
-      const c = result.report.cache;
       io.stdout(
         [
           `wrote ${result.dest}`,
           `method ${result.plan.method}, ${result.config.rope_mode} keys, ranks ${summarizeRanks(result.plan.ranks)} of ${result.config.original_head_dim}`,
+          `cache priced as ${describeCacheDtype(cache)}`,
           `key cache per token: ${before} B -> ${after} B (${(100 * (1 - after / before)).toFixed(1)} % smaller)`,
           `KV cache per token: ${c.kv_bytes_per_token.before} B -> ${c.kv_bytes_per_token.after} B, capacity x${c.capacity_multiplier.toFixed(3)}`,
         ].join('\n') + '\n',

@@ -45,6 +45,12 @@ const POLICY_OPTIONS: readonly OptionSpec[] = [
   { flag: 'override', value: 'L:G=R[,L:G=R...]', help: 'pin layer L, KV head G to rank R; each head at most once', repeatable: true },
 ];
 
+/** How cached values are priced (plan, export, eval: the budget policy and the reported savings). */
+const CACHE_OPTIONS: readonly OptionSpec[] = [
+  { flag: 'cache-dtype', value: 'f32|f16|bf16|fp8', help: "KV-cache element type (default: the config's torch_dtype when 16-bit, else bf16)" },
+  { flag: 'bytes-per-value', value: 'N', help: 'bytes per cached element, instead of --cache-dtype' },
+];
+
 /** Every command, in the order usage lists them. */
 export const COMMAND_SPECS: readonly CommandSpec[] = [
   {
@@ -72,6 +78,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     summary: 'per-KV-head ranks from a rank policy, printed and optionally saved',
     options: [
       ...POLICY_OPTIONS,
+      ...CACHE_OPTIONS,
       { flag: 'out', value: 'plan.json', help: 'also save the plan to this file' },
       { flag: 'force', help: 'with --out: replace an existing file' },
       JSON_OPTION,
@@ -82,7 +89,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     name: 'export',
     args: '<checkpoint> <outdir>',
     summary: 'write a factored checkpoint (docs/FORMAT.md)',
-    options: [...POLICY_OPTIONS, { flag: 'force', help: 'replace a non-empty output folder' }, PROGRESS_OPTION, JSON_OPTION],
+    options: [...POLICY_OPTIONS, ...CACHE_OPTIONS, { flag: 'force', help: 'replace a non-empty output folder' }, PROGRESS_OPTION, JSON_OPTION],
     notes: ['give --method and exactly one of --rank, --fraction, --energy, --budget-bytes-per-token, or --plan alone', 'never writes into or over its source; Ctrl-C removes the partial output'],
   },
   {
@@ -98,7 +105,8 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
       { flag: 'plan', value: 'plan.json', help: "a saved plan's per-head ranks" },
       { flag: 'context', value: 'N', help: 'tokens per sequence (required)' },
       { flag: 'batch', value: 'B', help: 'sequences held at once (default 1)' },
-      { flag: 'bytes-per-value', value: 'N', help: 'bytes per cached key and value element (whole bytes; default 2)' },
+      { flag: 'cache-dtype', value: 'f32|f16|bf16|fp8', help: "cache element type (default: the checkpoint config's torch_dtype when 16-bit, else bf16)" },
+      { flag: 'bytes-per-value', value: 'N', help: 'bytes per cached key and value element, instead of --cache-dtype (whole bytes)' },
       { flag: 'bits-per-value', value: 'N', help: 'bits per cached key element, for sub-byte caches (e.g. 4)' },
       { flag: 'value-bits-per-value', value: 'N', help: 'bits per cached value element, when it differs from the keys' },
       JSON_OPTION,
@@ -117,6 +125,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
       backendOption('compute backend; auto prefers a usable GPU provider'),
       THREADS_OPTION,
       ...POLICY_OPTIONS,
+      ...CACHE_OPTIONS,
       PROGRESS_OPTION,
       JSON_OPTION,
     ],

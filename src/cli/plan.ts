@@ -14,7 +14,9 @@ import { FACTOR_METHODS, type FactorMethod, type RankOverride, type RankPlan, ty
 import { numberFlag, type ParsedArgs } from './args';
 import { parseArgs } from './args';
 import type { CliIo } from './io';
+import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
 import { commandSpec, commandUsageLine } from './options';
+import { describeCacheDtype } from '../core/savings/cacheDtype';
 
 /** Flags shared by `plan` and `export` that choose ranks. */
 export const POLICY_FLAGS = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan', 'override', 'method'] as const;
@@ -135,6 +137,7 @@ export async function runPlan(argv: string[], io: CliIo): Promise<number> {
   const args = parseArgs(argv, SPEC, 'plan');
   if (args.positionals.length !== 1) throw new FactoredKeysError(`plan: expected one checkpoint path (usage: ${commandUsageLine(SPEC)})`);
   const choice = await policyFromArgs(args, 'plan');
+  checkCacheFlags(args, 'plan');
   const out = args.values.get('out');
   const force = args.booleans.has('force');
   if (force && out === undefined) throw new FactoredKeysError('plan: --force goes with --out');
@@ -142,10 +145,13 @@ export async function runPlan(argv: string[], io: CliIo): Promise<number> {
   const method = methodOf(choice);
   const ckpt = await openCheckpoint(args.positionals[0]);
   let plan: RankPlan;
+  let cacheNote = '';
   try {
     const layout = buildLayout(ckpt);
+    const cache = cacheChoiceFromArgs(args, 'plan', ckpt.config);
     const bases = await analyzeHeads(ckpt, layout, method);
-    plan = resolvePlan(layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath }, ckpt.tensors);
+    plan = resolvePlan(layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath, cache }, ckpt.tensors);
+    cacheNote = describeCacheDtype(cache);
   } finally {
     await ckpt.close();
   }
@@ -162,6 +168,6 @@ export async function runPlan(argv: string[], io: CliIo): Promise<number> {
       throw new FactoredKeysError(`${out}: cannot write the plan (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
   }
-  io.stdout(args.booleans.has('json') ? JSON.stringify(plan) + '\n' : formatPlan(plan));
+  io.stdout(args.booleans.has('json') ? JSON.stringify(plan) + '\n' : formatPlan(plan) + `cache priced as ${cacheNote}\n`);
   return 0;
 }

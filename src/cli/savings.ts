@@ -6,13 +6,15 @@
 import { promises as fsp } from 'node:fs';
 import { buildLayout } from '../core/arch';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
-import { bytesPerElement } from '../core/checkpoint/dtypes';
+import type { ModelConfig } from '../core/checkpoint/checkpoint';
+import { describeCacheDtype } from '../core/savings/cacheDtype';
+import { cacheChoiceFromArgs } from './cache';
 import { FactoredKeysError } from '../core/errors';
 import { planModelOf } from '../core/export/export';
 import { validatePlan } from '../core/plan/plan';
 import type { PlanModel } from '../core/plan/types';
 import { computeSavings, savingsJson, type CacheGeometry, type CacheSavings } from '../core/savings';
-import { numberFlag, parseArgs, type ParsedArgs } from './args';
+import { numberFlag, parseArgs } from './args';
 import type { CliIo } from './io';
 import { commandSpec, commandUsageLine } from './options';
 
@@ -45,23 +47,13 @@ export function formatSavings(s: CacheSavings): string {
   );
 }
 
-/** `--bytes-per-value`: whole bytes; a fraction of a byte points to --bits-per-value. */
-function bytesPerValueFlag(args: ParsedArgs): number | undefined {
-  const raw = args.values.get('bytes-per-value');
-  if (raw === undefined) return undefined;
-  if (/^\d*\.\d+$/.test(raw) && Number.isInteger(Number(raw) * 8) && Number(raw) > 0) {
-    throw new FactoredKeysError(`savings: --bytes-per-value takes whole bytes, got ${raw}; for sub-byte caches give --bits-per-value ${Number(raw) * 8}`);
-  }
-  return numberFlag(args, 'bytes-per-value', 'savings', { integer: true, min: 1 });
-}
-
 /** `savings` command. */
 export async function runSavings(argv: string[], io: CliIo): Promise<number> {
   const args = parseArgs(argv, SPEC, 'savings');
   if (args.positionals.length > 1) throw new FactoredKeysError(`savings: expected at most one checkpoint path (${USAGE})`);
   const int = (name: string) => numberFlag(args, name, 'savings', { integer: true, min: 1 });
   let geometry: CacheGeometry;
-  let dtypeBytes: number | undefined;
+  let config: ModelConfig | undefined;
   let model: PlanModel | undefined;
   if (args.positionals.length === 1) {
     for (const f of ['layers', 'kv-heads', 'head-dim']) if (args.values.has(f)) throw new FactoredKeysError(`savings: --${f} comes from the checkpoint; do not give both`);
@@ -69,7 +61,7 @@ export async function runSavings(argv: string[], io: CliIo): Promise<number> {
     try {
       const layout = buildLayout(ckpt);
       geometry = { layers: layout.layers.length, kvHeads: layout.kvHeads, headDim: layout.headDim };
-      dtypeBytes = bytesPerElement(layout.dtype);
+      config = ckpt.config;
       model = planModelOf(layout, ckpt.tensors);
     } finally {
       await ckpt.close();
@@ -103,9 +95,35 @@ export async function runSavings(argv: string[], io: CliIo): Promise<number> {
   if (context === undefined) throw new FactoredKeysError(`savings: --context is required (${USAGE})`);
   const batch = int('batch') ?? 1;
   if (args.values.has('bytes-per-value') && args.values.has('bits-per-value')) throw new FactoredKeysError('savings: give --bytes-per-value or --bits-per-value, not both');
-  const bits = args.values.has('bits-per-value') ? int('bits-per-value')! : 8 * (bytesPerValueFlag(args) ?? dtypeBytes ?? 2);
+  const bitsGiven = args.values.has('bits-per-value');
+  if (bitsGiven && args.values.has('cache-dtype')) throw new FactoredKeysError('savings: give --cache-dtype or --bits-per-value, not both');
+  const cache = bitsGiven ? undefined : cacheChoiceFromArgs(args, 'savings', config, '--bits-per-value');
+  const bits = bitsGiven ? int('bits-per-value')! : 8 * cache!.bytesPerValue;
   const valueBits = int('value-bits-per-value');
   const s = computeSavings({ ...geometry, keyRanks, keyBitsPerValue: bits, valueBitsPerValue: valueBits, context, batch });
-  io.stdout(args.booleans.has('json') ? JSON.stringify(savingsJson(s)) + '\n' : formatSavings(s));
+  if (args.booleans.has('json')) {
+    const out = {
+      ...savingsJson(s),
+      inputs: {
+        layers: geometry.layers,
+        kv_heads: geometry.kvHeads,
+        head_dim: geometry.headDim,
+        key_ranks: keyRanks,
+        context,
+        batch,
+        ...(cache?.dtype ? { cache_dtype: cache.dtype } : {}),
+        key_bits_per_value: bits,
+        value_bits_per_value: valueBits ?? bits,
+      },
+      per_token: {
+        key_bytes: { ...s.keyBytesPerToken },
+        value_bytes: { ...s.valueBytesPerToken },
+        kv_bytes: { ...s.kvBytesPerToken },
+      },
+    };
+    io.stdout(JSON.stringify(out) + '\n');
+  } else {
+    io.stdout(formatSavings(s) + `cache:           ${cache ? describeCacheDtype(cache) : `${bits} bits per key value (--bits-per-value)`}\n`);
+  }
   return 0;
 }

@@ -22,11 +22,27 @@ test('export --json prints method, ranks and key-cache bytes per token', async (
   const r = await cli('export', path.join(fixtures, 'gpt2-bytes'), dest, '--method', 'key-svd', '--rank', '16', '--json');
   assert.equal(r.code, 0, r.err);
   const j = JSON.parse(r.out);
-  assert.deepEqual(Object.keys(j).sort(), ['key_cache_bytes_per_token', 'method', 'ranks']);
+  assert.deepEqual(Object.keys(j).sort(), [
+    'bytes_per_value',
+    'cache_dtype',
+    'capacity_multiplier',
+    'key_cache_bytes_per_token',
+    'kv_cache_bytes_per_token',
+    'method',
+    'output',
+    'ranks',
+    'value_cache_bytes_per_token',
+  ]);
+  assert.equal(j.output, dest);
   assert.equal(j.method, 'key-svd');
   assert.deepEqual(j.ranks, Array(4).fill([16, 16, 16, 16]));
-  // GPT-2 fixture: 4 layers x 4 KV heads x 64 dims x 4 bytes (F32)
-  assert.deepEqual(j.key_cache_bytes_per_token, { before: 4096, after: 1024 });
+  // GPT-2 fixture: 4 layers x 4 KV heads x 64 dims; F32 weights, so the cache is priced as bf16 (2 B)
+  assert.equal(j.cache_dtype, 'bf16');
+  assert.equal(j.bytes_per_value, 2);
+  assert.deepEqual(j.key_cache_bytes_per_token, { before: 2048, after: 512 });
+  assert.deepEqual(j.value_cache_bytes_per_token, { before: 2048, after: 2048 });
+  assert.deepEqual(j.kv_cache_bytes_per_token, { before: 4096, after: 2560 });
+  assert.equal(j.capacity_multiplier, 4096 / 2560);
 });
 
 test('plan --json round-trips into export --plan; budget plans stay within budget', async () => {

@@ -16,7 +16,14 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 test('savings --json reproduces the paper example', async () => {
   const r = await cli('savings', '--layers', '32', '--kv-heads', '32', '--head-dim', '128', '--key-rank', '32', '--context', '128000', '--batch', '1', '--bytes-per-value', '2', '--json');
   assert.equal(r.code, 0, r.err);
-  assert.deepEqual(JSON.parse(r.out), { baseline_bytes: 67108864000, factored_bytes: 41943040000, saved_bytes: 25165824000, capacity_multiplier: 1.6 });
+  const j = JSON.parse(r.out);
+  assert.deepEqual(
+    { baseline_bytes: j.baseline_bytes, factored_bytes: j.factored_bytes, saved_bytes: j.saved_bytes, capacity_multiplier: j.capacity_multiplier },
+    { baseline_bytes: 67108864000, factored_bytes: 41943040000, saved_bytes: 25165824000, capacity_multiplier: 1.6 },
+  );
+  // the inputs it priced and the per-token split
+  assert.deepEqual(j.inputs, { layers: 32, kv_heads: 32, head_dim: 128, key_ranks: 32, context: 128000, batch: 1, key_bits_per_value: 16, value_bits_per_value: 16 });
+  assert.deepEqual(j.per_token, { key_bytes: { before: 262144, after: 65536 }, value_bytes: { before: 262144, after: 262144 }, kv_bytes: { before: 524288, after: 327680 } });
 });
 
 test('savings reads geometry and dtype from a checkpoint', async () => {
@@ -24,7 +31,12 @@ test('savings reads geometry and dtype from a checkpoint', async () => {
   assert.equal(r.code, 0, r.err);
   // 4 layers x 2 KV heads, bf16: K 64 -> 16 dims, V 64 dims
   const tokens = 2000;
-  assert.deepEqual(JSON.parse(r.out), { baseline_bytes: 4 * 2 * 128 * 2 * tokens, factored_bytes: 4 * 2 * 80 * 2 * tokens, saved_bytes: 4 * 2 * 48 * 2 * tokens, capacity_multiplier: 1.6 });
+  const j = JSON.parse(r.out);
+  assert.deepEqual(
+    { baseline_bytes: j.baseline_bytes, factored_bytes: j.factored_bytes, saved_bytes: j.saved_bytes, capacity_multiplier: j.capacity_multiplier },
+    { baseline_bytes: 4 * 2 * 128 * 2 * tokens, factored_bytes: 4 * 2 * 80 * 2 * tokens, saved_bytes: 4 * 2 * 48 * 2 * tokens, capacity_multiplier: 1.6 },
+  );
+  assert.equal(j.inputs.cache_dtype, 'bf16');
   const q = await cli('savings', path.join(fixtures, 'mistral-bytes'), '--key-rank', '16', '--context', '1000', '--bits-per-value', '4', '--json');
   assert.equal(JSON.parse(q.out).baseline_bytes, (4 * 2 * 128 * 4 * 1000) / 8);
   const text = await cli('savings', '--layers', '32', '--kv-heads', '32', '--head-dim', '128', '--key-rank', '32', '--context', '128000');

@@ -2,6 +2,7 @@
  * Factored-keys export: analyze every KV head, choose ranks, and stream a new checkpoint whose
  * key cache is physically r-dimensional. docs/FORMAT.md specifies the output.
  */
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { buildLayout } from '../arch';
@@ -14,8 +15,9 @@ import { modelFingerprint, type TensorShapes } from '../plan/fingerprint';
 import { buildPlan, retainedEnergy, validatePlan } from '../plan/plan';
 import type { FactorMethod, PlanModel, RankOverride, RankPlan, RankPolicy } from '../plan/types';
 import { computeSavings } from '../savings';
+import { defaultCacheDtype, type CacheDtypeChoice } from '../savings/cacheDtype';
 import { checkDestination, commitTempFolder, makeTempFolder, removeStaleTemps } from './destination';
-import { FACTORED_KEYS_FORMAT_VERSION, REPORT_FILE, type ExportReport, type FactoredKeysConfig, type RopeMode } from './format';
+import { FACTORED_KEYS_FORMAT_VERSION, REPORT_FILE, type ExportReport, type ExportSource, type FactoredKeysConfig, type RopeMode } from './format';
 import { planLayerRewrite, produceLayer, type LayerRewrite, type NewTensor } from './rewrite';
 import { copyTensors, headerJson, headerPrefix, SourceFiles, writeFullyAt, type CopiedTensor, type HeaderEntry } from './writer';
 
@@ -35,6 +37,8 @@ export interface ExportOptions {
   readonly planSource?: string;
   /** Replace a non-empty destination folder. */
   readonly force?: boolean;
+  /** How the KV cache is priced (budget policy, report); default: {@link defaultCacheDtype} of the config. */
+  readonly cache?: CacheDtypeChoice;
   readonly cancel?: CancelToken;
   readonly progress?: ProgressFn;
 }
@@ -53,13 +57,15 @@ export interface ExportResult {
  * The plan model of a checkpoint (what plans are validated against). With the checkpoint's
  * tensors it carries the model fingerprint, which binds plans to this model.
  */
-export function planModelOf(layout: AttentionLayout, tensors?: TensorShapes): PlanModel {
+export function planModelOf(layout: AttentionLayout, tensors?: TensorShapes, cache?: CacheDtypeChoice): PlanModel {
   return {
     architecture: layout.architecture,
     layers: layout.layers.length,
     kv_heads: layout.kvHeads,
     head_dim: layout.headDim,
-    key_bytes_per_value: bytesPerElement(layout.dtype),
+    // without a cache choice (in-process callers), the weights' width as before
+    key_bytes_per_value: cache?.bytesPerValue ?? bytesPerElement(layout.dtype),
+    ...(cache?.dtype ? { cache_dtype: cache.dtype } : {}),
     ...(tensors ? { fingerprint: modelFingerprint(layout, tensors) } : {}),
   };
 }
@@ -68,10 +74,10 @@ export function planModelOf(layout: AttentionLayout, tensors?: TensorShapes): Pl
 export function resolvePlan(
   layout: AttentionLayout,
   bases: readonly (readonly HeadBasis[])[],
-  options: Pick<ExportOptions, 'method' | 'policy' | 'overrides' | 'plan' | 'planSource'>,
+  options: Pick<ExportOptions, 'method' | 'policy' | 'overrides' | 'plan' | 'planSource' | 'cache'>,
   tensors?: TensorShapes,
 ): RankPlan {
-  const model = planModelOf(layout, tensors);
+  const model = planModelOf(layout, tensors, options.cache);
   const energies = energiesOf(bases);
   if (options.plan !== undefined) {
     const where = options.planSource ?? 'plan';
@@ -84,8 +90,8 @@ export function resolvePlan(
 }
 
 /** Builds the report and cache numbers for a plan. */
-export function buildReport(source: string, layout: AttentionLayout, plan: RankPlan, bases: readonly (readonly HeadBasis[])[], mode: RopeMode): ExportReport {
-  const bpv = bytesPerElement(layout.dtype);
+export function buildReport(source: ExportSource, layout: AttentionLayout, plan: RankPlan, bases: readonly (readonly HeadBasis[])[], mode: RopeMode): ExportReport {
+  const bpv = plan.model.key_bytes_per_value;
   const s = computeSavings({ layers: layout.layers.length, kvHeads: layout.kvHeads, headDim: layout.headDim, keyRanks: plan.ranks, keyBitsPerValue: bpv * 8, context: 1, batch: 1 });
   return {
     format_version: FACTORED_KEYS_FORMAT_VERSION,
@@ -97,12 +103,45 @@ export function buildReport(source: string, layout: AttentionLayout, plan: RankP
       row.map((r, g) => ({ layer: l, kv_head: g, rank: r, retained_energy: retainedEnergy(Array.from(bases[l][g].energies), r), score_error: bases[l][g].scoreError[r] })),
     ),
     cache: {
+      ...(plan.model.cache_dtype ? { dtype: plan.model.cache_dtype } : {}),
       bytes_per_value: bpv,
       key_bytes_per_token: s.keyBytesPerToken,
       value_bytes_per_token: s.valueBytesPerToken.before,
       kv_bytes_per_token: s.kvBytesPerToken,
       capacity_multiplier: s.capacityMultiplier,
     },
+  };
+}
+
+/**
+ * How the report names its source, without an absolute path: the folder's name (the hub repo's
+ * `org/name` and revision for a hub cache snapshot) and a SHA-256 over config.json and every
+ * shard's file name, size and safetensors header (names, dtypes, shapes, offsets), in index
+ * order. The hash is the source's manifest, not a full read of the weights.
+ */
+export async function exportSource(ckpt: Checkpoint): Promise<ExportSource> {
+  const h = createHash('sha256');
+  const config = await fsp.readFile(path.join(ckpt.dir, CONFIG_FILE));
+  h.update(`config.json ${config.byteLength}\n`).update(config);
+  for (const f of ckpt.files) {
+    const st = await fsp.stat(f.file);
+    const fh = await fsp.open(f.file, 'r');
+    try {
+      const prefix = Buffer.alloc(8);
+      await fh.read(prefix, 0, 8, 0);
+      const length = Number(prefix.readBigUInt64LE(0));
+      const header = Buffer.alloc(length);
+      await fh.read(header, 0, length, 8);
+      h.update(`\n${path.basename(f.file)} ${st.size} ${length}\n`).update(header);
+    } finally {
+      await fh.close();
+    }
+  }
+  const hubName = ckpt.hub ? /^models--(.+)$/.exec(path.basename(ckpt.hub.repo))?.[1]?.replace(/--/g, '/') : undefined;
+  return {
+    name: hubName ?? path.basename(ckpt.dir),
+    ...(ckpt.hub ? { revision: ckpt.hub.revision } : {}),
+    manifest_sha256: h.digest('hex'),
   };
 }
 
@@ -155,7 +194,7 @@ function firstRealError(results: PromiseSettledResult<unknown>[]): unknown {
 
 /** Checks the rank source before any work: a plan's shape and method, or a policy's numbers. */
 function validateRankSource(layout: AttentionLayout, options: ExportOptions, tensors: TensorShapes): void {
-  const model = planModelOf(layout, tensors);
+  const model = planModelOf(layout, tensors, options.cache);
   if (options.plan !== undefined) {
     const where = options.planSource ?? 'plan';
     const p = validatePlan(options.plan, where, model);
@@ -185,6 +224,7 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
   try {
     if (ckpt.config.factored_keys !== undefined) throw new FactoredKeysError(`${ckpt.dir}/config.json: this checkpoint is already factored (it has a "factored_keys" block)`);
     const layout = buildLayout(ckpt);
+    options = { ...options, cache: options.cache ?? defaultCacheDtype(ckpt.config) };
     validateRankSource(layout, options, ckpt.tensors);
     const dest = await checkDestination(ckpt.dir, ckpt.files.map((f) => f.file), options.dest, options.force ?? false);
     await removeStaleTemps(dest);
@@ -274,6 +314,7 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
     };
     const weightMap: Record<string, string> = {};
     let totalBytes = 0;
+    let totalParameters = 0;
     for (let i = 0; i < shards.length; i++) {
       const sh = shards[i];
       let pos = ends[i];
@@ -294,11 +335,12 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
       for (const e of entries) {
         weightMap[e.name] = sh.name;
         totalBytes += e.byteLength;
+        totalParameters += e.shape.reduce((a, b) => a * b, 1);
       }
     }
     for (const h of handles.splice(0)) await h.close();
     if (ckpt.indexFile) {
-      const metadata = { ...(await indexMetadata(ckpt)), total_size: totalBytes };
+      const metadata = { ...(await indexMetadata(ckpt)), total_parameters: totalParameters, total_size: totalBytes };
       await fsp.writeFile(path.join(temp, INDEX_FILE), JSON.stringify({ metadata, weight_map: weightMap }, null, 2) + '\n', { flag: 'wx' });
     }
     const config: FactoredKeysConfig = {
@@ -316,7 +358,7 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
       layers: rewrites.map((rw) => rw.entry),
     };
     await fsp.writeFile(path.join(temp, CONFIG_FILE), JSON.stringify({ ...ckpt.config, factored_keys: config }, null, 2) + '\n', { flag: 'wx' });
-    const report = buildReport(ckpt.dir, layout, plan, bases, mode);
+    const report = buildReport(await exportSource(ckpt), layout, plan, bases, mode);
     await fsp.writeFile(path.join(temp, REPORT_FILE), JSON.stringify(report, null, 2) + '\n', { flag: 'wx' });
     for (const f of await extraFiles(ckpt)) {
       throwIfCancelled(options.cancel);

@@ -84,16 +84,28 @@ export interface HeadReport {
   readonly score_error: number;
 }
 
+/** The report's name for the source checkpoint (never an absolute path). */
+export interface ExportSource {
+  /** The source folder's name (`org/name` for a Hugging Face cache folder). */
+  readonly name: string;
+  /** The hub snapshot revision, when the source was a Hugging Face cache folder. */
+  readonly revision?: string;
+  /** SHA-256 (hex) over config.json and each shard's name, size and safetensors header. */
+  readonly manifest_sha256: string;
+}
+
 /** `factored_keys_report.json`. */
 export interface ExportReport {
   readonly format_version: number;
-  readonly source: string;
+  readonly source: ExportSource;
   readonly method: FactorMethod;
   readonly rope_mode: RopeMode;
   readonly plan: RankPlan;
   readonly heads: readonly HeadReport[];
   readonly cache: {
-    /** Bytes per cached element (the checkpoint dtype). */
+    /** The cache dtype priced (`bf16`, ...), when one was named. */
+    readonly dtype?: string;
+    /** Bytes per cached element (the chosen cache dtype). */
     readonly bytes_per_value: number;
     readonly key_bytes_per_token: { readonly before: number; readonly after: number };
     readonly value_bytes_per_token: number;

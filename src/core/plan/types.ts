@@ -49,8 +49,10 @@ export interface PlanModel {
   readonly layers: number;
   readonly kv_heads: number;
   readonly head_dim: number;
-  /** Bytes per cached key element (the checkpoint dtype's width), for budget arithmetic. */
+  /** Bytes per cached key element (the chosen cache dtype's width), for budget arithmetic. */
   readonly key_bytes_per_value: number;
+  /** The cache dtype the bytes were priced at (`bf16`, ...), when one was named. */
+  readonly cache_dtype?: string;
   /**
    * Hash of the checkpoint's attention geometry and Q/K tensor names and shapes
    * (see ./fingerprint.ts). Plans written by the tool carry it; a plan whose fingerprint differs
