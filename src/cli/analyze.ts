@@ -5,7 +5,8 @@
 import { buildLayout } from '../core/arch';
 import type { AttentionLayout } from '../core/arch/layout';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
-import { parseBackendChoice } from '../core/compute/session';
+import { usableBackends } from '../core/compute/session';
+import { backendFromArgs } from './backend';
 import { FactoredKeysError } from '../core/errors';
 import { analyzeSpectra, type HeadSpectrum, type SpectrumKind, type SpectrumResult } from '../core/spectrum';
 import { numberFlag, parseArgs } from './args';
@@ -96,14 +97,17 @@ export function nonFiniteWarning(heads: readonly HeadSpectrum[], layout: Attenti
 export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
   const args = parseArgs(argv, SPEC, 'analyze');
   if (args.positionals.length !== 1) throw new FactoredKeysError(`analyze: expected one checkpoint path (usage: ${commandUsageLine(SPEC)})`);
-  const backendRaw = args.values.get('backend');
-  const backend = backendRaw === undefined ? 'auto' : parseBackendChoice(backendRaw, 'analyze: --backend');
+  const backend = await backendFromArgs(args, 'analyze');
   const threads = numberFlag(args, 'threads', 'analyze', { integer: true, min: 1, max: 1024 });
   const kinds = parseKinds(args.values.get('kinds'));
   const calibrate = args.booleans.has('calibrate');
   if (calibrate && backend !== 'auto') throw new FactoredKeysError('analyze: --calibrate goes with --backend auto');
 
   const ckpt = await openCheckpoint(args.positionals[0]);
+  if (calibrate) {
+    const usable = await usableBackends();
+    if (usable.length === 1) io.stderr(`note: --calibrate: only the CPU is usable on this machine, so there is nothing to compare and nothing is remembered\n`);
+  }
   const cancel = { cancelled: false };
   const onSignal = (): void => {
     cancel.cancelled = true;

@@ -6,7 +6,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { parseBackendChoice } from '../core/compute/session';
+import { backendFromArgs } from './backend';
 import { FactoredKeysError } from '../core/errors';
 import { evaluateCheckpoint, PlanEvaluator, tokenizeFile, type EvalOptions, type EvalResult } from '../core/eval';
 import { planModelOf, resolvePlan } from '../core/export/export';
@@ -50,7 +50,7 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
   const seq = numberFlag(args, 'seq', 'eval', { integer: true, min: 1, max: 1 << 20 }) ?? 256;
   const threads = numberFlag(args, 'threads', 'eval', { integer: true, min: 1, max: 1024 });
   const batch = numberFlag(args, 'batch', 'eval', { integer: true, min: 1, max: 4096 });
-  const backend = parseBackendChoice(args.values.get('backend') ?? 'auto', 'eval: --backend');
+  const backend = await backendFromArgs(args, 'eval');
   const factored = POLICY_FLAGS.some((f) => args.values.has(f) || args.lists.has(f));
   const choice = factored ? await policyFromArgs(args, 'eval') : undefined;
   checkCacheFlags(args, 'eval');

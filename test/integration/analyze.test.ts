@@ -4,6 +4,7 @@ import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { CLI, REPO_ROOT, fixture, tempDir } from '../helpers/fixtures';
+import { usableBackends } from '../../src/core/compute/session';
 
 function cli(...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
@@ -40,12 +41,28 @@ describe('factored-keys analyze', () => {
     assert.ok(k.heads.every((h: { kind: string }) => h.kind === 'key'));
   });
 
-  test('an unavailable backend falls back to a working one instead of failing', () => {
-    const r = cli('analyze', fixture('layouts/llama'), '--json', '--backend', 'cuda');
-    assert.equal(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout);
-    assert.ok(['cpu', 'cuda'].includes(out.backend));
-    if (out.backend === 'cpu') assert.match(r.stderr, /cuda .*using cpu/);
+  test('an explicitly requested backend must be usable: one error naming what is missing; only auto falls back', async () => {
+    const usable = await usableBackends();
+    for (const b of ['cuda', 'webgpu', 'dml', 'coreml'] as const) {
+      const r = cli('analyze', fixture('layouts/llama'), '--json', '--backend', b);
+      if (usable.includes(b)) {
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(JSON.parse(r.stdout).backend, b);
+        continue;
+      }
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stdout, '');
+      // one line: no raw Dawn/Vulkan warnings with build paths
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`^error: analyze: --backend ${b} is not usable here: .+ \\(--backend auto falls back to the CPU\\)`));
+      assert.doesNotMatch(r.stderr, /\/build\/|BackendVk|Warning:/);
+    }
+    const auto = cli('analyze', fixture('layouts/llama'), '--json', '--backend', 'auto');
+    assert.equal(auto.code, 0, auto.stderr);
+    const cal = cli('analyze', fixture('layouts/llama'), '--json', '--calibrate');
+    assert.equal(cal.code, 0, cal.stderr);
+    if (usable.length === 1) assert.match(cal.stderr, /note: --calibrate: only the CPU is usable on this machine/);
+    else assert.doesNotMatch(cal.stderr, /only the CPU is usable/);
   });
 
   test('bad input: one error line, non-zero exit, nothing on stdout', () => {
@@ -82,4 +99,13 @@ describe('factored-keys analyze', () => {
       cleanup();
     }
   });
+});
+
+test('eval refuses an unusable explicit backend before any work', async () => {
+  const usable = await usableBackends();
+  if (usable.includes('webgpu')) return;
+  const r = spawnSync(process.execPath, [CLI, 'eval', fixture('gpt2-bytes'), '--text', fixture('heldout.txt'), '--tokenizer', 'bytes', '--backend', 'webgpu'], { encoding: 'utf8' });
+  assert.equal(r.status, 1, r.stderr);
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /^error: eval: --backend webgpu is not usable here: [^\n]+\n$/);
 });

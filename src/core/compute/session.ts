@@ -186,6 +186,21 @@ export function gpuCandidates(): BackendName[] {
   return linuxHasGpuDevice() ? autoCandidates().filter((b) => b !== 'cpu') : [];
 }
 
+/**
+ * Why an explicitly requested provider cannot be used here, or undefined when it works. Without
+ * a GPU device node (Linux) GPU providers are not even loaded, so Dawn/Vulkan print nothing.
+ */
+export async function explicitBackendProblem(name: BackendName): Promise<string | undefined> {
+  if (name === 'cpu') return undefined;
+  const listed = listedBackends().get(name);
+  if (!listed) return `onnxruntime-node has no ${name} provider on ${process.platform}-${process.arch}`;
+  if (!linuxHasGpuDevice()) return 'no GPU device found (no /dev/dri render node, /dev/nvidiactl or /dev/kfd)';
+  const probe = await probeBackend(name);
+  if (probe.usable) return undefined;
+  const hint = name === 'cuda' && !listed.bundled ? '; its CUDA libraries are not installed (README: CUDA on networked Linux machines)' : '';
+  return `${probe.reason ?? 'the provider failed to start'}${hint}`;
+}
+
 /** Usable providers in `auto` order (always ends with `cpu`). */
 export async function usableBackends(): Promise<BackendName[]> {
   const out: BackendName[] = [];
