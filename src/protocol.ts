@@ -82,6 +82,8 @@ export interface CheckpointSummary {
   readonly parameters: number;
   readonly files: number;
   readonly queryToKv: readonly number[];
+  /** The model's features in words, e.g. ["q/k-norm", "sliding 4096 on 1 of 2 layers", "MoE 8×top-2"]. */
+  readonly features: readonly string[];
 }
 
 /**

@@ -123,7 +123,7 @@ window.addEventListener('message', (event: MessageEvent) => {
 const app = document.getElementById('app') as HTMLElement;
 app.innerHTML = `
 <header class="bar">
-  <div class="title"><h1 id="model-name">Factored Keys</h1><span id="model-facts" class="muted"></span></div>
+  <div class="title"><h1 id="model-name">Factored Keys</h1><span id="model-facts" class="muted"></span><span id="model-features" class="muted"></span></div>
   <div class="actions">
     <vscode-badge id="busy" class="hidden"></vscode-badge>
     <vscode-button id="btn-backend" secondary title="Compute backend (click to change)">backend: auto</vscode-button>
@@ -305,6 +305,7 @@ function renderPanel(): void {
     $('model-name').textContent = sm.name;
     const gqa = sm.queryHeads === sm.kvHeads ? 'MHA' : sm.kvHeads === 1 ? 'MQA' : `GQA ${sm.queryHeads / sm.kvHeads}:1`;
     $('model-facts').textContent = `${sm.architecture} · ${sm.layers} layers · ${sm.queryHeads} query / ${sm.kvHeads} KV heads × ${sm.headDim} (${gqa}) · hidden ${sm.hiddenSize} · ${sm.rope ? `RoPE θ=${sm.ropeTheta}` : 'no RoPE'} · ${sm.dtype} · ${sm.parameters.toLocaleString('en-US')} params · ${sm.files} file${sm.files === 1 ? '' : 's'}`;
+    $('model-features').textContent = sm.features.length ? sm.features.join(' · ') : '';
   }
   // header actions
   const busy = $('busy');

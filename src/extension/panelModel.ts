@@ -2,6 +2,7 @@
  * The host side of the panel, without VS Code: turning core results into protocol payloads
  * and the panel's plan controls into a core `RankPlan` plus savings. Pure functions, unit-tested.
  */
+import { featureSummary } from '../core/arch';
 import type { AttentionLayout } from '../core/arch/layout';
 import { bytesPerElement, type Dtype } from '../core/checkpoint/dtypes';
 import { FactoredKeysError } from '../core/errors';
@@ -33,6 +34,7 @@ export function checkpointSummary(dir: string, layout: AttentionLayout, files: n
     parameters: layout.parameters,
     files,
     queryToKv: [...layout.queryToKv],
+    features: featureSummary(layout.description),
   };
 }
 

@@ -43,7 +43,7 @@ function runJob(request: JobRequest, cancelAfter?: number): Promise<Outcome> {
 
 const summary: CheckpointSummary = {
   name: 'mistral-bytes', dir: MISTRAL, architecture: 'mistral', layers: 4, hiddenSize: 256, queryHeads: 4, kvHeads: 2, headDim: 64,
-  rope: true, rotaryDim: 64, ropeTheta: 10000, dtype: 'BF16', parameters: 0, files: 3, queryToKv: [0, 0, 1, 1],
+  rope: true, rotaryDim: 64, ropeTheta: 10000, dtype: 'BF16', parameters: 0, files: 3, queryToKv: [0, 0, 1, 1], features: [],
 };
 
 describe('job worker (dist/jobWorker.js)', () => {

@@ -142,7 +142,7 @@ describe('sweep settings and results', () => {
       { method: 'original', keyCacheBytesPerToken: 1024, perplexity: 4, deltaPercent: 0, seconds: 0.2 },
       { method: 'key-svd', rank: 8, keyCacheBytesPerToken: 128, perplexity: 5, deltaPercent: 25, seconds: 0.1 },
     ];
-    const plan = panelPlan({ name: 'm', dir: '/m', architecture: 'mistral', layers: 4, hiddenSize: 256, queryHeads: 4, kvHeads: 2, headDim: 64, rope: true, rotaryDim: 64, ropeTheta: 1e4, dtype: 'BF16', parameters: 0, files: 1, queryToKv: [0, 0, 1, 1] }, null, { ...base, rank: 16 }, 'qk-svd');
+    const plan = panelPlan({ name: 'm', dir: '/m', architecture: 'mistral', layers: 4, hiddenSize: 256, queryHeads: 4, kvHeads: 2, headDim: 64, rope: true, rotaryDim: 64, ropeTheta: 1e4, dtype: 'BF16', parameters: 0, files: 1, queryToKv: [0, 0, 1, 1], features: [] }, null, { ...base, rank: 16 }, 'qk-svd');
     const planned = { perplexity: 4.2, tokens: 1920, backend: 'cpu', seconds: 0.3 } as EvalResult;
     const r = sweepResult('rank', points, plan, planned, '/t/h.txt', 2);
     assert.deepEqual(r.points[1], { method: 'key-svd', rank: 8, threshold: null, keyCacheBytesPerToken: 128, perplexity: 5, deltaPercent: 25, seconds: 0.1 });
@@ -154,3 +154,24 @@ describe('sweep settings and results', () => {
   });
 });
 
+
+describe('panel model summary of the 2025–26 families', () => {
+  for (const [name, want] of [
+    ['layouts2/gpt_oss', ['RoPE yarn', 'sliding 64 on 1 of 2 layers', 'attention sinks', 'MoE 4×top-2']],
+    ['layouts2/qwen3', ['q/k-norm', 'RoPE']],
+    ['layouts2/olmo2', ['q/k-norm (whole projection)']],
+    ['layouts2/smollm3', ['NoPE on 1 of 2 layers']],
+    ['layouts2/gemma2', ['score softcap 50', 'logit softcap 30']],
+    ['mistral-bytes', ['RoPE']],
+  ] as const) {
+    it(`${name}: features ${want.join(' · ')}`, async () => {
+      const c = await openCheckpoint(fixture(name));
+      try {
+        const s = checkpointSummary(c.dir, buildLayout(c), c.files.length);
+        for (const w of want) assert.ok(s.features.includes(w), `${name}: ${s.features.join(' · ')} lacks ${w}`);
+      } finally {
+        await c.close();
+      }
+    });
+  }
+});

@@ -21,6 +21,7 @@ const summary: CheckpointSummary = {
   parameters: 1000,
   files: 1,
   queryToKv: [0, 0, 1, 1],
+  features: [],
 };
 const defaults: PanelDefaults = { backend: 'cpu', plan: { policy: 'energy', rank: 2, fraction: 0.5, energy: 0.9, budget: 0.5, overrides: [] }, savings: { context: 1000, batch: 2, dtype: 'f16' } };
 const init: HostMessage = { type: 'init', version: 1, summary, defaults, trusted: true, evaluateAvailable: false, reference: { label: 'ref', baselineBytes: 2, factoredBytes: 1, capacityMultiplier: 2 } };
