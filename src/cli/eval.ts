@@ -14,6 +14,8 @@ import { validatePlan } from '../core/plan/plan';
 import { numberFlag, parseArgs } from './args';
 import type { CliIo } from './io';
 import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
+import { readConfigForDefaults } from './checkpointConfig';
+import { checkBytesTokenizer, checkIds, checkSeq, utf8Warning } from './evalGuards';
 import { commandSpec, commandUsageLine } from './options';
 import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
 import { percentProgress } from './progress';
@@ -56,7 +58,13 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
   checkCacheFlags(args, 'eval');
   if (!choice && (args.values.has('cache-dtype') || args.values.has('bytes-per-value'))) throw new FactoredKeysError('eval: --cache-dtype and --bytes-per-value go with a rank policy or --plan');
   const tokenizer = await resolveTokenizer(args.values.get('tokenizer'), checkpoint);
+  const config = await readConfigForDefaults(checkpoint);
+  checkBytesTokenizer(tokenizer, config, checkpoint);
+  checkSeq(seq, config, checkpoint);
+  const warning = await utf8Warning(text, tokenizer);
   const { ids } = await tokenizeFile(text, tokenizer);
+  checkIds(ids, tokenizer, config, checkpoint);
+  if (warning) io.stderr(`warning: ${warning}\n`);
 
   const cancel = { cancelled: false };
   const onSignal = () => {

@@ -1,0 +1,85 @@
+/** eval refuses inputs that would give meaningless perplexities, each with one clear line. */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, test } from 'node:test';
+import { main } from '../../src/cli/main';
+
+const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
+const heldout = path.join(fixtures, 'heldout.txt');
+const work = mkdtempSync(path.join(os.tmpdir(), 'fk-evalg-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
+  return { code, out, err };
+}
+
+function assertOneError(r: { code: number; out: string; err: string }, re: RegExp): void {
+  assert.equal(r.code, 1, r.err);
+  assert.equal(r.out, '');
+  const lines = r.err.split('\n').filter(Boolean);
+  assert.equal(lines.length, 1, r.err);
+  assert.match(lines[0], /^error: /);
+  assert.match(lines[0], re);
+}
+
+/** A word-level tokenizer.json (a format @huggingface/tokenizers reads) with ids up to `maxId`. */
+function wordTokenizer(name: string, maxId: number): string {
+  const file = path.join(work, name);
+  const vocab: Record<string, number> = { '[UNK]': 0, the: 1, and: 2, of: maxId };
+  writeFileSync(
+    file,
+    JSON.stringify({
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: [],
+      normalizer: null,
+      pre_tokenizer: { type: 'Whitespace' },
+      post_processor: null,
+      decoder: null,
+      model: { type: 'WordLevel', vocab, unk_token: '[UNK]' },
+    }),
+  );
+  return file;
+}
+
+test('--tokenizer bytes on a model whose vocabulary is not 256 is refused', async () => {
+  assertOneError(
+    await cli('eval', path.join(fixtures, 'stories260K'), '--text', heldout, '--tokenizer', 'bytes', '--seq', '64'),
+    /eval: --tokenizer bytes feeds byte values 0\.\.255, but .*stories260K\/config\.json has vocab_size 512/,
+  );
+});
+
+test('--seq beyond the model positions is refused (learned and RoPE positions alike)', async () => {
+  assertOneError(await cli('eval', path.join(fixtures, 'gpt2-bytes'), '--text', heldout, '--tokenizer', 'bytes', '--seq', '257'), /eval: --seq 257 is longer than the model's 256 positions \(.*config\.json n_positions\)/);
+  assertOneError(
+    await cli('eval', path.join(fixtures, 'mistral-bytes'), '--text', heldout, '--tokenizer', 'bytes', '--seq', '2048'),
+    /eval: --seq 2048 is longer than the model's 1024 positions \(.*config\.json max_position_embeddings\)/,
+  );
+});
+
+test('a tokenizer whose ids exceed the vocabulary is refused', async () => {
+  const tok = wordTokenizer('big.json', 1000);
+  assertOneError(await cli('eval', path.join(fixtures, 'gpt2-bytes'), '--text', heldout, '--tokenizer', tok, '--seq', '16'), /big\.json: produces token id 1000, outside the model's vocabulary of 256/);
+});
+
+test('a binary file given as text to a real tokenizer warns (and still evaluates)', async () => {
+  const tok = wordTokenizer('small.json', 200);
+  const bin = path.join(work, 'blob.bin');
+  const bytes = Buffer.alloc(4096);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 37 + 11) & 0xff;
+  writeFileSync(bin, Buffer.concat([Buffer.from('the and of '.repeat(200)), bytes]));
+  const r = await cli('eval', path.join(fixtures, 'gpt2-bytes'), '--text', bin, '--tokenizer', tok, '--seq', '16', '--json');
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /^warning: .*blob\.bin: not valid UTF-8 text \(a binary file\?\)/m);
+  assert.ok(Number.isFinite(JSON.parse(r.out).perplexity));
+  // valid UTF-8 text: no warning
+  const ok = await cli('eval', path.join(fixtures, 'gpt2-bytes'), '--text', heldout, '--tokenizer', tok, '--seq', '16', '--json');
+  assert.equal(ok.code, 0, ok.err);
+  assert.doesNotMatch(ok.err, /warning/);
+});
