@@ -28,6 +28,20 @@ export interface EvalJson {
   tokens: number;
   backend: string;
   seconds: number;
+  /** What was evaluated: the checkpoint as stored, an exported factored one, or a plan in memory. */
+  variant: 'original' | 'export' | 'plan';
+  /** Factorization method (null for an original checkpoint). */
+  method: string | null;
+  /** Key ranks over all KV heads (null for an original checkpoint). */
+  ranks: { min: number; max: number; mean: number } | null;
+  seq: number;
+  tokenizer: string;
+}
+
+function ranksSummary(ranks: unknown): EvalJson['ranks'] {
+  const flat = Array.isArray(ranks) ? (ranks as unknown[]).flat().filter((r): r is number => typeof r === 'number') : [];
+  if (flat.length === 0) return null;
+  return { min: Math.min(...flat), max: Math.max(...flat), mean: flat.reduce((a, b) => a + b, 0) / flat.length };
 }
 
 async function resolveTokenizer(raw: string | undefined, checkpoint: string): Promise<string> {
@@ -81,6 +95,10 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
     progress: args.booleans.has('progress') ? percentProgress(io) : undefined,
   };
   let result: EvalResult;
+  const factoredBlock = (config?.factored_keys ?? undefined) as { method?: unknown; ranks?: unknown } | undefined;
+  let variant: EvalJson['variant'] = factoredBlock ? 'export' : 'original';
+  let evaluatedMethod: string | null = factoredBlock && typeof factoredBlock.method === 'string' ? factoredBlock.method : null;
+  let ranks = factoredBlock ? ranksSummary(factoredBlock.ranks) : null;
   try {
     if (!choice) {
       result = await evaluateCheckpoint(checkpoint, ids, options);
@@ -94,6 +112,9 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
         const cache = cacheChoiceFromArgs(args, 'eval', evaluator.ckpt.config);
         const plan = resolvePlan(evaluator.layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath, cache }, evaluator.ckpt.tensors);
         result = await evaluator.plan(plan, ids, options);
+        variant = 'plan';
+        evaluatedMethod = plan.method;
+        ranks = ranksSummary(plan.ranks);
       } finally {
         await evaluator.close();
       }
@@ -104,7 +125,17 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
   }
   if (result.fallbackReason) io.stderr(`note: ${result.fallbackReason}\n`);
   if (args.booleans.has('json')) {
-    const out: EvalJson = { perplexity: result.perplexity, tokens: result.tokens, backend: result.backend, seconds: result.seconds };
+    const out: EvalJson = {
+      perplexity: result.perplexity,
+      tokens: result.tokens,
+      backend: result.backend,
+      seconds: result.seconds,
+      variant,
+      method: evaluatedMethod,
+      ranks,
+      seq,
+      tokenizer: tokenizer === 'bytes' ? 'bytes' : path.basename(tokenizer),
+    };
     io.stdout(JSON.stringify(out) + '\n');
   } else {
     io.stdout(`perplexity ${result.perplexity.toFixed(4)} over ${result.tokens} tokens (${result.windows} window${result.windows === 1 ? '' : 's'} of ${seq}) on ${result.backend} in ${result.seconds.toFixed(2)} s\n`);

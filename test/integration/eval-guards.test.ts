@@ -82,4 +82,6 @@ test('a binary file given as text to a real tokenizer warns (and still evaluates
   const ok = await cli('eval', path.join(fixtures, 'gpt2-bytes'), '--text', heldout, '--tokenizer', tok, '--seq', '16', '--json');
   assert.equal(ok.code, 0, ok.err);
   assert.doesNotMatch(ok.err, /warning/);
+  const j = JSON.parse(ok.out);
+  assert.deepEqual([j.variant, j.method, j.ranks, j.seq, j.tokenizer], ['original', null, null, 16, 'small.json']);
 });

@@ -77,13 +77,20 @@ for (const [name, method, rank] of [
     const r = await cli('eval', dest, '--text', shortText, '--tokenizer', 'bytes', '--seq', String(SEQ), '--backend', 'cpu', '--json');
     assert.equal(r.code, 0, r.err);
     const j = JSON.parse(r.out);
-    assert.deepEqual(Object.keys(j), ['perplexity', 'tokens', 'backend', 'seconds']);
+    assert.deepEqual(Object.keys(j), ['perplexity', 'tokens', 'backend', 'seconds', 'variant', 'method', 'ranks', 'seq', 'tokenizer']);
+    assert.equal(j.variant, 'export');
+    assert.equal(j.method, method);
+    assert.deepEqual(j.ranks, { min: Number(rank), max: Number(rank), mean: Number(rank) });
+    assert.equal(j.seq, SEQ);
+    assert.equal(j.tokenizer, 'bytes');
     assert.equal(j.tokens, WINDOWS * SEQ);
     assert.equal(j.backend, 'cpu');
     assert.ok(j.seconds > 0);
     assertClose(j.perplexity, refPpl(REF.models[name].factored[`${method}/${rank}`]), `${name} ${method} ${rank} export`);
     const planned = await cli('eval', fixture(name), '--text', shortText, '--tokenizer', 'bytes', '--method', method, '--rank', rank, '--backend', 'cpu', '--json');
     assert.equal(planned.code, 0, planned.err);
+    assert.equal(JSON.parse(planned.out).variant, 'plan');
+    assert.equal(JSON.parse(planned.out).method, method);
     // Same weights bit for bit up to float64 summation order: essentially identical.
     assertClose(JSON.parse(planned.out).perplexity, j.perplexity, 'in-memory plan vs export', 1e-5);
   });
