@@ -426,6 +426,37 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     assert.equal(await gpt2.locator('#heat-queries').getAttribute('data-heads'), '4');
     assert.match(await gpt2.locator('#model-facts').innerText(), /gpt2 · 4 layers · 4 query \/ 4 KV heads × 64 \(MHA\)/);
   });
+
+  for (const [name, facts, feature] of [
+    ['qwen3', /qwen3 · 2 layers · 4 query \/ 2 KV heads × 16/, /q\/k-norm/],
+    ['gemma3', /gemma3_text · 2 layers · 4 query \/ 2 KV heads × 32/, /sliding 64 on all layers/],
+  ] as const) {
+    it(`opens the layouts2 ${name} fixture, shows its features and evaluates a rank-8 plan as the CLI does`, async () => {
+      await page.keyboard.press('Escape');
+      await runCommand(page, 'Factored Keys: Open Checkpoint…');
+      await page.locator('.quick-input-widget input').fill(`layouts2/${name}`);
+      const pick = page.locator('.quick-input-list .monaco-list-row').filter({ hasText: new RegExp(`layouts2/${name}(?![_\\w])`) }).first();
+      await pick.waitFor({ timeout: 30_000 });
+      await pick.click();
+      const panel = await panelFrame(page, name);
+      await waitFor(`the ${name} heatmap`, async () => (await panel.locator('#heat-keys').getAttribute('data-ready')) === 'true', 60_000);
+      assert.match(await panel.locator('#model-facts').innerText(), facts);
+      assert.match(await panel.locator('#model-features').innerText(), feature);
+      await panel.locator('#policy').click();
+      await panel.locator('#policy').getByText('uniform', { exact: true }).last().click();
+      await waitFor('the rank field', async () => (await panel.locator('#param-label').innerText()).startsWith('Rank'));
+      await panel.locator('#param input').fill('8');
+      await panel.locator('#btn-evaluate').click();
+      const line = panel.locator('[data-testid=evaluation]');
+      await waitFor(`perplexity of the ${name} plan`, async () => (await line.innerText()).startsWith('Perplexity'), 120_000);
+      const text = await line.innerText();
+      const [, shownOriginal, shownPlan] = /^Perplexity: ([\d.]+) → ([\d.]+)/.exec(text) ?? [];
+      const dir = path.join(FIXTURES, 'layouts2', name);
+      assert.equal(shownOriginal, cliEval([dir]).perplexity.toFixed(3), text);
+      assert.equal(shownPlan, cliEval([dir, '--method', 'key-svd', '--rank', '8']).perplexity.toFixed(3), text);
+      await page.screenshot({ path: path.join(SHOTS, `panel-${name}.png`) });
+    });
+  }
 });
 
 describe('Factored Keys in an untrusted workspace', { timeout: 10 * 60_000 }, () => {

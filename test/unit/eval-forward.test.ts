@@ -5,7 +5,7 @@
  * the original.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { buildLayout } from '../../src/core/arch';
@@ -104,9 +104,24 @@ for (const name of ['gpt2-bytes', 'mistral-bytes']) {
   }
 }
 
-test('eval refuses architectures it does not run, naming config.json', async () => {
-  await withCheckpoint('layouts/phi3', async (ckpt) => {
-    assert.throws(() => readModelSpec(ckpt), (e: Error) => e instanceof FactoredKeysError && /config\.json: eval runs gpt2, llama, mistral, qwen2 models; model_type is "phi3"/.test(e.message));
+test('eval refuses features it does not run, naming them: ALiBi (Falcon), multi-head latent attention (DeepSeek-V3)', async () => {
+  const t = tempDir();
+  try {
+    const dir = path.join(t.dir, 'falcon-alibi');
+    cpSync(fixture('layouts/falcon'), dir, { recursive: true });
+    const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, alibi: true }));
+    const ckpt = await openCheckpoint(dir);
+    try {
+      assert.throws(() => readModelSpec(ckpt), (e: Error) => e instanceof FactoredKeysError && /falcon-alibi\/config\.json: eval does not support ALiBi \(falcon\)$/.test(e.message));
+    } finally {
+      await ckpt.close();
+    }
+  } finally {
+    t.cleanup();
+  }
+  await withCheckpoint('layouts2/deepseek_v3', async (ckpt) => {
+    assert.throws(() => readModelSpec(ckpt), (e: Error) => e instanceof FactoredKeysError && /config\.json: eval does not support multi-head latent attention \(deepseek_v3\)/.test(e.message));
   });
 });
 

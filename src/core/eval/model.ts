@@ -41,7 +41,7 @@ export interface ModelSpec extends ModelDescription {
 export function readModelSpec(ckpt: Checkpoint): ModelSpec {
   const m = describeModel(ckpt, { factored: ckpt.config.factored_keys !== undefined, complete: true });
   if (m.latentAttention) throw new FactoredKeysError(`${ckpt.dir}/config.json: eval does not support multi-head latent attention (${m.architecture})`);
-  requireFeatures(m, 'eval', EVAL_FEATURES);
+  requireFeatures(m, `${ckpt.dir}/config.json: eval`, EVAL_FEATURES);
   return { ...m, weightDtype: ckpt.tensor(m.blocks[0].attention.value[0].tensor).dtype };
 }
 
