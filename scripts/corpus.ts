@@ -141,12 +141,12 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
     category: string,
     mentions: string[],
     target: string,
-    extra: { expect?: CaseExpectation; command?: string; maxRssMiB?: number; fileNotNamed?: boolean; nonFiniteHeads?: string[] } = {},
+    extra: { expect?: CaseExpectation; command?: string; args?: string[]; maxRssMiB?: number; fileNotNamed?: boolean; nonFiniteHeads?: string[] } = {},
   ) => {
     cases.push({
       name,
       category,
-      argv: [extra.command ?? 'inspect', target],
+      argv: [extra.command ?? 'inspect', target, ...(extra.args ?? [])],
       expect: extra.expect ?? 'error',
       mentions,
       maxRssMiB: extra.maxRssMiB ?? DEFAULT_RSS_MIB,
@@ -335,6 +335,53 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
   llamaConfig('huge-config-layers', ['config.json', 'num_hidden_layers'], (c) => (c.num_hidden_layers = 2 ** 31));
   llamaConfig('huge-config-hidden', ['hidden_size'], (c) => (c.hidden_size = 2 ** 53 - 1));
   llamaConfig('huge-config-unsafe-int', ['config.json', 'hidden_size'], (c) => (c.hidden_size = 2 ** 60));
+
+  // ---- 2025–26 config keys and tensor roles (layouts2) --------------------------------------
+  // Config keys are checked when the model is described (inspect); roles outside the attention
+  // projections when it is run (eval), so those cases use eval.
+  const EVAL = { command: 'eval', args: ['--text', fixture('heldout.txt'), '--tokenizer', 'bytes', '--seq', '64'] };
+  const modernConfig = (name: string, from: string, mentions: string[], edit: (c: Record<string, Json>) => void) => {
+    const c = configOf(`layouts2/${from}`);
+    edit(c);
+    withConfig(name, 'modern-config', `layouts2/${from}`, ['config.json', ...mentions], c);
+  };
+  const ropeParams = (c: Record<string, Json>) => c.rope_parameters as Record<string, Json>;
+  modernConfig('rope-type-unknown', 'llama3', ['rope_type "banana" is not supported'], (c) => (ropeParams(c).rope_type = 'banana'));
+  modernConfig('rope-factor-string', 'llama3', ['"factor" must be a number'], (c) => (ropeParams(c).factor = '8'));
+  modernConfig('rope-llama3-no-original', 'llama3', ['original_max_position_embeddings'], (c) => delete ropeParams(c).original_max_position_embeddings);
+  modernConfig('rope-yarn-factor-below-1', 'gpt_oss', ['"factor" must be at least 1'], (c) => (ropeParams(c).factor = 0.5));
+  modernConfig('rope-per-layer-type-not-object', 'gemma3', ['rope_parameters.sliding_attention'], (c) => (ropeParams(c).sliding_attention = 'fast'));
+  modernConfig('rope-partial-odd', 'phi', ['partial rotary factor'], (c) => (ropeParams(c).partial_rotary_factor = 0.1));
+  modernConfig('rope-theta-negative', 'qwen3', ['rope_theta'], (c) => (ropeParams(c).rope_theta = -5));
+  modernConfig('layer-types-length', 'gemma2', ['"layer_types" lists 3 layers'], (c) => (c.layer_types = ['sliding_attention', 'full_attention', 'full_attention']));
+  modernConfig('layer-types-unknown', 'gemma2', ['layer_types[1] "chunked_attention"'], (c) => (c.layer_types = ['sliding_attention', 'chunked_attention']));
+  modernConfig('layer-types-no-window', 'gpt_oss', ['"sliding_window" is not set'], (c) => delete c.sliding_window);
+  modernConfig('no-rope-layers-bad', 'smollm3', ['no_rope_layers'], (c) => (c.no_rope_layers = [1, 2]));
+  modernConfig('activation-unknown', 'mixtral', ['activation "banana"'], (c) => (c.hidden_act = 'banana'));
+  modernConfig('score-multiplier-negative', 'granite', ['attention_multiplier'], (c) => (c.attention_multiplier = -0.25));
+  modernConfig('logit-scale-string', 'cohere2', ['logit_scale'], (c) => (c.logit_scale = 'x'));
+  modernConfig('softcap-string', 'gemma2', ['attn_logit_softcapping'], (c) => (c.attn_logit_softcapping = 'none'));
+  modernConfig('moe-topk-not-int', 'qwen3_moe', ['num_experts_per_tok'], (c) => (c.num_experts_per_tok = 1.5));
+  modernConfig('mla-rank-missing', 'deepseek_v3', ['kv_lora_rank'], (c) => delete c.kv_lora_rank);
+  /** A layouts2 case whose model.safetensors has its tensors edited (removed, reshaped), run by eval. */
+  const modernTensors = (name: string, from: string, mentions: string[], mutate: (list: Entry[]) => Entry[]) => {
+    const dir = caseDir(name, `layouts2/${from}`);
+    const raw = readRaw(path.join(fixture(`layouts2/${from}`), FILE));
+    fs.writeFileSync(path.join(dir, FILE), pack(mutate(entriesOf(raw).map((e) => ({ ...e, shape: [...e.shape] })))));
+    add(name, 'modern-roles', mentions, dir, EVAL);
+  };
+  const without = (tensor: string) => (list: Entry[]) => list.filter((e) => e.name !== tensor);
+  const reshaped = (tensor: string, shape: number[]) => (list: Entry[]) => list.map((e) => (e.name === tensor ? { ...e, shape } : e));
+  modernTensors('k-norm-missing', 'qwen3', ['model.layers.1.self_attn.k_norm.weight', 'missing'], without('model.layers.1.self_attn.k_norm.weight'));
+  modernTensors('k-norm-wrong-size', 'olmo2', ['model.layers.0.self_attn.k_norm.weight', 'expected [32]'], (list) => list.map((e) => (e.name === 'model.layers.0.self_attn.k_norm.weight' ? { ...e, shape: [16], data: e.data.subarray(0, 64) } : e)));
+  modernTensors('sinks-2d', 'gpt_oss', ['model.layers.0.self_attn.sinks', 'expected [4]'], reshaped('model.layers.0.self_attn.sinks', [2, 2]));
+  modernTensors('experts-stacked-wrong', 'gpt_oss', ['model.layers.1.mlp.experts.gate_up_proj'], reshaped('model.layers.1.mlp.experts.gate_up_proj', [4, 128, 128]));
+  modernTensors('expert-missing', 'mixtral', ['model.layers.0.block_sparse_moe.experts.3.w2.weight', 'missing'], without('model.layers.0.block_sparse_moe.experts.3.w2.weight'));
+  modernTensors('router-wrong-experts', 'qwen3_moe', ['model.layers.0.mlp.gate.weight', 'does not score 4 experts'], (list) => list.map((e) => (e.name === 'model.layers.0.mlp.gate.weight' ? { ...e, shape: [3, 64], data: e.data.subarray(0, 3 * 64 * 4) } : e)));
+  modernTensors('post-norm-missing', 'gemma2', ['model.layers.0.post_feedforward_layernorm.weight', 'missing'], without('model.layers.0.post_feedforward_layernorm.weight'));
+  modernTensors('fused-gate-up-short', 'phi3', ['model.layers.0.mlp.gate_up_proj.weight'], (list) => list.map((e) => (e.name === 'model.layers.0.mlp.gate_up_proj.weight' ? { ...e, shape: [128, 64], data: e.data.subarray(0, 128 * 64 * 4) } : e)));
+  const mla = caseDir('mla-eval', 'layouts2/deepseek_v3');
+  add('mla-eval', 'modern-roles', ['config.json', 'multi-head latent attention'], mla, EVAL);
 
   // ---- JSON bombs ----------------------------------------------------------------------------
   const DEEP = 1_000_000;

@@ -145,7 +145,7 @@ class Checker {
       return;
     }
     const experts = mlp.kind === 'moe' ? mlp.experts.length : mlp.experts;
-    if (this.linear(mlp.router, d, what) !== experts) throw new FactoredKeysError(`${this.ckpt.dir}: ${what}: router "${mlp.router.weight}" does not score ${experts} experts`);
+    if (this.linear(mlp.router, d, what) !== experts) throw new FactoredKeysError(`${this.ckpt.tensor(mlp.router.weight).file}: ${what}: router "${mlp.router.weight}" does not score ${experts} experts`);
     if (mlp.routing.topK > experts) throw new FactoredKeysError(`${this.ckpt.dir}/config.json: ${mlp.routing.topK} experts per token but only ${experts} experts`);
     if (mlp.kind === 'moe') {
       let width: number | undefined;
