@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { buildLayout } from '../../src/core/arch';
+import { readModelSpec } from '../../src/core/eval/model';
 import { readHeadBias, readHeadMatrix } from '../../src/core/arch/heads';
 import { openCheckpoint, INDEX_FILE } from '../../src/core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../../src/core/errors';
@@ -24,6 +25,8 @@ export const FUZZ_BASES: readonly { name: string; weight: number }[] = [
   { name: 'stories260K', weight: 2 },
   { name: 'mistral-bytes', weight: 3 },
   { name: 'gpt2-bytes', weight: 1 },
+  // 2025–26 families: q/k norms, MoE tensors, sinks, fused experts, per-layer RoPE, MLA
+  ...['qwen3', 'qwen3_moe', 'gemma2', 'gemma3', 'mixtral', 'olmo2', 'smollm3', 'gpt_oss', 'cohere2', 'granite', 'gptj', 'gpt_bigcode', 'phi', 'stablelm', 'starcoder2', 'llama3', 'deepseek_v3'].map((n) => ({ name: `layouts2/${n}`, weight: 1 })),
 ];
 
 /** A mutation of one safetensors header, applied to its parsed JSON. */
@@ -69,6 +72,11 @@ const CONFIG_KEYS = [
   'model_type', 'hidden_size', 'num_attention_heads', 'num_key_value_heads', 'head_dim', 'num_hidden_layers', 'n_embd', 'n_head',
   'n_layer', 'partial_rotary_factor', 'rotary_pct', 'rope_theta', 'rope_parameters', 'multi_query', 'new_decoder_architecture',
   'num_kv_heads', 'alibi', 'model_type',
+  'layer_types', 'sliding_window', 'use_sliding_window', 'max_window_layers', 'no_rope_layers', 'no_rope_layer_interval', 'num_experts_per_tok',
+  'num_local_experts', 'num_experts', 'norm_topk_prob', 'decoder_sparse_step', 'mlp_only_layers', 'query_pre_attn_scalar', 'attn_logit_softcapping',
+  'final_logit_softcapping', 'attention_multiplier', 'embedding_multiplier', 'residual_multiplier', 'logits_scaling', 'logit_scale', 'rotary_dim',
+  'hidden_act', 'hidden_activation', 'activation_function', 'rms_norm_eps', 'layer_norm_eps', 'use_parallel_residual', 'qk_layernorm', 'rope_scaling',
+  'original_max_position_embeddings', 'max_position_embeddings', 'kv_lora_rank', 'qk_nope_head_dim', 'qk_rope_head_dim', 'sliding_window_pattern', 'vocab_size',
 ];
 
 const interestingNumber = fc.oneof(
@@ -372,6 +380,8 @@ export async function runFuzzCase(dir: string): Promise<FuzzOutcome> {
         }
       }
       stage = 'layout';
+      // the full description (every role, as eval reads it) must also accept or refuse cleanly
+      readModelSpec(ckpt);
       const layout = buildLayout(ckpt);
       stage = 'read';
       for (const layer of layout.layers) {
