@@ -107,7 +107,7 @@ export interface SpectraPayload {
   readonly queryEffRank: Uint32Array;
   readonly queryStableRank: Float32Array;
   /** The factorization method the plan energies belong to (the `factoredKeys.method` setting). */
-  readonly planMethod: 'key-svd' | 'qk-svd';
+  readonly planMethod: 'key-svd' | 'qk-svd' | 'calibrated';
   /**
    * Per KV head, the energy of each direction the method keeps, descending (rows like keys):
    * σ² of W_K for key-svd, the query-aware eigenvalues for qk-svd. Rank policies spend these.
@@ -163,7 +163,7 @@ export interface EvaluationResult {
 }
 
 /** Factorization methods a sweep compares. */
-export const SWEEP_METHODS = ['key-svd', 'qk-svd'] as const;
+export const SWEEP_METHODS = ['key-svd', 'qk-svd', 'calibrated'] as const;
 export type SweepMethod = (typeof SWEEP_METHODS)[number];
 
 /** What a sweep varies: one uniform rank for every KV head, or a per-head energy threshold. */

@@ -260,7 +260,7 @@ function sweepTheme(): SweepTheme {
   return {
     foreground: cssVar('--vscode-foreground', '#ccc'),
     grid: cssVar('--vscode-editorWidget-border', cssVar('--vscode-panel-border', '#8884')),
-    methods: { 'key-svd': seriesColor('--vscode-charts-blue', '#3794ff'), 'qk-svd': seriesColor('--vscode-charts-orange', '#d18616') },
+    methods: { 'key-svd': seriesColor('--vscode-charts-blue', '#3794ff'), 'qk-svd': seriesColor('--vscode-charts-orange', '#d18616'), calibrated: seriesColor('--vscode-charts-green', '#89d185') },
     original: seriesColor('--vscode-descriptionForeground', '#999'),
     plan: seriesColor('--vscode-charts-red', '#f14c4c'),
   };
@@ -467,7 +467,8 @@ function renderSweep(): void {
   const room = $('sweep-body').clientWidth - $('sweep-table').offsetWidth - 24;
   sweepPlot.update(chart, room >= 360 ? Math.min(900, room) : Math.max(300, Math.min(900, $('sweep-body').clientWidth - 8)), sweepTheme());
   // For tests and screen readers: how many measured points each method has on the chart.
-  for (const series of chart.series) if (series.kind === 'key-svd' || series.kind === 'qk-svd') section.dataset[series.kind === 'key-svd' ? 'pointsKeySvd' : 'pointsQkSvd'] = String(series.ys.filter((y) => y !== null).length);
+  const pointsKey = { 'key-svd': 'pointsKeySvd', 'qk-svd': 'pointsQkSvd', calibrated: 'pointsCalibrated' } as const;
+  for (const series of chart.series) if (series.kind === 'key-svd' || series.kind === 'qk-svd' || series.kind === 'calibrated') section.dataset[pointsKey[series.kind]] = String(series.ys.filter((y) => y !== null).length);
   section.dataset.ready = 'true';
 }
 

@@ -128,7 +128,7 @@ export class SpectrumPlots {
 export interface SweepTheme {
   readonly foreground: string;
   readonly grid: string;
-  readonly methods: Readonly<Record<'key-svd' | 'qk-svd', string>>;
+  readonly methods: Readonly<Record<'key-svd' | 'qk-svd' | 'calibrated', string>>;
   readonly original: string;
   readonly plan: string;
 }

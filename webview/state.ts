@@ -4,6 +4,7 @@
  * without a browser.
  */
 import type { BusyTask, CheckpointSummary, EnergyLevel, EvaluationResult, HostMessage, PanelDefaults, PlanControls, PlanResult, PolicyName, RankOverride, ReferenceSavings, SavingsControls, SpectraPayload, SweepMethod, SweepPointView, SweepResult } from '../src/protocol';
+import { SWEEP_METHODS } from '../src/protocol';
 
 /** What the heatmap colours: each head's effective rank at an energy level, or the plan's rank. */
 export type HeatmapMode = 'effective' | 'chosen';
@@ -324,7 +325,7 @@ export function sweepChart(sweep: SweepResult & { readonly stale?: boolean }): S
     return ys;
   };
   const series: SweepSeries[] = [];
-  for (const m of ['key-svd', 'qk-svd'] as const) {
+  for (const m of SWEEP_METHODS) {
     const points = methods.filter((p) => p.method === m);
     if (points.length) series.push({ label: m, kind: m, ys: at(points) });
   }
@@ -336,7 +337,7 @@ export function sweepChart(sweep: SweepResult & { readonly stale?: boolean }): S
 /** The sweep's table rows: the original, each method by growing key cache, then the plan. */
 export function sweepRows(sweep: SweepResult): SweepPointView[] {
   const byMethod = (m: SweepMethod) => sweep.points.filter((p) => p.method === m).sort((a, b) => a.keyCacheBytesPerToken - b.keyCacheBytesPerToken || (a.threshold ?? 0) - (b.threshold ?? 0));
-  return [sweep.points[0], ...byMethod('key-svd'), ...byMethod('qk-svd'), sweep.plan];
+  return [sweep.points[0], ...SWEEP_METHODS.flatMap(byMethod), sweep.plan];
 }
 
 /** Whether an export can start now (trusted workspace, nothing running, a plan computed). */

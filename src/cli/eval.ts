@@ -12,6 +12,7 @@ import { evaluateCheckpoint, PlanEvaluator, tokenizeFile, type EvalOptions, type
 import { planModelOf, resolvePlan } from '../core/export/export';
 import { validatePlan } from '../core/plan/plan';
 import { numberFlag, parseArgs } from './args';
+import { calibrationFromArgs } from './calibration';
 import type { CliIo } from './io';
 import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
 import { readConfigForDefaults } from './checkpointConfig';
@@ -106,6 +107,7 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
       const evaluator = await PlanEvaluator.open(checkpoint);
       try {
         const method = methodOf(choice);
+        evaluator.calibration = await calibrationFromArgs(args, { command: 'eval', method, checkpoint, sharedTokenizer: true, backend, threads });
         // a plan made for another model is refused before any work
         if (choice.plan !== undefined) validatePlan(choice.plan, choice.planPath ?? 'plan', planModelOf(evaluator.layout, evaluator.ckpt.tensors));
         const bases = await evaluator.bases(method, { cancel });

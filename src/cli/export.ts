@@ -7,6 +7,7 @@ import { FactoredKeysError } from '../core/errors';
 import { exportFactored } from '../core/export/export';
 import { planKeyBytesPerToken } from '../core/plan/plan';
 import { parseArgs } from './args';
+import { calibrationFromArgs } from './calibration';
 import type { CliIo } from './io';
 import { commandSpec, commandUsageLine } from './options';
 import { methodOf, policyFromArgs } from './plan';
@@ -41,7 +42,8 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
     );
   }
   const choice = await policyFromArgs(args, 'export');
-  if (!choice.method && !choice.plan) throw new FactoredKeysError('export: --method key-svd|qk-svd is required');
+  if (!choice.method && !choice.plan) throw new FactoredKeysError('export: --method key-svd|qk-svd|calibrated is required');
+  const calibration = await calibrationFromArgs(args, { command: 'export', method: methodOf(choice), checkpoint: args.positionals[0] });
   checkCacheFlags(args, 'export');
   const source = args.positionals[0];
   // the default cache dtype comes from the source's config.json (read again, checked, by the export)
@@ -64,6 +66,7 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
       planSource: choice.planPath,
       force: args.booleans.has('force'),
       cache,
+      calibration,
       cancel,
       progress: args.booleans.has('progress') ? percentProgress(io) : undefined,
     });

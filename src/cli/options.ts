@@ -36,14 +36,19 @@ const backendOption = (help: string): OptionSpec => ({ flag: 'backend', value: B
 
 /** The rank-policy flags shared by plan, export and eval. */
 const POLICY_OPTIONS: readonly OptionSpec[] = [
-  { flag: 'method', value: 'key-svd|qk-svd', help: 'factorization: truncated SVD of W_K (the paper) or the score-preserving rank-r key map' },
+  { flag: 'method', value: 'key-svd|qk-svd|calibrated', help: 'factorization: truncated SVD of W_K (the paper), the score-preserving rank-r key map, or that map fitted to a calibration text' },
   { flag: 'rank', value: 'R', help: 'the same rank R (1..head_dim) for every KV head' },
   { flag: 'fraction', value: 'F', help: 'rank = round(F x head_dim) for every KV head, 0 < F <= 1 (0.25 = 75 % smaller keys)' },
   { flag: 'energy', value: 'E', help: 'per head, the smallest rank that keeps a share E of the key energy, 0 < E <= 1' },
   { flag: 'budget-bytes-per-token', value: 'N', help: 'global key-cache budget in bytes per token, spent greedily where energy is largest' },
   { flag: 'plan', value: 'plan.json', help: 'a saved plan (from plan --out or the panel), made for this checkpoint' },
   { flag: 'override', value: 'L:G=R[,L:G=R...]', help: 'pin layer L, KV head G to rank R; each head at most once', repeatable: true },
+  { flag: 'calibration', value: 'FILE', help: 'with --method calibrated: the calibration text (like the training data; statistics are cached)' },
+  { flag: 'calibration-tokens', value: 'N', help: 'with --method calibrated: use at most N tokens of the calibration text (default 262144)' },
 ];
+
+/** The calibration text's tokenizer (plan, export; eval's --tokenizer serves both texts). */
+const CALIBRATION_TOKENIZER_OPTION: OptionSpec = { flag: 'tokenizer', value: 'bytes|tokenizer.json', help: "with --method calibrated: raw UTF-8 bytes as ids, or a tokenizer.json (default: the checkpoint's)" };
 
 /** How cached values are priced (plan, export, eval: the budget policy and the reported savings). */
 const CACHE_OPTIONS: readonly OptionSpec[] = [
@@ -78,6 +83,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     summary: 'per-KV-head ranks from a rank policy, printed and optionally saved',
     options: [
       ...POLICY_OPTIONS,
+      CALIBRATION_TOKENIZER_OPTION,
       ...CACHE_OPTIONS,
       { flag: 'out', value: 'plan.json', help: 'also save the plan to this file' },
       { flag: 'force', help: 'with --out: replace an existing file' },
@@ -89,7 +95,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     name: 'export',
     args: '<checkpoint> <outdir>',
     summary: 'write a factored checkpoint (docs/FORMAT.md)',
-    options: [...POLICY_OPTIONS, ...CACHE_OPTIONS, { flag: 'force', help: 'replace a non-empty output folder' }, PROGRESS_OPTION, JSON_OPTION],
+    options: [...POLICY_OPTIONS, CALIBRATION_TOKENIZER_OPTION, ...CACHE_OPTIONS, { flag: 'force', help: 'replace a non-empty output folder' }, PROGRESS_OPTION, JSON_OPTION],
     notes: ['give --method and exactly one of --rank, --fraction, --energy, --budget-bytes-per-token, or --plan alone', 'never writes into or over its source; Ctrl-C removes the partial output'],
   },
   {

@@ -13,6 +13,7 @@ import { planKeyBytesPerToken } from '../core/plan/plan';
 import { FACTOR_METHODS, type FactorMethod, type RankOverride, type RankPlan, type RankPolicy } from '../core/plan/types';
 import { numberFlag, type ParsedArgs } from './args';
 import { parseArgs } from './args';
+import { calibrationFromArgs } from './calibration';
 import type { CliIo } from './io';
 import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
 import { commandSpec, commandUsageLine } from './options';
@@ -59,7 +60,7 @@ export function parseOverrides(raws: readonly string[] | undefined, command: str
 export async function policyFromArgs(args: ParsedArgs, command: string): Promise<PolicyChoice> {
   const methodRaw = args.values.get('method');
   if (methodRaw !== undefined && !FACTOR_METHODS.includes(methodRaw as FactorMethod)) {
-    throw new FactoredKeysError(`${command}: --method must be key-svd or qk-svd, got "${methodRaw}"`);
+    throw new FactoredKeysError(`${command}: --method must be key-svd, qk-svd or calibrated, got "${methodRaw}"`);
   }
   const method = methodRaw as FactorMethod | undefined;
   const given = RANK_SOURCE_FLAGS.filter((f) => args.values.has(f));
@@ -143,13 +144,14 @@ export async function runPlan(argv: string[], io: CliIo): Promise<number> {
   if (force && out === undefined) throw new FactoredKeysError('plan: --force goes with --out');
   if (out !== undefined) await checkPlanOut(out, force);
   const method = methodOf(choice);
+  const calibration = await calibrationFromArgs(args, { command: 'plan', method, checkpoint: args.positionals[0] });
   const ckpt = await openCheckpoint(args.positionals[0]);
   let plan: RankPlan;
   let cacheNote = '';
   try {
     const layout = buildLayout(ckpt);
     const cache = cacheChoiceFromArgs(args, 'plan', ckpt.config);
-    const bases = await analyzeHeads(ckpt, layout, method);
+    const bases = await analyzeHeads(ckpt, layout, method, { calibration });
     plan = resolvePlan(layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath, cache }, ckpt.tensors);
     cacheNote = describeCacheDtype(cache);
   } finally {

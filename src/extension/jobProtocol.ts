@@ -9,7 +9,7 @@ import type { EvaluationResult, SpectraPayload, SweepAxis, SweepResult } from '.
 
 /** What to run. Paths come from the host (the user's own choices), never from the webview. */
 export type JobRequest =
-  | { readonly kind: 'analyze'; readonly dir: string; readonly backend: string; readonly threads: number; readonly method: 'key-svd' | 'qk-svd' }
+  | { readonly kind: 'analyze'; readonly dir: string; readonly backend: string; readonly threads: number; readonly method: 'key-svd' | 'qk-svd' | 'calibrated' }
   | { readonly kind: 'export'; readonly dir: string; readonly dest: string; readonly plan: RankPlan; readonly backend: string; readonly threads: number }
   | { readonly kind: 'evaluate'; readonly dir: string; readonly plan: RankPlan; readonly textFile: string; readonly tokenizer: string; readonly seq: number; readonly maxWindows: number; readonly backend: string; readonly threads: number }
   | { readonly kind: 'sweep'; readonly dir: string; readonly plan: RankPlan; readonly axis: SweepAxis; readonly values: readonly number[]; readonly textFile: string; readonly tokenizer: string; readonly seq: number; readonly maxWindows: number; readonly backend: string; readonly threads: number }

@@ -100,7 +100,7 @@ export function spectraPayload(result: SpectrumResult, summary: Pick<CheckpointS
 }
 
 /** The spectra with plan energies from another method's bases (e.g. qk-svd eigenvalues). */
-export function withPlanEnergies(spectra: SpectraPayload, method: 'key-svd' | 'qk-svd', energies: HeadEnergies): SpectraPayload {
+export function withPlanEnergies(spectra: SpectraPayload, method: SpectraPayload['planMethod'], energies: HeadEnergies): SpectraPayload {
   const w = spectra.width;
   const planEnergy = new Float32Array(spectra.layers * spectra.kvHeads * w);
   energies.forEach((row, l) =>

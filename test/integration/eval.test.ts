@@ -117,7 +117,7 @@ test('eval CLI: human output, and one-line errors for bad input', async () => {
     [['eval', fixture('mistral-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--seq', '1000'], /too short for one window of --seq 1000/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--backend', 'tpu'], /--backend must be one of/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--method', 'key-svd', '--rank', '65'], /rank/],
-    [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--method', 'pca', '--rank', '8'], /--method must be key-svd or qk-svd/],
+    [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--method', 'pca', '--rank', '8'], /--method must be key-svd, qk-svd or calibrated/],
     [['eval', fixture('layouts2/deepseek_v3'), '--text', shortText, '--tokenizer', 'bytes'], /eval does not support multi-head latent attention \(deepseek_v3\)/],
     [['eval', path.join(work, 'gpt2-bytes-key-svd-16'), '--text', shortText, '--tokenizer', 'bytes', '--method', 'key-svd', '--rank', '8'], /already factored/],
     [['eval', fixture('gpt2-bytes'), '--text', shortText, '--tokenizer', 'bytes', '--bogus'], /unknown option --bogus/],

@@ -65,7 +65,7 @@ test('export errors are one line, exit 1, and leave nothing behind', async () =>
   const dest = path.join(work, 'never');
   const cases: [string[], RegExp][] = [
     [['export', path.join(fixtures, 'mistral-bytes'), dest, '--rank', '8'], /--method key-svd\|qk-svd is required/],
-    [['export', path.join(fixtures, 'mistral-bytes'), dest, '--method', 'svd', '--rank', '8'], /--method must be key-svd or qk-svd/],
+    [['export', path.join(fixtures, 'mistral-bytes'), dest, '--method', 'svd', '--rank', '8'], /--method must be key-svd, qk-svd or calibrated/],
     [['export', path.join(fixtures, 'mistral-bytes'), dest, '--method', 'key-svd'], /give exactly one of --rank/],
     [['export', path.join(fixtures, 'mistral-bytes'), dest, '--method', 'key-svd', '--rank', '8', '--fraction', '0.5'], /give exactly one of/],
     [['export', path.join(fixtures, 'mistral-bytes'), dest, '--method', 'key-svd', '--rank', '100'], /rank must be an integer from 1 to head_dim 64/],

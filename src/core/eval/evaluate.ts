@@ -12,6 +12,7 @@ import type { HeadBasis } from '../factor/basis';
 import { energiesOf } from '../factor/basis';
 import { buildPlan, planKeyBytesPerToken } from '../plan/plan';
 import type { FactorMethod, RankPlan } from '../plan/types';
+import type { CalibrationSpec } from '../calibration/moments';
 import { checkpointSource, computeBases, PlanWeights } from './factored';
 import { loadForward, type WeightSource } from './forward';
 import { CheckpointWeights, readModelSpec, type ModelSpec } from './model';
@@ -131,11 +132,23 @@ export class PlanEvaluator {
     }
   }
 
+  private calibrationSpec?: CalibrationSpec;
+
+  /** The calibration text of method `calibrated`; changing it drops calibrated bases computed before. */
+  get calibration(): CalibrationSpec | undefined {
+    return this.calibrationSpec;
+  }
+
+  set calibration(spec: CalibrationSpec | undefined) {
+    this.calibrationSpec = spec;
+    this.basesByMethod.delete('calibrated');
+  }
+
   /** Full-rank bases for a method (computed once, float64). */
   bases(method: FactorMethod, options: { cancel?: CancelToken; progress?: ProgressFn } = {}): Promise<HeadBasis[][]> {
     let b = this.basesByMethod.get(method);
     if (!b) {
-      b = computeBases(this.ckpt, method, options).then((r) => r.bases);
+      b = computeBases(this.ckpt, method, { ...options, calibration: this.calibrationSpec }).then((r) => r.bases);
       b.catch(() => this.basesByMethod.delete(method));
       this.basesByMethod.set(method, b);
     }

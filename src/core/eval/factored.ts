@@ -22,6 +22,7 @@ import type { FactoredKeysConfig, SliceRef } from '../export/format';
 import { readFactoredKeysConfig } from '../export/load';
 import { analyzeHeads, LayerTensorCache, readHeadFeatures, truncateBasis, type HeadBasis } from '../factor/basis';
 import type { FactorMethod } from '../plan/types';
+import type { CalibrationSpec } from '../calibration/moments';
 import type { WeightSource } from './forward';
 import { assembleHeads, CheckpointWeights, constFromFloat32, readConst, readModelSpec, type HeadFeatures, type LayerWeights, type Linear, type ModelSpec, type OuterWeights } from './model';
 
@@ -271,6 +272,8 @@ export class ExportedWeights implements WeightSource {
 export interface BasisOptions {
   readonly cancel?: CancelToken;
   readonly progress?: ProgressFn;
+  /** Statistics source of method `calibrated`. */
+  readonly calibration?: CalibrationSpec;
 }
 
 /** Full-rank bases of every KV head for `method` (the expensive step of a sweep). */

@@ -30,10 +30,19 @@ export interface SegmentSpec {
   readonly last: boolean;
   /** Also output logits [batch, seq, vocab] from the last segment (tests). */
   readonly logits?: boolean;
+  /**
+   * Also output each block's attention input — the tensor the q/k/v projections read, after the
+   * block's input norm when it has one — as `attentionInputName(index)` [batch·seq, hidden]
+   * (calibration, src/core/calibration).
+   */
+  readonly captureAttentionInput?: boolean;
 }
 
 /** Graph input/output names shared by the builder and the runner. */
 export const IO = { ids: 'ids', targets: 'targets', hiddenIn: 'hidden_in', hiddenOut: 'hidden_out', nll: 'nll', logits: 'logits' } as const;
+
+/** Output name of block `index`'s attention input (see SegmentSpec.captureAttentionInput). */
+export const attentionInputName = (index: number): string => `attention_input_${index}`;
 
 /** Additive causal mask [seq, seq]; with a window, query i sees key j only when i − j < window. */
 export function causalMask(seq: number, window: number | null): Float32Array {
@@ -262,12 +271,13 @@ function mlp(net: Net, x: string, w: MlpWeights, block: LayerDescription): strin
 }
 
 /** One block: norms where the description puts them, sequential or parallel residual. */
-function block(net: Net, x: string, w: LayerWeights, b: LayerDescription, spec: ModelSpec): string {
+function block(net: Net, x: string, w: LayerWeights, b: LayerDescription, spec: ModelSpec, capture?: (attnIn: string) => void): string {
   const g = net.g;
   const i = b.index;
   const normed = (v: string, n: Norm | undefined, tag: string) => (n ? net.norm(v, n, `l${i}_${tag}`) : v);
   const scaled = (v: string) => (b.residualMultiplier === 1 ? v : g.op('Mul', [v, net.scalar(b.residualMultiplier)]));
   const attnIn = normed(x, w.attentionInputNorm, 'ain');
+  capture?.(attnIn);
   const attn = normed(attention(net, attnIn, w, b, spec), w.attentionOutputNorm, 'aout');
   if (b.parallel) {
     const mlpIn = w.mlpInputNorm ? normed(x, w.mlpInputNorm, 'min') : attnIn;
@@ -299,7 +309,8 @@ export function buildSegment(s: SegmentSpec): Uint8Array {
   } else {
     x = g.input(IO.hiddenIn, 'float32', ['tokens', d]);
   }
-  for (const { index, weights } of s.layers) x = block(net, x, weights, spec.blocks[index], spec);
+  const capture = (index: number) => (s.captureAttentionInput ? (a: string) => void g.output(g.op('Identity', [a], {}, { outputs: [attentionInputName(index)] }), 'float32', ['tokens', d]) : undefined);
+  for (const { index, weights } of s.layers) x = block(net, x, weights, spec.blocks[index], spec, capture(index));
   if (!s.last) {
     g.output(g.op('Identity', [x], {}, { outputs: [IO.hiddenOut] }), 'float32', ['tokens', d]);
     return g.toModel();

@@ -10,6 +10,7 @@ import type { AttentionLayout } from '../arch/layout';
 import { CONFIG_FILE, INDEX_FILE, openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint';
 import { bytesPerElement } from '../checkpoint/dtypes';
 import { CancelledError, FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
+import type { CalibrationInfo, CalibrationSpec } from '../calibration/moments';
 import { analyzeHeads, energiesOf, truncateBasis, type HeadBasis } from '../factor/basis';
 import { modelFingerprint, type TensorShapes } from '../plan/fingerprint';
 import { buildPlan, retainedEnergy, validatePlan } from '../plan/plan';
@@ -39,6 +40,8 @@ export interface ExportOptions {
   readonly force?: boolean;
   /** How the KV cache is priced (budget policy, report); default: {@link defaultCacheDtype} of the config. */
   readonly cache?: CacheDtypeChoice;
+  /** The calibration text of method `calibrated` (recorded in the report by file name and hash). */
+  readonly calibration?: CalibrationSpec;
   readonly cancel?: CancelToken;
   readonly progress?: ProgressFn;
 }
@@ -278,9 +281,10 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
         return ends;
       })(),
     );
+    let calibration: CalibrationInfo | undefined;
     const factorPhase = guard(
       (async () => {
-        const bases = await analyzeHeads(ckpt, layout, options.method, { cancel, progress: options.progress });
+        const bases = await analyzeHeads(ckpt, layout, options.method, { cancel, progress: options.progress, calibration: options.calibration, onCalibrated: (info) => (calibration = info) });
         const plan = resolvePlan(layout, bases, options, ckpt.tensors);
         const rewrites = layout.layers.map((layer) => planLayerRewrite(ckpt, layout, layer, plan.ranks[layer.layer], mode));
         return { bases, plan, rewrites };
@@ -358,7 +362,7 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
       layers: rewrites.map((rw) => rw.entry),
     };
     await fsp.writeFile(path.join(temp, CONFIG_FILE), JSON.stringify({ ...ckpt.config, factored_keys: config }, null, 2) + '\n', { flag: 'wx' });
-    const report = buildReport(await exportSource(ckpt), layout, plan, bases, mode);
+    const report: ExportReport = { ...buildReport(await exportSource(ckpt), layout, plan, bases, mode), ...(calibration ? { calibration } : {}) };
     await fsp.writeFile(path.join(temp, REPORT_FILE), JSON.stringify(report, null, 2) + '\n', { flag: 'wx' });
     for (const f of await extraFiles(ckpt)) {
       throwIfCancelled(options.cancel);

@@ -4,6 +4,7 @@
  * these types mirror it field by field.
  */
 import type { WeightOrientation } from '../arch/layout';
+import type { CalibrationInfo } from '../calibration/moments';
 import type { FactorMethod, RankPlan } from '../plan/types';
 
 /** Version of the `factored_keys` config block. */
@@ -112,4 +113,9 @@ export interface ExportReport {
     readonly kv_bytes_per_token: { readonly before: number; readonly after: number };
     readonly capacity_multiplier: number;
   };
+  /**
+   * Method `calibrated` only: the calibration text by file name and SHA-256 (never its path),
+   * the tokenizer, the tokens and window length used, and the statistics' cache key.
+   */
+  readonly calibration?: CalibrationInfo;
 }

@@ -6,6 +6,7 @@
 import type { Checkpoint, ModelConfig } from '../checkpoint/checkpoint';
 import { previewJson } from '../checkpoint/safetensors';
 import { FactoredKeysError } from '../errors';
+import { FACTOR_METHODS } from '../plan/types';
 import { FACTORED_KEYS_FORMAT_VERSION, type FactoredKeysConfig, type SliceRef } from './format';
 
 /** One head's projection: `weight` is in_features x width (row-major); output = x·weight + bias. */
@@ -30,7 +31,7 @@ export function readFactoredKeysConfig(config: ModelConfig, where: string): Fact
   const fk = config.factored_keys as FactoredKeysConfig | undefined;
   if (fk === undefined || fk === null || typeof fk !== 'object') throw new FactoredKeysError(`${where}: no "factored_keys" block; not a factored-keys checkpoint`);
   if (fk.format_version !== FACTORED_KEYS_FORMAT_VERSION) throw new FactoredKeysError(`${where}: factored_keys.format_version ${previewJson(fk.format_version)} is not supported (expected ${FACTORED_KEYS_FORMAT_VERSION})`);
-  if (fk.method !== 'key-svd' && fk.method !== 'qk-svd') throw new FactoredKeysError(`${where}: factored_keys.method ${previewJson(fk.method)} is unknown`);
+  if (!FACTOR_METHODS.includes(fk.method)) throw new FactoredKeysError(`${where}: factored_keys.method ${previewJson(fk.method)} is unknown`);
   if (fk.rope_mode !== 'absorbed' && fk.rope_mode !== 'latent') throw new FactoredKeysError(`${where}: factored_keys.rope_mode ${previewJson(fk.rope_mode)} is unknown`);
   if (!Array.isArray(fk.layers) || !Array.isArray(fk.ranks) || fk.layers.length !== fk.ranks.length) throw new FactoredKeysError(`${where}: factored_keys.layers and ranks must be arrays of equal length`);
   return fk;

@@ -17,6 +17,8 @@ import { matmul, solveUpper, transpose } from '../linalg/dense';
 import { symmetricEigen } from '../linalg/eigen';
 import { batchedGram, batchedMatmul, type GramFeed, type GramPrecision } from './products';
 import type { FactorMethod, HeadEnergies } from '../plan/types';
+import type { CalibrationInfo, CalibrationSpec } from '../calibration/moments';
+import { analyzeCalibrated } from './calibrated';
 
 /** The full-rank factorization of one KV head; truncate with {@link truncateBasis}. */
 export interface HeadBasis {
@@ -228,6 +230,10 @@ export async function readHeadFeatures(
 export interface AnalyzeOptions {
   readonly cancel?: CancelToken;
   readonly progress?: ProgressFn;
+  /** Where `calibrated` gets its statistics (required for that method, ignored by the others). */
+  readonly calibration?: CalibrationSpec;
+  /** Called with the calibration's provenance once `calibrated` has its statistics. */
+  readonly onCalibrated?: (info: CalibrationInfo) => void;
 }
 
 /**
@@ -249,6 +255,11 @@ export function requireMethodFeatures(layout: AttentionLayout, method: FactorMet
 
 export async function analyzeHeads(ckpt: Checkpoint, layout: AttentionLayout, method: FactorMethod, options: AnalyzeOptions = {}): Promise<HeadBasis[][]> {
   requireMethodFeatures(layout, method);
+  if (method === 'calibrated') {
+    const { bases, info } = await analyzeCalibrated(ckpt, layout, options);
+    options.onCalibrated?.(info);
+    return bases;
+  }
   const n = layout.headDim;
   const out: HeadBasis[][] = [];
   for (const layer of layout.layers) {

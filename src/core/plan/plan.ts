@@ -166,7 +166,7 @@ function checkPolicy(p: RankPolicy, m: PlanModel, where: string): void {
 /** Builds a plan: the policy's ranks, then overrides. Throws a one-line error on bad input. */
 export function buildPlan(input: BuildPlanInput): RankPlan {
   const { method, policy, model: m } = input;
-  if (!FACTOR_METHODS.includes(method)) throw new FactoredKeysError(`plan: unknown method ${JSON.stringify(method)} (key-svd, qk-svd)`);
+  if (!FACTOR_METHODS.includes(method)) throw new FactoredKeysError(`plan: unknown method ${JSON.stringify(method)} (${FACTOR_METHODS.join(', ')})`);
   checkModel(m, 'plan');
   checkPolicy(policy, m, 'plan');
   const overrides = [...(input.overrides ?? [])];
@@ -232,7 +232,7 @@ export function validatePlan(raw: unknown, where: string, expect?: PlanModel): R
   const p = raw as Record<string, unknown>;
   if (p.format !== PLAN_FORMAT) throw new FactoredKeysError(`${where}: "format" must be "${PLAN_FORMAT}", got ${previewJson(p.format)}`);
   if (p.version !== PLAN_FORMAT_VERSION) throw new FactoredKeysError(`${where}: plan version ${previewJson(p.version)} is not supported (this tool reads version ${PLAN_FORMAT_VERSION})`);
-  if (!FACTOR_METHODS.includes(p.method as FactorMethod)) throw new FactoredKeysError(`${where}: "method" must be key-svd or qk-svd, got ${previewJson(p.method)}`);
+  if (!FACTOR_METHODS.includes(p.method as FactorMethod)) throw new FactoredKeysError(`${where}: "method" must be one of ${FACTOR_METHODS.join(', ')}, got ${previewJson(p.method)}`);
   const model = p.model as PlanModel;
   if (model === null || typeof model !== 'object') throw new FactoredKeysError(`${where}: "model" is missing`);
   checkModel(model, where);

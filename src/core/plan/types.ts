@@ -14,11 +14,13 @@ export const PLAN_FORMAT_VERSION = 1;
  * - `key-svd`: truncated SVD of each KV head's W_K (the paper).
  * - `qk-svd`: the rank-r key map that best preserves the query-key scores of the query heads
  *   sharing the KV head (see docs/QK_SVD.md).
+ * - `calibrated`: the rank-r key map minimising the expected score error under the second
+ *   moments of the attention inputs over a calibration text (see docs/CALIBRATED.md).
  */
-export type FactorMethod = 'key-svd' | 'qk-svd';
+export type FactorMethod = 'key-svd' | 'qk-svd' | 'calibrated';
 
 /** All methods, for flag validation and UI pickers. */
-export const FACTOR_METHODS: readonly FactorMethod[] = ['key-svd', 'qk-svd'];
+export const FACTOR_METHODS: readonly FactorMethod[] = ['key-svd', 'qk-svd', 'calibrated'];
 
 /** How ranks were chosen. */
 export type RankPolicy =

@@ -1,5 +1,5 @@
 /** Llama, Mistral and Qwen2: separate q/k/v (Qwen2 with biases), RMSNorm, gated SiLU MLP. */
-import type { MlpRole, QkNorm, RopeSpec } from '../description';
+import type { MlpRole, ModelDescription, QkNorm, RopeSpec } from '../description';
 import { readRope } from '../rope';
 import { decoder, type BlockSpec } from './decoder';
 import { activation, gatedMlp, linear, lmHead, maxPositions, norm, readDims, separateQkv, slidingLayers, slidingWindow, type DescribeContext, type Dims, type Family } from './kit';
@@ -36,26 +36,42 @@ export function defaultSliding(ctx: DescribeContext, d: Dims): boolean[] {
   return slidingLayers(c, d.layers, (i) => useWindow && i >= (ctx.modelType.startsWith('qwen') ? from : 0));
 }
 
+/** What a Llama-shaped family changes: its epsilon default, per-layer block options, multipliers. */
+export interface LlamaModelOptions {
+  readonly epsDefault?: number;
+  /** Per-layer changes to the block, given the defaults read from the config. */
+  readonly layer?: (i: number, defaults: LlamaBlockOptions) => Partial<LlamaBlockOptions>;
+  readonly embeddingMultiplier?: number;
+  readonly logitMultiplier?: number;
+}
+
+/** A Llama-shaped model (`model.layers.<i>`, RMSNorm, `model.norm`, `lm_head` or tied). */
+export function llamaModel(ctx: DescribeContext, family: string, o: LlamaModelOptions = {}): ModelDescription {
+  const c = ctx.config;
+  const d = readDims(c);
+  const sliding = defaultSliding(ctx, d);
+  const window = slidingWindow(c, sliding);
+  const rope = readRope(c, d.headDim);
+  const eps = c.positive(o.epsDefault ?? 1e-6, 'rms_norm_eps');
+  return decoder({
+    family,
+    architecture: ctx.modelType,
+    config: c,
+    dims: d,
+    block: (i) => {
+      const defaults: LlamaBlockOptions = { eps, rope, window: sliding[i] ? window : null };
+      return llamaBlock(ctx, i, d, { ...defaults, ...o.layer?.(i, defaults) });
+    },
+    embedding: { tokens: 'model.embed_tokens.weight', multiplier: o.embeddingMultiplier },
+    maxPositions: maxPositions(c),
+    finalNorm: norm(ctx, 'model.norm', 'rms', eps),
+    head: lmHead(ctx, 'model.embed_tokens.weight'),
+    logitMultiplier: o.logitMultiplier,
+  });
+}
+
 export const llama: Family = {
   name: 'llama',
   modelTypes: ['llama', 'mistral', 'qwen2'],
-  describe(ctx) {
-    const c = ctx.config;
-    const d = readDims(c);
-    const sliding = defaultSliding(ctx, d);
-    const window = slidingWindow(c, sliding);
-    const rope = readRope(c, d.headDim);
-    const eps = c.positive(1e-6, 'rms_norm_eps');
-    return decoder({
-      family: 'llama',
-      architecture: ctx.modelType,
-      config: c,
-      dims: d,
-      block: (i) => llamaBlock(ctx, i, d, { eps, rope, window: sliding[i] ? window : null }),
-      embedding: { tokens: 'model.embed_tokens.weight' },
-      maxPositions: maxPositions(c),
-      finalNorm: norm(ctx, 'model.norm', 'rms', eps),
-      head: lmHead(ctx, 'model.embed_tokens.weight'),
-    });
-  },
+  describe: (ctx) => llamaModel(ctx, 'llama'),
 };

@@ -1,0 +1,142 @@
+/**
+ * Runs the original model over calibration windows one layer at a time and hands each layer's
+ * second-moment matrix of its attention input to a callback:
+ *
+ *   C = Σ_t [x_t, 1]ᵀ [x_t, 1]     ((hidden+1) x (hidden+1), float64),
+ *
+ * x_t being exactly the tensor the block's q/k/v projections read (after the block's input norm
+ * when it has one; the raw residual stream when it has none, as in OLMo-2). The forward graph
+ * is the evaluator's (src/core/eval/graph.ts) with its attention-input capture switched on.
+ *
+ * Memory: one layer's weights and session at a time, the hidden states of all calibration
+ * tokens (tokens x hidden float32), one batch's attention inputs, and one C.
+ */
+import type * as ort from 'onnxruntime-node';
+import { DataType, GraphBuilder } from '../compute/onnx';
+import { createSession, Tensor, type BackendChoice, type BackendName, type ComputeSession } from '../compute/session';
+import type { Checkpoint } from '../checkpoint/checkpoint';
+import { throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
+import { attentionInputName, buildSegment, IO } from '../eval/graph';
+import { CheckpointWeights, type ModelSpec } from '../eval/model';
+
+/** Options of {@link collectAttentionMoments}. */
+export interface CollectOptions {
+  /** Tokens per window (windows start from empty context, like the evaluation protocol). */
+  readonly seq: number;
+  /** Windows per onnxruntime run (default: about 4096 tokens). */
+  readonly batch?: number;
+  readonly backend?: BackendChoice;
+  readonly threads?: number;
+  readonly cancel?: CancelToken;
+  readonly progress?: ProgressFn;
+}
+
+/** What a collection ran on. */
+export interface CollectResult {
+  readonly backend: BackendName;
+  readonly windows: number;
+  readonly tokens: number;
+}
+
+const gramSessions = new Map<string, Promise<ComputeSession>>();
+
+/** x [n, d] float32 → (xᵀx [d, d], Σ_t x_t [d]) in float64. */
+function momentGraph(): Uint8Array {
+  const g = new GraphBuilder('calibration_moments');
+  const x = g.op('Cast', [g.input('x', 'float32', ['n', 'd'])], { to: DataType.DOUBLE });
+  g.output(g.op('MatMul', [g.op('Transpose', [x], { perm: [1, 0] }), x], {}, { outputs: ['xtx'] }), 'float64', ['d', 'd']);
+  g.output(g.op('ReduceSum', [x, g.int64s([0])], { keepdims: 0 }, { outputs: ['sum'] }), 'float64', ['d']);
+  return g.toModel({ opset: 17 });
+}
+
+function momentSession(threads?: number): Promise<ComputeSession> {
+  const key = String(threads ?? 0);
+  let s = gramSessions.get(key);
+  if (!s) {
+    s = createSession(momentGraph(), { backend: 'cpu', threads });
+    s.catch(() => gramSessions.delete(key));
+    gramSessions.set(key, s);
+  }
+  return s;
+}
+
+/** Adds one batch of attention inputs to C (augmented with the constant 1). */
+async function accumulate(c: Float64Array, x: ort.Tensor, d: number, threads?: number): Promise<void> {
+  const n = x.dims[0];
+  const s = await momentSession(threads);
+  const out = await s.run({ x });
+  const xtx = out.xtx.data as Float64Array;
+  const sum = out.sum.data as Float64Array;
+  const w = d + 1;
+  for (let a = 0; a < d; a++) {
+    const row = a * w;
+    for (let b = 0; b < d; b++) c[row + b] += xtx[a * d + b];
+    c[row + d] += sum[a];
+    c[d * w + a] += sum[a];
+  }
+  c[d * w + d] += n;
+}
+
+/** Default windows per run: about 4096 tokens. */
+export function calibrationBatch(seq: number): number {
+  return Math.max(1, Math.min(64, Math.floor(4096 / seq)));
+}
+
+/**
+ * Runs `windows` windows of `seq` tokens starting at token 0 of `ids` through the model, layer by
+ * layer, and calls `onLayer(layer, C)` once per layer in order (C is fresh per layer and may be
+ * kept). Cancelling stops between batches.
+ */
+export async function collectAttentionMoments(
+  ckpt: Checkpoint,
+  spec: ModelSpec,
+  ids: Int32Array,
+  windows: number,
+  options: CollectOptions,
+  onLayer: (layer: number, c: Float64Array) => Promise<void> | void,
+): Promise<CollectResult> {
+  const { seq } = options;
+  const d = spec.hidden;
+  const batch = options.batch ?? calibrationBatch(seq);
+  const source = new CheckpointWeights(ckpt, spec);
+  const outer = await source.outer();
+  const batches = Math.ceil(windows / batch);
+  // hidden states of every batch after the layers run so far
+  let hidden: ort.Tensor[] = [];
+  let backend: BackendName = 'cpu';
+  for (let layer = 0; layer < spec.layers; layer++) {
+    throwIfCancelled(options.cancel);
+    const weights = await source.layer(layer);
+    const first = layer === 0;
+    const model = buildSegment({ spec, seq, layers: [{ index: layer, weights }], outer: first ? outer : undefined, first, last: false, captureAttentionInput: true });
+    const session = await createSession(model, { backend: options.backend ?? 'cpu', threads: options.threads });
+    backend = session.backend;
+    const c = new Float64Array((d + 1) * (d + 1));
+    const next: ort.Tensor[] = [];
+    try {
+      for (let b = 0; b < batches; b++) {
+        throwIfCancelled(options.cancel);
+        const start = b * batch;
+        const count = Math.min(batch, windows - start);
+        let feeds: Record<string, ort.Tensor>;
+        if (first) {
+          const input = new BigInt64Array(count * seq);
+          for (let i = 0; i < count * seq; i++) input[i] = BigInt(ids[start * seq + i]);
+          feeds = { [IO.ids]: new Tensor('int64', input, [count, seq]) };
+        } else {
+          feeds = { [IO.hiddenIn]: hidden[b] };
+        }
+        const out = await session.run(feeds);
+        await accumulate(c, out[attentionInputName(layer)], d, options.threads);
+        // the last layer's output is not needed
+        if (layer < spec.layers - 1) next.push(out[IO.hiddenOut]);
+        options.progress?.(layer * batches + b + 1, spec.layers * batches, `calibrating layer ${layer}`);
+      }
+    } finally {
+      await session.dispose().catch(() => undefined);
+    }
+    hidden = next;
+    await onLayer(layer, c);
+  }
+  return { backend, windows, tokens: windows * seq };
+}
