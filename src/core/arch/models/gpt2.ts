@@ -1,18 +1,14 @@
 /** GPT-2: Conv1D c_attn [in, 3·hidden] (columns q | k | v) with biases, learned positions, LayerNorm, dense GELU MLP. */
-import { FactoredKeysError } from '../../errors';
 import { decoder } from './decoder';
-import { activation, denseMlp, linear, lmHead, norm, stackedQkv, type Family } from './kit';
+import { activation, denseMlp, type Family, linear, lmHead, norm, readGpt2Dims, stackedQkv } from './kit';
 
 export const gpt2: Family = {
   name: 'gpt2',
   modelTypes: ['gpt2'],
   describe(ctx) {
     const c = ctx.config;
-    const hidden = c.int('n_embd', 'hidden_size');
-    const heads = c.int('n_head', 'num_attention_heads');
-    const headDim = hidden / heads;
-    if (!Number.isInteger(headDim)) throw new FactoredKeysError(`${c.where}: n_embd ${hidden} is not divisible by n_head ${heads}`);
-    const d = { layers: c.int('n_layer', 'num_hidden_layers'), hidden, queryHeads: heads, kvHeads: heads, headDim, vocab: c.int('vocab_size') };
+    const d = readGpt2Dims(c);
+    const headDim = d.headDim;
     const eps = c.positive(1e-5, 'layer_norm_epsilon');
     const act = activation(c, 'gelu_new', 'activation_function');
     const scaled = c.bool('scale_attn_weights', true);

@@ -2,21 +2,17 @@
  * GPT-BigCode (StarCoder 1, SantaCoder): nn.Linear c_attn; multi-query stacks [q | k | v] with one
  * KV head, multi-head interleaves [q_h | k_h | v_h] per head. Learned positions, LayerNorm, dense MLP.
  */
-import { FactoredKeysError } from '../../errors';
 import { decoder } from './decoder';
-import { activation, denseMlp, headSlices, linear, lmHead, norm, stackedQkv, type Family } from './kit';
+import { activation, denseMlp, type Family, headSlices, linear, lmHead, norm, readGpt2Dims, stackedQkv } from './kit';
 
 export const gptBigcode: Family = {
   name: 'gpt_bigcode',
   modelTypes: ['gpt_bigcode'],
   describe(ctx) {
     const c = ctx.config;
-    const hidden = c.int('n_embd', 'hidden_size');
-    const heads = c.int('n_head', 'num_attention_heads');
-    const headDim = hidden / heads;
-    if (!Number.isInteger(headDim)) throw new FactoredKeysError(`${c.where}: n_embd ${hidden} is not divisible by n_head ${heads}`);
     const mqa = c.bool('multi_query', true);
-    const d = { layers: c.int('n_layer', 'num_hidden_layers'), hidden, queryHeads: heads, kvHeads: mqa ? 1 : heads, headDim, vocab: c.int('vocab_size') };
+    const d = readGpt2Dims(c, (heads) => (mqa ? 1 : heads));
+    const { headDim, queryHeads: heads } = d;
     const eps = c.positive(1e-5, 'layer_norm_epsilon');
     const act = activation(c, 'gelu_pytorch_tanh', 'activation_function');
     const scale = c.bool('scale_attn_weights', true) ? 1 / Math.sqrt(headDim) : 1;

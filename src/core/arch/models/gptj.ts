@@ -2,19 +2,16 @@
 import { FactoredKeysError } from '../../errors';
 import type { RopeSpec } from '../description';
 import { decoder } from './decoder';
-import { activation, denseMlp, linear, lmHead, norm, separateQkv, type Family } from './kit';
+import { activation, denseMlp, type Family, linear, lmHead, norm, readGpt2Dims, separateQkv } from './kit';
 
 export const gptj: Family = {
   name: 'gptj',
   modelTypes: ['gptj'],
   describe(ctx) {
     const c = ctx.config;
-    const hidden = c.int('n_embd', 'hidden_size');
-    const heads = c.int('n_head', 'num_attention_heads');
-    const headDim = hidden / heads;
-    if (!Number.isInteger(headDim)) throw new FactoredKeysError(`${c.where}: n_embd ${hidden} is not divisible by n_head ${heads}`);
     // GPT-J is multi-head: a num_key_value_heads key in its config is not read by the model
-    const d = { layers: c.int('n_layer', 'num_hidden_layers'), hidden, queryHeads: heads, kvHeads: heads, headDim, vocab: c.int('vocab_size') };
+    const d = readGpt2Dims(c);
+    const headDim = d.headDim;
     const rotaryDim = c.optionalInt('rotary_dim') ?? headDim;
     if (rotaryDim > headDim || rotaryDim % 2 !== 0) throw new FactoredKeysError(`${c.where}: rotary_dim ${rotaryDim} must be even and at most head_dim ${headDim}`);
     // the model code fixes the base at 10000 and reads no scaling

@@ -36,6 +36,18 @@ export function readDims(c: ConfigReader, alt: { layers?: string[]; hidden?: str
   return { layers: c.int(...(alt.layers ?? []), 'num_hidden_layers'), hidden, queryHeads, kvHeads, headDim, vocab: c.int('vocab_size') };
 }
 
+/**
+ * Dimensions under GPT-2's keys (n_embd, n_head, n_layer), multi-head unless `kvHeads` says
+ * otherwise; these models never read num_key_value_heads.
+ */
+export function readGpt2Dims(c: ConfigReader, kvHeads?: (heads: number) => number): Dims {
+  const hidden = c.int('n_embd', 'hidden_size');
+  const heads = c.int('n_head', 'num_attention_heads');
+  const headDim = hidden / heads;
+  if (!Number.isInteger(headDim)) throw new FactoredKeysError(`${c.where}: n_embd ${hidden} is not divisible by n_head ${heads}`);
+  return { layers: c.int('n_layer', 'num_hidden_layers'), hidden, queryHeads: heads, kvHeads: kvHeads?.(heads) ?? heads, headDim, vocab: c.int('vocab_size') };
+}
+
 /** `count` head slices of one tensor, `stride` output features apart. */
 export function headSlices(tensor: string, orientation: WeightOrientation, first: number, count: number, stride: number, bias?: string): HeadSlice[] {
   return Array.from({ length: count }, (_, h) => ({ tensor, orientation, offset: first + h * stride, bias }));
