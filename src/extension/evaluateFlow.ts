@@ -11,6 +11,7 @@ import type { RankPlan } from '../core/plan';
 import type { CheckpointSummary, EvaluationResult, PlanControls, SweepResult } from '../protocol';
 import type { PanelServices } from './panel';
 import { sweepAxis } from './panelModel';
+import { calibrationFor } from './calibrationFlow';
 import { readSettings } from './settings';
 
 /** The held-out text: the setting, else a file the user picks; undefined if they declined. */
@@ -41,7 +42,7 @@ export async function evaluatePlan(services: PanelServices, summary: CheckpointS
   if (!textFile) return null;
   const tokenizer = await resolveTokenizer(settings.eval.tokenizer, summary, vocabSize);
   const result = await services.jobs.withProgress(
-    { kind: 'evaluate', dir: input, plan, textFile, tokenizer, seq: settings.eval.seq, maxWindows: settings.eval.maxWindows, backend: settings.backend, threads: settings.threads },
+    { kind: 'evaluate', dir: input, plan, textFile, tokenizer, seq: settings.eval.seq, maxWindows: settings.eval.maxWindows, backend: settings.backend, threads: settings.threads, calibration: plan.method === 'calibrated' ? await calibrationFor(summary.dir, vocabSize, true) : undefined },
     `Evaluating ${summary.name}: original vs plan`,
     `evaluating ${summary.name} · ${settings.backend}`,
     onProgress,
@@ -63,7 +64,7 @@ export async function sweepPlans(services: PanelServices, summary: CheckpointSum
   const tokenizer = await resolveTokenizer(settings.eval.tokenizer, summary, vocabSize);
   const { axis, values } = sweepAxis(summary, controls);
   const result = await services.jobs.withProgress(
-    { kind: 'sweep', dir: input, plan, axis, values, textFile, tokenizer, seq: settings.eval.seq, maxWindows: settings.eval.maxWindows, backend: settings.backend, threads: settings.threads },
+    { kind: 'sweep', dir: input, plan, axis, values, textFile, tokenizer, seq: settings.eval.seq, maxWindows: settings.eval.maxWindows, backend: settings.backend, threads: settings.threads, calibration: await calibrationFor(summary.dir, vocabSize, plan.method === 'calibrated') },
     `Sweeping ${summary.name}: quality vs key cache`,
     `sweeping ${summary.name} · ${settings.backend}`,
     onProgress,

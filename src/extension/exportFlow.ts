@@ -9,6 +9,7 @@ import type { RankPlan } from '../core/plan';
 import type { CheckpointSummary } from '../protocol';
 import { JobError } from './jobs';
 import type { PanelServices } from './panel';
+import { calibrationFor } from './calibrationFlow';
 import { readSettings } from './settings';
 
 /**
@@ -48,7 +49,7 @@ export async function exportPlan(services: PanelServices, summary: CheckpointSum
   if (path.resolve(dest) === path.resolve(summary.dir)) throw new FactoredKeysError(`${dest}: is the checkpoint itself; choose a new folder`);
   const settings = readSettings();
   const result = await services.jobs.withProgress(
-    { kind: 'export', dir: input, dest, plan, backend: settings.backend, threads: settings.threads },
+    { kind: 'export', dir: input, dest, plan, backend: settings.backend, threads: settings.threads, calibration: plan.method === 'calibrated' ? await calibrationFor(summary.dir, undefined, true) : undefined },
     `Exporting ${summary.name} → ${path.basename(dest)}`,
     `exporting ${summary.name}`,
     onProgress,

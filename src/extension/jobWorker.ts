@@ -50,10 +50,10 @@ async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
           progress,
         });
         let spectra = spectraPayload(result, summary);
-        if (req.method === 'qk-svd') {
-          // Query-aware bases: their eigenvalues are what a qk-svd rank keeps (see docs/QK_SVD.md).
-          const bases = await analyzeHeads(ckpt, layout, 'qk-svd', { cancel, progress: (d, t) => progress(d, t, `qk-svd bases, layer ${d + 1} of ${t}`) });
-          spectra = withPlanEnergies(spectra, 'qk-svd', energiesOf(bases));
+        if (req.method === 'qk-svd' || req.method === 'calibrated') {
+          // Query-aware bases: their eigenvalues are what a qk-svd / calibrated rank keeps (docs/QK_SVD.md, docs/CALIBRATED.md).
+          const bases = await analyzeHeads(ckpt, layout, req.method, { cancel, calibration: req.calibration, progress: (d, t, label) => progress(d, t, req.method === 'calibrated' ? label : `qk-svd bases, layer ${d + 1} of ${t}`) });
+          spectra = withPlanEnergies(spectra, req.method, energiesOf(bases));
         }
         const out: JobResults['analyze'] = { spectra, notes: result.notes ?? [] };
         const transfer = [spectra.planEnergy, spectra.keySingular, spectra.keyEnergy, spectra.keyEffRank, spectra.keyStableRank, spectra.querySingular, spectra.queryEnergy, spectra.queryEffRank, spectra.queryStableRank].map((a) => a.buffer as ArrayBuffer);
@@ -65,7 +65,7 @@ async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
     case 'evaluate': {
       const { ids } = await tokenizeFile(req.textFile, req.tokenizer);
       const backend = parseBackendChoice(req.backend, 'factoredKeys.backend');
-      const c = await comparePlan(req.dir, req.plan, ids, { seq: req.seq, maxWindows: req.maxWindows > 0 ? req.maxWindows : undefined, backend, threads: req.threads > 0 ? req.threads : undefined, cancel, progress });
+      const c = await comparePlan(req.dir, req.plan, ids, { seq: req.seq, maxWindows: req.maxWindows > 0 ? req.maxWindows : undefined, backend, threads: req.threads > 0 ? req.threads : undefined, cancel, progress }, req.calibration);
       const result: JobResults['evaluate'] = {
         original: c.original.perplexity,
         factored: c.plan.perplexity,
@@ -84,7 +84,10 @@ async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
       const options = { seq: req.seq, maxWindows: req.maxWindows > 0 ? req.maxWindows : undefined, backend, threads: req.threads > 0 ? req.threads : undefined, cancel };
       const evaluator = await PlanEvaluator.open(req.dir);
       try {
-        const spec = { methods: ['key-svd', 'qk-svd'] as const, ...(req.axis === 'rank' ? { ranks: req.values } : { thresholds: req.values }) };
+        evaluator.calibration = req.calibration;
+        // the calibrated curve joins the other two once a calibration text is known
+        const methods = req.calibration ? (['key-svd', 'qk-svd', 'calibrated'] as const) : (['key-svd', 'qk-svd'] as const);
+        const spec = { methods, ...(req.axis === 'rank' ? { ranks: req.values } : { thresholds: req.values }) };
         // One more step than the sweep itself: the panel's own plan, measured on the same tokens.
         let steps = 1;
         const points = await sweepPerplexity(evaluator, ids, spec, { ...options, progress: (done, total, label) => progress(done, (steps = total + 1), label) });

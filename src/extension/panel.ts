@@ -14,6 +14,7 @@ import { panelDocument } from './html';
 import { exportPlan } from './exportFlow';
 import { JobError, type JobRunner } from './jobs';
 import { checkpointSummary, panelPlan, paperReference, planResult } from './panelModel';
+import { calibrationFor } from './calibrationFlow';
 import { readSettings } from './settings';
 
 /** What a panel needs from the extension. */
@@ -239,7 +240,7 @@ export class CheckpointPanel implements vscode.Disposable {
     this.post({ type: 'busy', task: 'analyze', backend: settings.backend, label: 'analyzing' });
     try {
       const { spectra, notes } = await this.services.jobs.withProgress(
-        { kind: 'analyze', dir: this.input, backend: settings.backend, threads: settings.threads, method: settings.method },
+        { kind: 'analyze', dir: this.input, backend: settings.backend, threads: settings.threads, method: settings.method, calibration: settings.method === 'calibrated' ? await calibrationFor(summary.dir, this.vocabSize, true) : undefined },
         `Analyzing ${summary.name}`,
         `analyzing ${summary.name} · ${settings.backend}`,
         (done, total, label) => this.post({ type: 'busy', task: 'analyze', backend: settings.backend, label: `${label} (${done}/${total})` }),

@@ -256,8 +256,9 @@ export interface PlanComparison {
  * Evaluates the original checkpoint and `plan` (in memory) on the same token ids. Progress runs
  * over both evaluations; cancelling stops between batches.
  */
-export async function comparePlan(checkpoint: string, plan: RankPlan, ids: Int32Array, options: EvalOptions): Promise<PlanComparison> {
+export async function comparePlan(checkpoint: string, plan: RankPlan, ids: Int32Array, options: EvalOptions, calibration?: CalibrationSpec): Promise<PlanComparison> {
   const evaluator = await PlanEvaluator.open(checkpoint);
+  evaluator.calibration = calibration;
   try {
     const half = (offset: number, label: string): ProgressFn | undefined =>
       options.progress ? (done, total) => options.progress!(offset * total + done, 2 * total, label) : undefined;
