@@ -13,6 +13,7 @@ import { numberFlag, parseArgs } from './args';
 import { formatTable } from './inspect';
 import type { CliIo } from './io';
 import { commandSpec, commandUsageLine } from './options';
+import { progressFromArgs } from './progress';
 
 const SPEC = commandSpec('analyze');
 
@@ -94,8 +95,11 @@ export function nonFiniteWarning(heads: readonly HeadSpectrum[], layout: Attenti
 }
 
 /** Runs the command. */
-export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
+export async function runAnalyze(argv: string[], baseIo: CliIo): Promise<number> {
   const args = parseArgs(argv, SPEC, 'analyze');
+  // layers done of the analysis (also while --calibrate times the providers)
+  const progress = progressFromArgs(args, 'analyze', baseIo, { channelOf: () => 'layers', format: (done, total) => `layer ${done}/${total}` });
+  const io = progress.io;
   if (args.positionals.length !== 1) throw new FactoredKeysError(`analyze: expected one checkpoint path (usage: ${commandUsageLine(SPEC)})`);
   const backend = await backendFromArgs(args, 'analyze');
   const threads = numberFlag(args, 'threads', 'analyze', { integer: true, min: 1, max: 1024 });
@@ -115,23 +119,8 @@ export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
   process.once('SIGINT', onSignal);
   try {
     const layout = buildLayout(ckpt);
-    const started = performance.now();
-    let lastReport = started;
-    const result = await analyzeSpectra(ckpt, layout, {
-      backend,
-      calibrate,
-      threads,
-      kinds,
-      cancel,
-      progress: (done, total) => {
-        const now = performance.now();
-        // long runs only: a line at most every second, none for sub-second analyses
-        if (done > 0 && done < total && now - lastReport >= 1000) {
-          lastReport = now;
-          io.stderr(`analyze: layer ${done}/${total} (${((now - started) / 1000).toFixed(1)} s)\n`);
-        }
-      },
-    });
+    const result = await analyzeSpectra(ckpt, layout, { backend, calibrate, threads, kinds, cancel, progress: progress.fn });
+    progress.done();
     for (const note of result.notes ?? []) io.stderr(`analyze: ${note}\n`);
     const warning = nonFiniteWarning(result.heads, layout);
     if (warning) io.stderr(`warning: ${warning}\n`);
@@ -152,6 +141,7 @@ export async function runAnalyze(argv: string[], io: CliIo): Promise<number> {
     io.stdout(formatTable(rows) + '\n');
     return 0;
   } finally {
+    progress.done();
     process.removeListener('SIGINT', onSignal);
     await ckpt.close();
   }

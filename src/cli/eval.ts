@@ -19,7 +19,7 @@ import { readConfigForDefaults } from './checkpointConfig';
 import { checkBytesTokenizer, checkIds, checkSeq, utf8Warning } from './evalGuards';
 import { commandSpec, commandUsageLine } from './options';
 import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
-import { percentProgress } from './progress';
+import { progressFromArgs } from './progress';
 
 const SPEC = commandSpec('eval');
 
@@ -58,8 +58,11 @@ async function resolveTokenizer(raw: string | undefined, checkpoint: string): Pr
 }
 
 /** `eval` command. */
-export async function runEval(argv: string[], io: CliIo): Promise<number> {
+export async function runEval(argv: string[], baseIo: CliIo): Promise<number> {
   const args = parseArgs(argv, SPEC, 'eval');
+  // calibrating, factoring and evaluating, on one line
+  const progress = progressFromArgs(args, 'eval', baseIo);
+  const io = progress.io;
   if (args.positionals.length !== 1) throw new FactoredKeysError(`eval: expected one checkpoint path (usage: ${commandUsageLine(SPEC)})`);
   const checkpoint = args.positionals[0];
   const text = args.values.get('text');
@@ -93,7 +96,7 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
     threads,
     batch,
     cancel,
-    progress: args.booleans.has('progress') ? percentProgress(io) : undefined,
+    progress: progress.fn,
   };
   let result: EvalResult;
   const factoredBlock = (config?.factored_keys ?? undefined) as { method?: unknown; ranks?: unknown } | undefined;
@@ -110,7 +113,7 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
         evaluator.calibration = await calibrationFromArgs(args, { command: 'eval', method, checkpoint, sharedTokenizer: true, backend, threads });
         // a plan made for another model is refused before any work
         if (choice.plan !== undefined) validatePlan(choice.plan, choice.planPath ?? 'plan', planModelOf(evaluator.layout, evaluator.ckpt.tensors));
-        const bases = await evaluator.bases(method, { cancel });
+        const bases = await evaluator.bases(method, { cancel, progress: progress.fn });
         const cache = cacheChoiceFromArgs(args, 'eval', evaluator.ckpt.config);
         const plan = resolvePlan(evaluator.layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath, cache }, evaluator.ckpt.tensors);
         result = await evaluator.plan(plan, ids, options);
@@ -122,6 +125,7 @@ export async function runEval(argv: string[], io: CliIo): Promise<number> {
       }
     }
   } finally {
+    progress.done();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

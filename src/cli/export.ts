@@ -13,7 +13,7 @@ import { commandSpec, commandUsageLine } from './options';
 import { methodOf, policyFromArgs } from './plan';
 
 const SPEC = commandSpec('export');
-import { percentProgress } from './progress';
+import { progressFromArgs } from './progress';
 import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
 import { readConfigForDefaults } from './checkpointConfig';
 import { describeCacheDtype } from '../core/savings/cacheDtype';
@@ -34,8 +34,11 @@ export interface ExportJson {
 }
 
 /** `export` command. */
-export async function runExport(argv: string[], io: CliIo): Promise<number> {
+export async function runExport(argv: string[], baseIo: CliIo): Promise<number> {
   const args = parseArgs(argv, SPEC, 'export');
+  // factoring (or calibrating) and writing run at once: one line with both counters
+  const progress = progressFromArgs(args, 'export', baseIo);
+  const io = progress.io;
   if (args.positionals.length !== 2) {
     throw new FactoredKeysError(
       `export: expected a checkpoint and an output folder (usage: ${commandUsageLine(SPEC)})`,
@@ -68,8 +71,9 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
       cache,
       calibration,
       cancel,
-      progress: args.booleans.has('progress') ? percentProgress(io) : undefined,
+      progress: progress.fn,
     });
+    progress.done();
     const c = result.report.cache;
     const before = c.key_bytes_per_token.before;
     const after = planKeyBytesPerToken(result.plan);
@@ -99,6 +103,7 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
     }
     return 0;
   } finally {
+    progress.done();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

@@ -30,7 +30,11 @@ export interface CommandSpec {
 }
 
 const JSON_OPTION: OptionSpec = { flag: 'json', help: 'print one JSON object on stdout instead of text' };
-const PROGRESS_OPTION: OptionSpec = { flag: 'progress', help: 'print progress on stderr, one line per update (for logs)' };
+/** Progress on stderr: an updating line on a terminal by default, lines with --progress, none with --quiet. */
+const PROGRESS_OPTIONS: readonly OptionSpec[] = [
+  { flag: 'progress', help: 'print progress on stderr one line per update, for logs (default: one updating line when stderr is a terminal)' },
+  { flag: 'quiet', help: 'no progress output' },
+];
 const THREADS_OPTION: OptionSpec = { flag: 'threads', value: 'N', help: 'worker threads (1..1024; default: all cores but one)' };
 const backendOption = (help: string): OptionSpec => ({ flag: 'backend', value: BACKEND_CHOICES.join('|'), help });
 
@@ -74,7 +78,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
       { flag: 'calibrate', help: 'with --backend auto: time every usable provider once and remember the fastest' },
       THREADS_OPTION,
       { flag: 'kinds', value: 'key,query', help: 'which projections to analyse (default both)' },
-      PROGRESS_OPTION,
+      ...PROGRESS_OPTIONS,
     ],
   },
   {
@@ -87,6 +91,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
       ...CACHE_OPTIONS,
       { flag: 'out', value: 'plan.json', help: 'also save the plan to this file' },
       { flag: 'force', help: 'with --out: replace an existing file' },
+      ...PROGRESS_OPTIONS,
       JSON_OPTION,
     ],
     notes: ['give exactly one of --rank, --fraction, --energy, --budget-bytes-per-token, --plan'],
@@ -95,7 +100,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     name: 'export',
     args: '<checkpoint> <outdir>',
     summary: 'write a factored checkpoint (docs/FORMAT.md)',
-    options: [...POLICY_OPTIONS, CALIBRATION_TOKENIZER_OPTION, ...CACHE_OPTIONS, { flag: 'force', help: 'replace a non-empty output folder' }, PROGRESS_OPTION, JSON_OPTION],
+    options: [...POLICY_OPTIONS, CALIBRATION_TOKENIZER_OPTION, ...CACHE_OPTIONS, { flag: 'force', help: 'replace a non-empty output folder' }, ...PROGRESS_OPTIONS, JSON_OPTION],
     notes: ['give --method and exactly one of --rank, --fraction, --energy, --budget-bytes-per-token, or --plan alone', 'never writes into or over its source; Ctrl-C removes the partial output'],
   },
   {
@@ -132,7 +137,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
       THREADS_OPTION,
       ...POLICY_OPTIONS,
       ...CACHE_OPTIONS,
-      PROGRESS_OPTION,
+      ...PROGRESS_OPTIONS,
       JSON_OPTION,
     ],
     notes: ['without a policy flag, evaluates the checkpoint as stored'],

@@ -17,6 +17,7 @@ import { calibrationFromArgs } from './calibration';
 import type { CliIo } from './io';
 import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
 import { commandSpec, commandUsageLine } from './options';
+import { progressFromArgs } from './progress';
 import { describeCacheDtype } from '../core/savings/cacheDtype';
 
 /** Flags shared by `plan` and `export` that choose ranks. */
@@ -134,8 +135,11 @@ async function checkPlanOut(out: string, force: boolean): Promise<void> {
 }
 
 /** `plan` command. */
-export async function runPlan(argv: string[], io: CliIo): Promise<number> {
+export async function runPlan(argv: string[], baseIo: CliIo): Promise<number> {
   const args = parseArgs(argv, SPEC, 'plan');
+  // factoring every layer (and calibrating, for --method calibrated)
+  const progress = progressFromArgs(args, 'plan', baseIo);
+  const io = progress.io;
   if (args.positionals.length !== 1) throw new FactoredKeysError(`plan: expected one checkpoint path (usage: ${commandUsageLine(SPEC)})`);
   const choice = await policyFromArgs(args, 'plan');
   checkCacheFlags(args, 'plan');
@@ -151,10 +155,11 @@ export async function runPlan(argv: string[], io: CliIo): Promise<number> {
   try {
     const layout = buildLayout(ckpt);
     const cache = cacheChoiceFromArgs(args, 'plan', ckpt.config);
-    const bases = await analyzeHeads(ckpt, layout, method, { calibration });
+    const bases = await analyzeHeads(ckpt, layout, method, { calibration, progress: progress.fn });
     plan = resolvePlan(layout, bases, { method, policy: choice.policy, overrides: choice.overrides, plan: choice.plan, planSource: choice.planPath, cache }, ckpt.tensors);
     cacheNote = describeCacheDtype(cache);
   } finally {
+    progress.done();
     await ckpt.close();
   }
   if (out !== undefined) {
