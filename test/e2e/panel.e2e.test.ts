@@ -181,6 +181,8 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
 
   it('opens the Mistral fixture from the Command Palette and shows 4 layers × 2 KV / 4 query heads', async () => {
     await runCommand(page, 'Factored Keys: Open Checkpoint…');
+    // the list is virtualised and the fixtures hold dozens of checkpoints: filter, then pick
+    await page.locator('.quick-input-widget input').fill('mistral-bytes');
     const pick = page.locator('.quick-input-list .monaco-list-row', { hasText: 'mistral-bytes' }).first();
     await pick.waitFor({ timeout: 30_000 });
     await pick.click();
@@ -482,6 +484,8 @@ describe('Factored Keys in an untrusted workspace', { timeout: 10 * 60_000 }, ()
     // With trust enabled and no decision recorded, the folder opens in Restricted Mode.
     await page.locator('.statusbar', { hasText: 'Restricted Mode' }).waitFor({ timeout: 60_000 });
     await runCommand(page, 'Factored Keys: Open Checkpoint…');
+    // the list is virtualised and the fixtures hold dozens of checkpoints: filter, then pick
+    await page.locator('.quick-input-widget input').fill('mistral-bytes');
     const pick = page.locator('.quick-input-list .monaco-list-row', { hasText: 'mistral-bytes' }).first();
     await pick.waitFor({ timeout: 30_000 });
     await pick.click();
