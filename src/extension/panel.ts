@@ -8,11 +8,12 @@ import { buildLayout } from '../core/arch';
 import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
 import type { RankPlan } from '../core/plan';
-import { parseWebviewMessage, ProtocolError, type CheckpointSummary, type EvaluationResult, type HostMessage, type PanelSection, type PlanControls, type SavingsControls, type SpectraPayload, type SweepResult, type WebviewRequest } from '../protocol';
+import { parseWebviewMessage, ProtocolError, type BusyTask, type CheckpointSummary, type EvaluationResult, type HostMessage, type PanelSection, type PlanControls, type SavingsControls, type SpectraPayload, type SweepResult, type WebviewRequest } from '../protocol';
 import { evaluatePlan, sweepPlans } from './evaluateFlow';
 import { panelDocument } from './html';
 import { exportPlan } from './exportFlow';
 import { JobError, type JobRunner } from './jobs';
+import { PanelTasks } from './panelTasks';
 import { checkpointSummary, panelPlan, paperReference, planResult } from './panelModel';
 import { calibrationFor } from './calibrationFlow';
 import { readSettings } from './settings';
@@ -53,7 +54,11 @@ export class CheckpointPanel implements vscode.Disposable {
   private readonly webviewReady: Promise<void>;
   private markReady: () => void = () => undefined;
   private loaded: Promise<void>;
-  private current: vscode.CancellationTokenSource | null = null;
+  /** Running tasks, each with its own cancellation source (see panelTasks.ts). */
+  private readonly tasks = new PanelTasks<BusyTask, vscode.CancellationToken>(
+    () => new vscode.CancellationTokenSource(),
+    (view) => this.post(view ? { type: 'busy', ...view } : { type: 'busy', task: null }),
+  );
   private analyzing: Promise<void> | null = null;
   /** The last plan the webview asked about (validated), used by the Export command. */
   private lastControls: { plan: PlanControls; savings: SavingsControls } | null = null;
@@ -112,7 +117,7 @@ export class CheckpointPanel implements vscode.Disposable {
   }
 
   dispose(): void {
-    this.current?.cancel();
+    this.tasks.cancelAll();
     if (this.registered && CheckpointPanel.open.get(this.input) === this) CheckpointPanel.open.delete(this.input);
     if (CheckpointPanel.lastActive === this) CheckpointPanel.lastActive = undefined;
     CheckpointPanel.all.delete(this);
@@ -215,7 +220,7 @@ export class CheckpointPanel implements vscode.Disposable {
       case 'selectBackend':
         return this.services.selectBackend();
       case 'cancel':
-        this.current?.cancel();
+        this.tasks.cancelAll();
         return null;
     }
   }
@@ -236,15 +241,14 @@ export class CheckpointPanel implements vscode.Disposable {
     await this.loaded;
     const summary = this.requireSummary();
     const settings = readSettings();
-    this.current = new vscode.CancellationTokenSource();
-    this.post({ type: 'busy', task: 'analyze', backend: settings.backend, label: 'analyzing' });
+    const job = this.tasks.start({ task: 'analyze', backend: settings.backend, label: 'analyzing' });
     try {
       const { spectra, notes } = await this.services.jobs.withProgress(
         { kind: 'analyze', dir: this.input, backend: settings.backend, threads: settings.threads, method: settings.method, calibration: settings.method === 'calibrated' ? await calibrationFor(summary.dir, this.vocabSize, true) : undefined },
         `Analyzing ${summary.name}`,
         `analyzing ${summary.name} · ${settings.backend}`,
-        (done, total, label) => this.post({ type: 'busy', task: 'analyze', backend: settings.backend, label: `${label} (${done}/${total})` }),
-        this.current.token,
+        (done, total, label) => job.progress(`${label} (${done}/${total})`),
+        job.token,
       );
       notes.forEach((n) => this.services.log.appendLine(`analysis: ${n}`));
       this.spectra = spectra;
@@ -258,9 +262,7 @@ export class CheckpointPanel implements vscode.Disposable {
       }
       throw e;
     } finally {
-      this.current.dispose();
-      this.current = null;
-      this.post({ type: 'busy', task: null });
+      job.end();
     }
   }
 
@@ -298,14 +300,11 @@ export class CheckpointPanel implements vscode.Disposable {
     const summary = this.requireSummary();
     if ((controls.policy === 'energy' || controls.policy === 'budget') && this.spectra?.planMethod !== readSettings().method) await this.analyze();
     const plan = panelPlan(summary, this.spectra, controls, readSettings().method);
-    this.current = new vscode.CancellationTokenSource();
-    this.post({ type: 'busy', task, label });
+    const job = this.tasks.start({ task, label });
     try {
-      return await run(summary, plan, this.current.token, (done, total, step) => this.post({ type: 'busy', task, label: `${step} (${done}/${total})` }));
+      return await run(summary, plan, job.token, (done, total, step) => job.progress(`${step} (${done}/${total})`));
     } finally {
-      this.current.dispose();
-      this.current = null;
-      this.post({ type: 'busy', task: null });
+      job.end();
     }
   }
 
@@ -317,7 +316,7 @@ export class CheckpointPanel implements vscode.Disposable {
     await this.loaded;
     const summary = this.requireSummary();
     if (this.analyzing) await this.analyzing.catch(() => undefined);
-    if (this.current) throw new FactoredKeysError(`${summary.name}: the panel is busy; wait for its task to finish or cancel it, then sweep again`);
+    if (this.tasks.busy) throw new FactoredKeysError(`${summary.name}: the panel is busy; wait for its task to finish or cancel it, then sweep again`);
     this.reveal('sweep');
     let result: SweepResult | null;
     try {
