@@ -131,6 +131,16 @@ async function runCommand(page: Page, title: string): Promise<void> {
   await row.click();
 }
 
+/**
+ * Types into the Open Checkpoint quick pick once it has replaced the command palette (the list is
+ * virtualised and the fixtures hold dozens of checkpoints, so a row must be filtered into view).
+ */
+async function filterCheckpointPick(page: Page, text: string): Promise<void> {
+  const input = page.locator('.quick-input-widget input[placeholder^="Checkpoint folder"]');
+  await input.waitFor({ timeout: 30_000 });
+  await input.fill(text);
+}
+
 describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }, () => {
   let server: Server;
   let browser: Browser;
@@ -181,8 +191,7 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
 
   it('opens the Mistral fixture from the Command Palette and shows 4 layers × 2 KV / 4 query heads', async () => {
     await runCommand(page, 'Factored Keys: Open Checkpoint…');
-    // the list is virtualised and the fixtures hold dozens of checkpoints: filter, then pick
-    await page.locator('.quick-input-widget input').fill('mistral-bytes');
+    await filterCheckpointPick(page, 'mistral-bytes');
     const pick = page.locator('.quick-input-list .monaco-list-row', { hasText: 'mistral-bytes' }).first();
     await pick.waitFor({ timeout: 30_000 });
     await pick.click();
@@ -436,7 +445,7 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     it(`opens the layouts2 ${name} fixture, shows its features and evaluates a rank-8 plan as the CLI does`, async () => {
       await page.keyboard.press('Escape');
       await runCommand(page, 'Factored Keys: Open Checkpoint…');
-      await page.locator('.quick-input-widget input').fill(`layouts2/${name}`);
+      await filterCheckpointPick(page, `layouts2/${name}`);
       const pick = page.locator('.quick-input-list .monaco-list-row').filter({ hasText: new RegExp(`layouts2/${name}(?![_\\w])`) }).first();
       await pick.waitFor({ timeout: 30_000 });
       await pick.click();
@@ -484,8 +493,7 @@ describe('Factored Keys in an untrusted workspace', { timeout: 10 * 60_000 }, ()
     // With trust enabled and no decision recorded, the folder opens in Restricted Mode.
     await page.locator('.statusbar', { hasText: 'Restricted Mode' }).waitFor({ timeout: 60_000 });
     await runCommand(page, 'Factored Keys: Open Checkpoint…');
-    // the list is virtualised and the fixtures hold dozens of checkpoints: filter, then pick
-    await page.locator('.quick-input-widget input').fill('mistral-bytes');
+    await filterCheckpointPick(page, 'mistral-bytes');
     const pick = page.locator('.quick-input-list .monaco-list-row', { hasText: 'mistral-bytes' }).first();
     await pick.waitFor({ timeout: 30_000 });
     await pick.click();
