@@ -134,13 +134,18 @@ export interface SyntheticCheckpoint {
  * there (a `.complete` marker is written last). Real HF names, config.json, dtype, sharding and
  * index; 8-byte aligned safetensors headers with `{"format": "pt"}` metadata.
  */
-export async function generateSyntheticCheckpoint(kind: SyntheticKind, dir: string): Promise<SyntheticCheckpoint> {
+export async function generateSyntheticCheckpoint(kind: SyntheticKind, dir: string, options: { qkOnly?: boolean } = {}): Promise<SyntheticCheckpoint> {
   const s = SHAPES[kind];
   const tensors = stateDict(s);
   const shards = shard(tensors, s.maxShardBytes);
   const total = tensors.reduce((a, t) => a + count(t.shape) * 2, 0);
   const marker = path.join(dir, '.complete');
-  const signature = createHash('sha256').update(JSON.stringify([kind, s, shards.map((x) => x.length)])).digest('hex');
+  // qkOnly: same files, headers and offsets, but only the q_proj/k_proj data is written; every
+  // other tensor is a hole (reads as zeros). For spectrum timing on machines where writing 14 GB
+  // costs scarce time: the analysis reads exactly the Q/K bytes either way.
+  const qkOnly = options.qkOnly === true;
+  const isQk = (name: string): boolean => name.endsWith('self_attn.q_proj.weight') || name.endsWith('self_attn.k_proj.weight');
+  const signature = createHash('sha256').update(JSON.stringify([kind, s, shards.map((x) => x.length), ...(qkOnly ? ['qk-only'] : [])])).digest('hex');
   if (existsSync(marker) && (await fsp.readFile(marker, 'utf8')) === signature) {
     return { dir, kind, bytes: total, shards: shards.length, seconds: 0, reused: true };
   }
@@ -171,7 +176,23 @@ export async function generateSyntheticCheckpoint(kind: SyntheticKind, dir: stri
       prefix.write(json, 8, 'latin1');
       await fh.write(prefix);
       const chunk = 32 << 20;
-      for (let left = offset; left > 0; ) {
+      if (qkOnly) {
+        let at = prefix.length;
+        for (const t of sorted) {
+          const bytes = count(t.shape) * 2;
+          if (isQk(t.name)) {
+            for (let done = 0; done < bytes; ) {
+              const n = Math.min(chunk, bytes - done);
+              poolAt = (poolAt + 7919 * 2) % (pool.length - chunk);
+              await fh.write(pool, poolAt, n, at + done);
+              done += n;
+            }
+          }
+          at += bytes;
+        }
+        await fh.truncate(prefix.length + offset);
+      }
+      for (let left = qkOnly ? 0 : offset; left > 0; ) {
         const n = Math.min(chunk, left);
         poolAt = (poolAt + 7919 * 2) % (pool.length - chunk);
         await fh.write(pool, poolAt, n);

@@ -261,6 +261,35 @@ describe('eigensolves on worker threads', () => {
   });
 });
 
+describe('spectra computed on the worker threads (the many-core CPU path)', () => {
+  for (const name of ['mistral-bytes', 'stories260K', 'layouts/llama'] as const) {
+    test(`${name}: every σ within 1e-3·σ_max of LAPACK and of the main-thread Gram, for several part sizes`, async () => {
+      const ckpt = await openCheckpoint(fixture(name));
+      try {
+        const layout = buildLayout(ckpt);
+        const ref = reference(name);
+        const main = await runSpectrumEngine(ckpt, layout, { backend: 'cpu', threads: 2 }, { workers: true, workerGram: false });
+        for (const partHeads of [undefined, 1, 3, 100]) {
+          const pooled = await runSpectrumEngine(ckpt, layout, { backend: 'cpu', threads: 2 }, { workers: true, workerGram: true, partHeads });
+          assert.equal(pooled.backend, 'cpu');
+          assert.equal(pooled.heads.length, ref.length);
+          pooled.heads.forEach((h, i) => {
+            const g = main.heads[i];
+            assert.deepEqual([h.layer, h.kind, h.head], [g.layer, g.kind, g.head]);
+            const r = ref.find((x) => x.layer === h.layer && x.kind === h.kind && x.head === h.head)!;
+            for (let j = 0; j < r.singular_values.length; j++) {
+              assert.ok(Math.abs(h.singularValues[j] - r.singular_values[j]) <= 1e-3 * r.singular_values[0], `parts ${partHeads}: ${h.layer}/${h.kind}/${h.head} σ${j}`);
+              assert.ok(Math.abs(h.singularValues[j] - g.singularValues[j]) <= 1e-6 * g.singularValues[0], `parts ${partHeads} vs main thread: ${h.layer}/${h.kind}/${h.head} σ${j}`);
+            }
+          });
+        }
+      } finally {
+        await ckpt.close();
+      }
+    });
+  }
+});
+
 describe('eigenvalue solver and metrics', () => {
   test('specialised eigenvalues (WebAssembly SIMD and JavaScript reductions) agree with linalg.symmetricEigen', () => {
     let seed = 7;

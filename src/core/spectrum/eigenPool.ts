@@ -21,6 +21,30 @@ export interface EigenTask {
   readonly grams: Float32Array;
 }
 
+/**
+ * Message to the worker: the spectra of `count` heads whose W^T blocks (count x headDim x
+ * dModel, in the stored 16- or 32-bit form) fill `buffer`: the worker widens them and computes
+ * their Grams on its own single-threaded onnxruntime session, then the eigenvalues. `buffer` is
+ * transferred there and back. With `count` 0 it only prepares the session (warm-up).
+ */
+export interface SpectraTask {
+  readonly id: number;
+  readonly type: 'spectra';
+  readonly feed: 'float32' | 'float16' | 'bfloat16';
+  readonly count: number;
+  readonly headDim: number;
+  readonly dModel: number;
+  readonly buffer: ArrayBuffer;
+}
+
+/** Worker reply to a {@link SpectraTask}: count x headDim eigenvalues and the buffer back. */
+export interface SpectraReply {
+  readonly id: number;
+  readonly values?: Float64Array;
+  readonly buffer?: ArrayBuffer;
+  readonly error?: string;
+}
+
 /** Solves a few synthetic problems of size n (the `warmup` task). */
 export function warmUpEigen(n: number): Float64Array {
   const g = new Float32Array(n * n);
@@ -78,7 +102,9 @@ function workerScript(): string | undefined {
 /** A fixed set of eigensolver workers; tasks are split evenly and answered in order. */
 export class EigenPool {
   private readonly workers: Worker[] = [];
-  private readonly pending = new Map<number, { resolve: (v: Float64Array) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (v: never) => void; reject: (e: Error) => void }>();
+  /** Tasks posted to each worker and not answered yet (spectra tasks go to the least loaded). */
+  private readonly queued: number[] = [];
   private nextId = 0;
   private next = 0;
   private failed?: Error;
@@ -87,12 +113,16 @@ export class EigenPool {
     for (let i = 0; i < size; i++) {
       const w = new Worker(script);
       w.unref();
-      w.on('message', (reply: EigenReply) => {
+      this.queued.push(0);
+      w.on('message', (reply: EigenReply & SpectraReply) => {
         const p = this.pending.get(reply.id);
         if (!p) return;
         this.pending.delete(reply.id);
-        if (reply.values) p.resolve(reply.values);
-        else p.reject(new Error(reply.error ?? 'eigen worker failed'));
+        this.queued[i]--;
+        if (reply.error !== undefined) p.reject(new Error(reply.error));
+        else if (reply.buffer) p.resolve({ values: reply.values ?? new Float64Array(0), buffer: reply.buffer } as never);
+        else if (reply.values) p.resolve(reply.values as never);
+        else p.reject(new Error('eigen worker failed'));
       });
       w.on('error', (e) => this.fail(e));
       this.workers.push(w);
@@ -126,6 +156,28 @@ export class EigenPool {
     this.pending.clear();
   }
 
+  /**
+   * The spectra of `count` heads in `buffer` (see {@link SpectraTask}), on the least loaded
+   * worker; the buffer is transferred (detached here) and comes back with the eigenvalues.
+   */
+  spectra(feed: SpectraTask['feed'], buffer: ArrayBuffer, count: number, headDim: number, dModel: number, worker?: number): Promise<{ values: Float64Array; buffer: ArrayBuffer }> {
+    if (this.failed) return Promise.reject(this.failed);
+    let w = worker ?? 0;
+    if (worker === undefined) for (let i = 1; i < this.workers.length; i++) if (this.queued[i] < this.queued[w]) w = i;
+    const id = this.nextId++;
+    this.queued[w]++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
+      const task: SpectraTask = { id, type: 'spectra', feed, count, headDim, dModel, buffer };
+      this.workers[w].postMessage(task, [buffer]);
+    });
+  }
+
+  /** Prepares every worker's Gram session for this shape (in the background; errors ignored). */
+  warmUpSpectra(feed: SpectraTask['feed'], headDim: number, dModel: number): void {
+    for (let i = 0; i < this.workers.length; i++) this.spectra(feed, new ArrayBuffer(0), 0, headDim, dModel, i).catch(() => undefined);
+  }
+
   /** Eigenvalues of `count` n x n matrices, spread over the workers. */
   async eigenvalues(grams: Float32Array, n: number, count: number): Promise<Float64Array> {
     if (this.failed) throw this.failed;
@@ -136,10 +188,12 @@ export class EigenPool {
       const c = Math.min(per, count - start);
       const chunk = grams.slice(start * n * n, (start + c) * n * n);
       const id = this.nextId++;
-      const worker = this.workers[this.next++ % this.workers.length];
+      const at = this.next++ % this.workers.length;
+      const worker = this.workers[at];
+      this.queued[at]++;
       jobs.push(
         new Promise<Float64Array>((resolve, reject) => {
-          this.pending.set(id, { resolve, reject });
+          this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
           const task: EigenTask = { id, type: 'eigenvalues', n, count: c, grams: chunk };
           worker.postMessage(task, [chunk.buffer as ArrayBuffer]);
         }),

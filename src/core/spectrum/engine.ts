@@ -28,7 +28,13 @@ interface LayerBatch {
   readonly jobs: readonly HeadJob[];
   readonly feed: GramFeed;
   readonly dModel: number;
+  /** The whole layer in one buffer (empty when the workers computed it: `solved`). */
   readonly data: Float32Array | Uint16Array;
+  /**
+   * Set when worker threads computed the layer's spectra themselves (the many-core path):
+   * part k holds `counts[k]` consecutive jobs, `eigen[k]` their eigenvalues.
+   */
+  readonly solved?: { readonly counts: number[]; readonly eigen: Promise<Float64Array>[] };
 }
 
 /**
@@ -39,14 +45,50 @@ interface LayerBatch {
 class BufferRing {
   private readonly free: ArrayBuffer[] = [];
 
+  /** `capacity`: buffers kept for reuse (2 whole layers, or the parts of the layers in flight). */
+  constructor(public capacity = 2) {}
+
   acquire(bytes: number): ArrayBuffer {
     const i = this.free.findIndex((b) => b.byteLength === bytes);
     return i >= 0 ? this.free.splice(i, 1)[0] : new ArrayBuffer(bytes);
   }
 
   release(buffer: ArrayBufferLike): void {
-    if (buffer instanceof ArrayBuffer && this.free.length < 2) this.free.push(buffer);
+    if (buffer instanceof ArrayBuffer && buffer.byteLength > 0 && this.free.length < this.capacity) this.free.push(buffer);
   }
+}
+
+/**
+ * Whether the worker threads compute whole spectra (widening, Gram on a single-threaded
+ * onnxruntime session each, eigensolves) instead of the main thread running one batched Gram
+ * per layer on all cores. On the H200's 16-core host the main-thread product serialises the
+ * pipeline (onnxruntime's `run` blocks the thread that could dispatch the next reads) and its
+ * bfloat16 `Cast` is a serial loop; on 2 cores the batched product keeps the cores as busy.
+ * FK_SPECTRUM_GRAM=workers|main forces a path (benchmarks).
+ */
+function gramInWorkers(workers: number, forcedByTest?: boolean): boolean {
+  if (forcedByTest !== undefined) return forcedByTest;
+  const forced = process.env.FK_SPECTRUM_GRAM;
+  if (forced === 'main' || forced === 'workers') return forced === 'workers';
+  return workers >= MIN_WORKERS_FOR_WORKER_GRAM;
+}
+
+/** Below this many workers the main-thread batched Gram is used. */
+const MIN_WORKERS_FOR_WORKER_GRAM = 8;
+
+/** Heads per worker task: a few, so every worker gets work from each layer (FK_SPECTRUM_PART_HEADS overrides). */
+function partHeads(layerHeads: number, workers: number, forcedByTest?: number): number {
+  if (forcedByTest !== undefined && forcedByTest > 0) return forcedByTest;
+  const forced = Number(process.env.FK_SPECTRUM_PART_HEADS);
+  if (Number.isInteger(forced) && forced > 0) return forced;
+  return Math.max(1, Math.min(4, Math.ceil(layerHeads / Math.max(1, workers))));
+}
+
+/** Layers in flight: 3 when the workers compute, else 1 (FK_SPECTRUM_PREFETCH overrides). */
+function prefetchDepth(workerGram: boolean): number {
+  const v = Number(process.env.FK_SPECTRUM_PREFETCH);
+  if (Number.isInteger(v) && v >= 1 && v <= 8) return v;
+  return workerGram ? 3 : 1;
 }
 
 /** Below this many heads in the whole model, worker start-up costs more than it saves. */
@@ -75,7 +117,7 @@ function sliceDModel(ckpt: Checkpoint, slice: HeadSlice): number {
  * feed buffer, and adjacent heads of one tensor are read in one request. Otherwise (GPT-2
  * Conv1D columns, F64/F8 weights) the tensor is decoded to float32 and the blocks gathered.
  */
-async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: number, kinds: readonly SpectrumKind[], ring: BufferRing): Promise<LayerBatch> {
+async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: number, kinds: readonly SpectrumKind[], ring: BufferRing, workers?: { pool: EigenPool; per: number }): Promise<LayerBatch> {
   const jobs = layerJobs(layout, layer, kinds);
   const hd = layout.headDim;
   const dModel = jobs.length > 0 ? sliceDModel(ckpt, jobs[0].slice) : layout.hiddenSize;
@@ -89,6 +131,34 @@ async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: numbe
   const dtype = dtypes.size === 1 ? [...dtypes][0] : undefined;
   const direct = jobs.every((j) => j.slice.orientation === 'linear') && (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16');
   const block = hd * dModel;
+  if (direct && workers) {
+    // parts of at most `per` heads, never across tensors, each read into its own buffer and
+    // handed to the least busy worker as soon as it arrives (this thread never blocks)
+    const feed: GramFeed = dtype === 'F32' ? 'float32' : dtype === 'F16' ? 'float16' : 'bfloat16';
+    const bytesPerElement = dtype === 'F32' ? 4 : 2;
+    const counts: number[] = [];
+    const eigen: Promise<Float64Array>[] = [];
+    for (let i = 0; i < jobs.length; ) {
+      let k = i + 1;
+      while (k < jobs.length && k - i < workers.per && jobs[k].slice.tensor === jobs[i].slice.tensor && jobs[k].slice.offset === jobs[k - 1].slice.offset + hd) k++;
+      const count = k - i;
+      const buffer = ring.acquire(count * block * bytesPerElement);
+      const first = jobs[i].slice;
+      const last = jobs[k - 1].slice;
+      const read = ckpt.readRows(first.tensor, first.offset, last.offset + hd, new Uint8Array(buffer));
+      eigen.push(
+        read.then(async () => {
+          const r = await workers.pool.spectra(feed, buffer, count, hd, dModel);
+          ring.release(r.buffer);
+          return r.values;
+        }),
+      );
+      counts.push(count);
+      i = k;
+    }
+    for (const e of eigen) e.catch(() => undefined);
+    return { layer, jobs, feed, dModel, data: new Float32Array(0), solved: { counts, eigen } };
+  }
   if (direct) {
     const feed: GramFeed = dtype === 'F32' ? 'float32' : dtype === 'F16' ? 'float16' : 'bfloat16';
     const bytesPerElement = dtype === 'F32' ? 4 : 2;
@@ -219,6 +289,10 @@ export interface EngineInternals {
   readonly autoCandidates?: readonly BackendName[];
   /** Forces the eigensolves onto worker threads (true) or inline (false). */
   readonly workers?: boolean;
+  /** Forces the Gram products onto the workers (true) or the main thread (false). */
+  readonly workerGram?: boolean;
+  /** Heads per worker task. */
+  readonly partHeads?: number;
 }
 
 /** Implementation of `analyzeSpectra` (see there). */
@@ -284,30 +358,76 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     throwIfCancelled(options.cancel);
     options.progress?.(0, layers, 'reading layer 0');
     const ring = new BufferRing();
-    let nextBatch: Promise<LayerBatch> | undefined = layers > 0 ? loadLayer(ckpt, layout, 0, kinds, ring) : undefined;
-    for (let layer = 0; layer < layers; layer++) {
-      const batch = await nextBatch!;
-      nextBatch = layer + 1 < layers ? loadLayer(ckpt, layout, layer + 1, kinds, ring) : undefined;
+    // the workers compute whole spectra only for a CPU Gram outside a trial (GPU providers
+    // get the layer in one run; a trial times each provider on its own path)
+    const workerPool = (): EigenPool | undefined => (pool && gramInWorkers(pool.size, internals.workerGram) && !trial && runner?.requested === 'cpu' ? pool : undefined);
+    const perLayer = layers > 0 ? layerJobs(layout, 0, kinds).length : 0;
+    const per = partHeads(perLayer, pool?.size ?? 1, internals.partHeads);
+    const depth = prefetchDepth(workerPool() !== undefined);
+    // parts of the layers in flight plus the one finishing; tensor ends add a part each
+    if (workerPool() && layers > 0) ring.capacity = (depth + 1) * (Math.ceil(perLayer / per) + 2 * kinds.length);
+    if (workerPool() && perLayer > 0) {
+      const t = ckpt.tensor(layerJobs(layout, 0, kinds)[0].slice.tensor);
+      const feed = t.dtype === 'F32' ? 'float32' : t.dtype === 'F16' ? 'float16' : t.dtype === 'BF16' ? 'bfloat16' : undefined;
+      if (feed) pool!.warmUpSpectra(feed, n, sliceDModel(ckpt, layerJobs(layout, 0, kinds)[0].slice));
+    }
+    const load = (layer: number): Promise<LayerBatch> => {
+      const via = workerPool();
+      return via ? loadLayer(ckpt, layout, layer, kinds, ring, { pool: via, per }) : loadLayer(ckpt, layout, layer, kinds, ring);
+    };
+    const ahead: Promise<LayerBatch>[] = [];
+    const prefetch = (layer: number): void => {
+      if (layer >= layers) return;
+      const p = load(layer);
       // keep a rejected prefetch from surfacing as unhandled if we stop early
-      nextBatch?.catch(() => undefined);
+      p.catch(() => undefined);
+      ahead.push(p);
+    };
+    for (let l = 0; l < depth; l++) prefetch(l);
+    for (let layer = 0; layer < layers; layer++) {
+      const batch = await ahead.shift()!;
+      prefetch(layer + depth);
       throwIfCancelled(options.cancel);
       if (batch.jobs.length === 0) continue;
       const active = trial?.current() ?? runner!;
       const warmUp = trial?.current() !== undefined && trial.warmingUp;
-      const grams = await active.run(batch.feed, batch.data, batch.jobs.length, n, batch.dModel);
-      ring.release(batch.data.buffer);
       const slot = heads.length;
       heads.length += batch.jobs.length;
-      const place = (eigen: Float64Array): void => {
-        batch.jobs.forEach((job, i) => (heads[slot + i] = headSpectrum(batch.layer, job, eigen, i * n, n)));
+      const solve = (grams: Float32Array, first: number, count: number): void => {
+        const place = (eigen: Float64Array): void => {
+          for (let i = 0; i < count; i++) heads[slot + first + i] = headSpectrum(batch.layer, batch.jobs[first + i], eigen, i * n, n);
+        };
+        if (pool) {
+          // a failed worker must not fail the analysis: solve that part here instead
+          const p = pool.eigenvalues(grams, n, count).then(place, () => place(solveEigenTask(grams, n, count)));
+          p.catch(() => undefined);
+          pendingEigen.push(p);
+        } else {
+          place(solveEigenTask(grams, n, count));
+        }
       };
-      if (pool) {
-        // a failed worker must not fail the analysis: solve that layer here instead
-        const p = pool.eigenvalues(grams, n, batch.jobs.length).then(place, () => place(solveEigenTask(grams, n, batch.jobs.length)));
-        p.catch(() => undefined);
-        pendingEigen.push(p);
+      if (batch.solved) {
+        const { counts, eigen } = batch.solved;
+        let values: Float64Array[];
+        try {
+          values = await Promise.all(eigen);
+        } catch (e) {
+          if (e instanceof FactoredKeysError) throw e;
+          // a failed worker must not fail the analysis: this layer again, the main-thread way
+          const again = await loadLayer(ckpt, layout, batch.layer, kinds, ring);
+          const grams = await active.run(again.feed, again.data, again.jobs.length, n, again.dModel);
+          values = [solveEigenTask(grams, n, again.jobs.length)];
+          counts.splice(0, counts.length, again.jobs.length);
+        }
+        let first = 0;
+        values.forEach((v, k) => {
+          for (let i = 0; i < counts[k]; i++) heads[slot + first + i] = headSpectrum(batch.layer, batch.jobs[first + i], v, i * n, n);
+          first += counts[k];
+        });
       } else {
-        place(solveEigenTask(grams, n, batch.jobs.length));
+        const grams = await active.run(batch.feed, batch.data, batch.jobs.length, n, batch.dModel);
+        ring.release(batch.data.buffer);
+        solve(grams, 0, batch.jobs.length);
       }
       if (trial?.current()) {
         if (warmUp) {
