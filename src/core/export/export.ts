@@ -18,7 +18,8 @@ import type { FactorMethod, PlanModel, RankOverride, RankPlan, RankPolicy } from
 import { computeSavings } from '../savings';
 import { defaultCacheDtype, type CacheDtypeChoice } from '../savings/cacheDtype';
 import { checkDestination, commitTempFolder, makeTempFolder, removeStaleTemps } from './destination';
-import { FACTORED_KEYS_FORMAT_VERSION, REPORT_FILE, type ExportReport, type ExportSource, type FactoredKeysConfig, type RopeMode } from './format';
+import { AUTO_MAP, FACTORED_KEYS_FORMAT_VERSION, REPORT_FILE, RUNTIME_FILE, type ExportReport, type ExportSource, type FactoredKeysConfig, type RopeMode } from './format';
+import { layerRuntime, runtimeTemplatePath, writeRuntime } from './runtime';
 import { planLayerRewrite, produceLayer, type LayerRewrite, type NewTensor } from './rewrite';
 import { copyTensors, headerJson, headerPrefix, SourceFiles, writeFullyAt, type CopiedTensor, type HeaderEntry } from './writer';
 
@@ -157,7 +158,7 @@ async function indexMetadata(ckpt: Checkpoint): Promise<Record<string, unknown>>
 
 /** Files other than weights, config and index, copied as they are (symlinks followed; hidden files skipped). */
 async function extraFiles(ckpt: Checkpoint): Promise<string[]> {
-  const own = new Set([CONFIG_FILE, INDEX_FILE, REPORT_FILE, ...ckpt.files.map((f) => path.basename(f.file))]);
+  const own = new Set([CONFIG_FILE, INDEX_FILE, REPORT_FILE, RUNTIME_FILE, ...ckpt.files.map((f) => path.basename(f.file))]);
   const out: string[] = [];
   for (const e of await fsp.readdir(ckpt.dir)) {
     if (own.has(e) || e.startsWith('.') || SKIPPED_WEIGHT_EXTENSIONS.some((x) => e.endsWith(x))) continue;
@@ -229,6 +230,7 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
     const layout = buildLayout(ckpt);
     options = { ...options, cache: options.cache ?? defaultCacheDtype(ckpt.config) };
     validateRankSource(layout, options, ckpt.tensors);
+    runtimeTemplatePath();
     const dest = await checkDestination(ckpt.dir, ckpt.files.map((f) => f.file), options.dest, options.force ?? false);
     await removeStaleTemps(dest);
     const mode: RopeMode = layout.keyMode;
@@ -359,9 +361,11 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
       query_to_kv: [...layout.queryToKv],
       rope: layout.rope ? { rotary_dim: layout.rope.rotaryDim, theta: layout.rope.theta, style: layout.rope.style } : null,
       ranks: plan.ranks,
-      layers: rewrites.map((rw) => rw.entry),
+      layers: rewrites.map((rw) => ({ ...rw.entry, attention: layerRuntime(layout.description.blocks[rw.layer], rw, mode) })),
     };
-    await fsp.writeFile(path.join(temp, CONFIG_FILE), JSON.stringify({ ...ckpt.config, factored_keys: config }, null, 2) + '\n', { flag: 'wx' });
+    // auto_map makes AutoModelForCausalLM(trust_remote_code=True) load the fixed template (section 9)
+    await fsp.writeFile(path.join(temp, CONFIG_FILE), JSON.stringify({ ...ckpt.config, auto_map: AUTO_MAP, factored_keys: config }, null, 2) + '\n', { flag: 'wx' });
+    await writeRuntime(temp);
     const report: ExportReport = { ...buildReport(await exportSource(ckpt), layout, plan, bases, mode), ...(calibration ? { calibration } : {}) };
     await fsp.writeFile(path.join(temp, REPORT_FILE), JSON.stringify(report, null, 2) + '\n', { flag: 'wx' });
     for (const f of await extraFiles(ckpt)) {

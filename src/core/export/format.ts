@@ -11,6 +11,48 @@ import type { FactorMethod, RankPlan } from '../plan/types';
 export const FACTORED_KEYS_FORMAT_VERSION = 1;
 /** Name of the report file written next to config.json. */
 export const REPORT_FILE = 'factored_keys_report.json';
+/**
+ * The fixed Hugging Face modelling file copied, byte for byte, from `python/` of this project
+ * into every export (docs/FORMAT.md section 9). It is never generated: no checkpoint text
+ * becomes code.
+ */
+export const RUNTIME_FILE = 'modeling_factored_keys.py';
+/** The class of {@link RUNTIME_FILE} that `AutoModelForCausalLM` loads with trust_remote_code. */
+export const RUNTIME_CLASS = 'FactoredKeysForCausalLM';
+/** config.json `auto_map` of an export. */
+export const AUTO_MAP: Readonly<Record<string, string>> = { AutoModelForCausalLM: `modeling_factored_keys.${RUNTIME_CLASS}` };
+
+/** A q or k norm of the source layer (module path = its weight tensor's name without `.weight`). */
+export interface RuntimeNorm {
+  readonly weight: string;
+  /** `head`: over each head's head_dim features; `projection`: over all heads' features at once (OLMo-2). */
+  readonly scope: 'head' | 'projection';
+}
+
+/**
+ * What a runtime needs beyond the slices to run one layer's attention exactly as the source
+ * (docs/FORMAT.md section 3, `attention`). Written by every export since the runtime was added;
+ * readers of older exports treat it as absent.
+ */
+export interface LayerRuntime {
+  /** Shape of every tensor the export rewrote or added in this layer (weights, biases, key_up). */
+  readonly shapes: Readonly<Record<string, readonly number[]>>;
+  /** The attention output projection's weight tensor. */
+  readonly output: string;
+  readonly q_norm: RuntimeNorm | null;
+  readonly k_norm: RuntimeNorm | null;
+  /** Rotated leading dims of each head; null for a layer without RoPE (NoPE layers, absorbed mode). */
+  readonly rotary_dim: number | null;
+  readonly rope_style: 'rotate-half' | 'interleaved' | null;
+  /** Multiplies q·kᵀ (the source's own scale: query_pre_attn_scalar, attention_multiplier, ...). */
+  readonly scale: number;
+  /** scores = cap·tanh(scores/cap) before the mask, when set. */
+  readonly softcap: number | null;
+  /** Keys further back than this many positions are masked (informational: the source config's mask decides). */
+  readonly sliding_window: number | null;
+  /** Per-query-head sink logits tensor (GPT-OSS), or null. */
+  readonly sinks: string | null;
+}
 
 /**
  * - `absorbed` (no RoPE): the key map is folded into the queries; the cache holds r-dim keys
@@ -49,6 +91,8 @@ export interface FactoredLayer {
    * Null in absorbed mode.
    */
   readonly key_up: string | null;
+  /** Runtime description of the layer (absent in exports written before the runtime existed). */
+  readonly attention?: LayerRuntime;
 }
 
 /** The `factored_keys` block of config.json. */

@@ -4,3 +4,4 @@ export * from './rewrite';
 export * from './writer';
 export * from './export';
 export * from './load';
+export * from './runtime';
