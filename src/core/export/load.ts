@@ -34,7 +34,38 @@ export function readFactoredKeysConfig(config: ModelConfig, where: string): Fact
   if (!FACTOR_METHODS.includes(fk.method)) throw new FactoredKeysError(`${where}: factored_keys.method ${previewJson(fk.method)} is unknown`);
   if (fk.rope_mode !== 'absorbed' && fk.rope_mode !== 'latent') throw new FactoredKeysError(`${where}: factored_keys.rope_mode ${previewJson(fk.rope_mode)} is unknown`);
   if (!Array.isArray(fk.layers) || !Array.isArray(fk.ranks) || fk.layers.length !== fk.ranks.length) throw new FactoredKeysError(`${where}: factored_keys.layers and ranks must be arrays of equal length`);
+  fk.layers.forEach((l, i) => {
+    if (l && typeof l === 'object' && l.attention !== undefined) checkRuntime(l.attention, `${where}: factored_keys.layers[${i}].attention`);
+  });
   return fk;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isPositiveInt = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) > 0;
+
+/** Validates a layer's runtime block (docs/FORMAT.md section 3, `attention`) by type; throws naming `where`. */
+function checkRuntime(a: unknown, where: string): void {
+  const bad = (what: string): never => {
+    throw new FactoredKeysError(`${where}.${what}`);
+  };
+  if (!isObject(a)) bad('must be an object');
+  const r = a as Record<string, unknown>;
+  if (!isObject(r.shapes)) bad('shapes must map tensor names to shapes');
+  for (const [name, shape] of Object.entries(r.shapes as Record<string, unknown>)) {
+    if (!Array.isArray(shape) || shape.length === 0 || !shape.every(isPositiveInt)) bad(`shapes[${previewJson(name)}] must be a list of positive integers`);
+  }
+  if (typeof r.output !== 'string') bad('output must be a tensor name');
+  for (const k of ['q_norm', 'k_norm'] as const) {
+    const n = r[k];
+    if (n === null) continue;
+    if (!isObject(n) || typeof n.weight !== 'string' || (n.scope !== 'head' && n.scope !== 'projection')) bad(`${k} must be null or {weight, scope: "head"|"projection"}`);
+  }
+  if (r.rotary_dim !== null && !isPositiveInt(r.rotary_dim)) bad('rotary_dim must be null or a positive integer');
+  if (r.rope_style !== null && r.rope_style !== 'rotate-half' && r.rope_style !== 'interleaved') bad('rope_style must be null, "rotate-half" or "interleaved"');
+  if (typeof r.scale !== 'number' || !Number.isFinite(r.scale) || r.scale <= 0) bad('scale must be a positive number');
+  if (r.softcap !== null && (typeof r.softcap !== 'number' || !Number.isFinite(r.softcap) || r.softcap <= 0)) bad('softcap must be null or a positive number');
+  if (r.sliding_window !== null && !isPositiveInt(r.sliding_window)) bad('sliding_window must be null or a positive integer');
+  if (r.sinks !== null && typeof r.sinks !== 'string') bad('sinks must be null or a tensor name');
 }
 
 async function readSlice(ckpt: Checkpoint, s: SliceRef): Promise<HeadWeights> {
@@ -60,6 +91,12 @@ async function readSlice(ckpt: Checkpoint, s: SliceRef): Promise<HeadWeights> {
 export async function loadFactoredLayer(ckpt: Checkpoint, fk: FactoredKeysConfig, layer: number): Promise<FactoredLayerWeights> {
   const entry = fk.layers[layer];
   if (!entry) throw new FactoredKeysError(`${ckpt.dir}: factored_keys has no layer ${layer}`);
+  for (const [name, shape] of Object.entries(entry.attention?.shapes ?? {})) {
+    const t = ckpt.tensor(name);
+    if (t.shape.length !== shape.length || t.shape.some((x, i) => x !== shape[i])) {
+      throw new FactoredKeysError(`${t.file}: "${name}" shape [${t.shape.join(', ')}] differs from factored_keys.layers[${layer}].attention.shapes [${shape.join(', ')}]`);
+    }
+  }
   const query = await Promise.all(entry.query.map((s) => readSlice(ckpt, s)));
   const key = await Promise.all(entry.key.map((s) => readSlice(ckpt, s)));
   const value = await Promise.all(entry.value.map((s) => readSlice(ckpt, s)));
