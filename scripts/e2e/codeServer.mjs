@@ -1,11 +1,13 @@
 // Starting real VS Code (code-server) with the packaged extension, for the e2e test and `npm run demo`.
-// Everything it starts is stopped by PID; every folder it writes is a throwaway under the OS temp dir.
+// Everything it starts is stopped by PID (code-server and every process it forked: extension hosts,
+// file watchers, pty host); every folder it writes is a throwaway under the OS temp dir.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killTreeSync, stopTree } from './processTree.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CODE_SERVER_DIR = process.env.FK_CODE_SERVER_DIR ?? path.join(ROOT, '.cache/code-server');
@@ -38,7 +40,10 @@ export function freePort() {
 
 /**
  * Starts code-server on 127.0.0.1 with the .vsix installed into fresh dirs.
- * options: { workspace, port?, settings?, env?, log?, untrusted? (restricted mode: workspace trust on) } -> { url, port, pid, dirs, stop() }
+ * options: { workspace, port?, settings?, env?, log?, untrusted? (restricted mode: workspace trust on), vsix?,
+ *   onSpawn?(server) (called as soon as code-server runs, before it answers: { pid, dirs, stop() }) }
+ *   -> { url, port, pid, dirs, stop() }
+ * code-server runs in its own process group; stop() ends it and every process it started.
  */
 export async function startCodeServer(options) {
   const base = mkdtempSync(path.join(os.tmpdir(), 'fk-code-server-'));
@@ -69,7 +74,21 @@ export async function startCodeServer(options) {
   const child = spawn(NODE24, [ENTRY, ...common, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check', ...(options.untrusted ? [] : ['--disable-workspace-trust']), '--disable-getting-started-override', options.workspace], {
     env: { ...process.env, ...(options.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // its own process group, so a Ctrl+C meant for us reaches it only through stop()
+    detached: process.platform !== 'win32',
   });
+  // if this process dies without stop() (an uncaught error), the server does not outlive it
+  const lastResort = () => killTreeSync(child.pid, { group: process.platform !== 'win32' });
+  process.once('exit', lastResort);
+  let stopping;
+  const stop = () =>
+    (stopping ??= (async () => {
+      await stopTree(child.pid, { group: process.platform !== 'win32' });
+      process.off('exit', lastResort);
+      // The throwaway user-data and extensions folders go with the server.
+      rmSync(base, { recursive: true, force: true, maxRetries: 3 });
+    })());
+  options.onSpawn?.({ pid: child.pid, dirs, stop });
   let output = '';
   const keep = (chunk) => {
     output = (output + chunk.toString()).slice(-20000);
@@ -80,7 +99,10 @@ export async function startCodeServer(options) {
   const url = `http://127.0.0.1:${port}/?folder=${encodeURIComponent(options.workspace)}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`code-server exited with ${child.exitCode}:\n${output}`);
+    if (child.exitCode !== null) {
+      await stop();
+      throw new Error(`code-server exited with ${child.exitCode}:\n${output}`);
+    }
     try {
       const res = await fetch(`http://127.0.0.1:${port}/healthz`);
       if (res.ok) break;
@@ -88,7 +110,7 @@ export async function startCodeServer(options) {
       // not listening yet
     }
     if (Date.now() > deadline) {
-      child.kill('SIGTERM');
+      await stop();
       throw new Error(`code-server did not start within 60 s:\n${output}`);
     }
     await new Promise((r) => setTimeout(r, 250));
@@ -99,17 +121,7 @@ export async function startCodeServer(options) {
     pid: child.pid,
     dirs,
     output: () => output,
-    stop: async () => {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        process.kill(child.pid, 'SIGTERM');
-        const timer = setTimeout(() => child.exitCode === null && process.kill(child.pid, 'SIGKILL'), 5000);
-        await exited;
-        clearTimeout(timer);
-      }
-      // The throwaway user-data and extensions folders go with the server.
-      rmSync(base, { recursive: true, force: true, maxRetries: 3 });
-    },
+    stop,
   };
 }
 
