@@ -445,10 +445,15 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     it(`opens the layouts2 ${name} fixture, shows its features and evaluates a rank-8 plan as the CLI does`, async () => {
       await page.keyboard.press('Escape');
       await runCommand(page, 'Factored Keys: Open Checkpoint…');
-      await filterCheckpointPick(page, `layouts2/${name}`);
-      const pick = page.locator('.quick-input-list .monaco-list-row').filter({ hasText: new RegExp(`layouts2/${name}(?![_\\w])`) }).first();
-      await pick.waitFor({ timeout: 30_000 });
-      await pick.click();
+      await filterCheckpointPick(page, name);
+      // a row reads label then path ("qwen3workspace/fixtures/layouts2/qwen3"): take the one whose path is this fixture
+      const rows = page.locator('.quick-input-list .monaco-list-row');
+      const index = await waitFor(`the ${name} row`, async () => {
+        const texts = await rows.allInnerTexts();
+        const i = texts.findIndex((t) => t.trim().endsWith(`/layouts2/${name}`));
+        return i >= 0 ? i + 1 : null;
+      }, 30_000);
+      await rows.nth(index - 1).click();
       const panel = await panelFrame(page, name);
       await waitFor(`the ${name} heatmap`, async () => (await panel.locator('#heat-keys').getAttribute('data-ready')) === 'true', 60_000);
       assert.match(await panel.locator('#model-facts').innerText(), facts);
