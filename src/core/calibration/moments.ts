@@ -10,8 +10,9 @@
  * disk keyed by content hashes (./cache.ts). See docs/CALIBRATED.md.
  */
 import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import type { AttentionLayout } from '../arch/layout';
+import type { AttentionLayout, HeadSlice } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import type { BackendChoice, BackendName } from '../compute/session';
 import { FactoredKeysError, type CancelToken, type ProgressFn } from '../errors';
@@ -19,7 +20,6 @@ import { readModelSpec } from '../eval/model';
 import { readEvalText, tokenizeWithJson } from '../eval/tokenize';
 import { LayerTensorCache, readHeadFeatures } from '../factor/basis';
 import { batchedMatmul } from '../factor/products';
-import type { HeadSlice } from '../arch/layout';
 import { checkpointContentHash, readCachedMoments, writeCachedMoments } from './cache';
 import { collectAttentionMoments } from './collect';
 
@@ -93,7 +93,6 @@ export async function calibrationTokens(spec: CalibrationSpec, vocab: number, ma
   if (spec.tokenizer === 'bytes') {
     ids = Int32Array.from(bytes);
   } else {
-    const { promises: fsp } = await import('node:fs');
     const raw = await fsp.readFile(spec.tokenizer).catch(() => {
       throw new FactoredKeysError(`${spec.tokenizer}: tokenizer file not found (give --tokenizer bytes or a tokenizer.json path)`);
     });
