@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { buildLayout, describeModel } from '../../src/core/arch';
 import { openCheckpoint, type Checkpoint } from '../../src/core/checkpoint/checkpoint';
-import { checkpointSource, CheckpointWeights, evaluatePerplexity, loadForward, readModelSpec, type WeightSource } from '../../src/core/eval';
+import { checkpointSource, CheckpointWeights, evaluatePerplexity, loadForward, PlanEvaluator, readModelSpec, sweepPerplexity, type WeightSource } from '../../src/core/eval';
 import { constFromFloat32, constToFloat32, type LayerWeights, type Linear } from '../../src/core/eval/model';
 import { exportFactored } from '../../src/core/export/export';
 import { symmetricEigen } from '../../src/core/linalg/eigen';
@@ -173,4 +173,14 @@ test('every layouts2 checkpoint is covered by a reference', () => {
   const names = readdirSync(fixture('layouts2')).filter((n) => existsSync(path.join(fixture('layouts2'), n, 'config.json')));
   const ref: Reference = JSON.parse(readFileSync(path.join(fixture('layouts2'), 'reference.json'), 'utf8'));
   assert.deepEqual(names.filter((n) => !ref.models[n]).sort(), ['deepseek_v3']);
+});
+
+test('sweep on a q/k-norm model (qwen3) leaves out qk-svd instead of failing', async () => {
+  const ev = await PlanEvaluator.open(fixture('layouts2/qwen3'));
+  try {
+    const points = await sweepPerplexity(ev, HELDOUT, { methods: ['key-svd', 'qk-svd'], ranks: [4, 8] }, { seq: 256 });
+    assert.deepEqual(points.map((p) => `${p.method}${p.rank ?? ''}`), ['original', 'key-svd4', 'key-svd8']);
+  } finally {
+    await ev.close();
+  }
 });

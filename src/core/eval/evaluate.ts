@@ -9,7 +9,7 @@ import { bytesPerElement } from '../checkpoint/dtypes';
 import type { BackendChoice, BackendName } from '../compute/session';
 import { FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
 import type { HeadBasis } from '../factor/basis';
-import { energiesOf } from '../factor/basis';
+import { energiesOf, requireMethodFeatures } from '../factor/basis';
 import { buildPlan, planKeyBytesPerToken } from '../plan/plan';
 import type { FactorMethod, RankPlan } from '../plan/types';
 import type { CalibrationSpec } from '../calibration/moments';
@@ -214,9 +214,20 @@ export interface SweepSpec {
  * Evaluates the original and then every (method, rank or threshold) plan; returns the points
  * in evaluation order, the original first. Progress counts evaluations.
  */
+/** Whether `method` can factor this model (see requireMethodFeatures). */
+export function methodSupported(layout: AttentionLayout, method: FactorMethod): boolean {
+  try {
+    requireMethodFeatures(layout, method);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function sweepPerplexity(evaluator: PlanEvaluator, ids: Int32Array, sweep: SweepSpec, options: EvalOptions): Promise<SweepPoint[]> {
   const jobs: { method: FactorMethod; rank?: number; threshold?: number }[] = [];
-  for (const method of sweep.methods) {
+  // a method the model refuses (qk-svd with q/k norms) is left out of the curve, not an error
+  for (const method of sweep.methods.filter((m) => methodSupported(evaluator.layout, m))) {
     for (const rank of sweep.ranks ?? []) jobs.push({ method, rank });
     for (const threshold of sweep.thresholds ?? []) jobs.push({ method, threshold });
   }
