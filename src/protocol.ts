@@ -426,7 +426,7 @@ export function normalizeSpectra(raw: unknown): SpectraPayload {
     queryEnergy: asFloat32(raw.queryEnergy, q * width, 'spectra.queryEnergy'),
     queryEffRank: asUint32(raw.queryEffRank, q * 3, 'spectra.queryEffRank'),
     queryStableRank: asFloat32(raw.queryStableRank, q, 'spectra.queryStableRank'),
-    planMethod: raw.planMethod === 'qk-svd' ? 'qk-svd' : 'key-svd',
+    planMethod: raw.planMethod === 'qk-svd' || raw.planMethod === 'calibrated' ? raw.planMethod : 'key-svd',
     planEnergy: asFloat32(raw.planEnergy, k * width, 'spectra.planEnergy'),
   };
 }
