@@ -6,8 +6,7 @@
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { FactoredKeysError } from '../errors';
 import { ConfigReader } from './config';
-import type { LinearRole, ModelDescription, NormRole } from './description';
-import type { WeightOrientation } from './layout';
+import type { LinearRole, ModelDescription, NormRole, WeightOrientation } from './description';
 import { FAMILY_BY_MODEL_TYPE } from './models';
 
 /** Upper bound on query or KV heads per layer accepted from config.json. */

@@ -5,7 +5,23 @@
  * evaluator's graph are views of it. Consumers check {@link ModelFeature}s they do not support
  * and refuse them (./features.ts), so a feature is never silently ignored.
  */
-import type { HeadSlice, WeightOrientation } from './layout';
+
+/**
+ * How a projection's output features are stored in a weight tensor.
+ * - `linear`: PyTorch nn.Linear, tensor `[out_features, in_features]`: a head is a block of rows.
+ * - `conv1d`: GPT-2 Conv1D, tensor `[in_features, out_features]`: a head is a block of columns.
+ */
+export type WeightOrientation = 'linear' | 'conv1d';
+
+/** A head's slice of one projection: features [offset, offset + headDim) of `tensor`'s output axis. */
+export interface HeadSlice {
+  readonly tensor: string;
+  readonly orientation: WeightOrientation;
+  /** First output feature of the head in the tensor. */
+  readonly offset: number;
+  /** Bias tensor (1-D over the same output features), when the projection has one. */
+  readonly bias?: string;
+}
 
 /**
  * - `rms`: w · x / sqrt(mean(x²) + eps) (Llama).

@@ -3,24 +3,9 @@
  * exactly which bytes hold each query head's W_Q^h and each KV head's W_K^g.
  */
 import type { Dtype } from '../checkpoint/dtypes';
-import type { ModelDescription } from './description';
+import type { HeadSlice, ModelDescription } from './description';
 
-/**
- * How a projection's output features are stored in a weight tensor.
- * - `linear`: PyTorch nn.Linear, tensor `[out_features, in_features]`: a head is a block of rows.
- * - `conv1d`: GPT-2 Conv1D, tensor `[in_features, out_features]`: a head is a block of columns.
- */
-export type WeightOrientation = 'linear' | 'conv1d';
-
-/** A head's slice of one projection: features [offset, offset + headDim) of `tensor`'s output axis. */
-export interface HeadSlice {
-  readonly tensor: string;
-  readonly orientation: WeightOrientation;
-  /** First output feature of the head in the tensor. */
-  readonly offset: number;
-  /** Bias tensor (1-D over the same output features), when the projection has one. */
-  readonly bias?: string;
-}
+export type { HeadSlice, WeightOrientation } from './description';
 
 export interface RopeInfo {
   /** Rotated dimensions per head (head_dim x partial rotary factor). */

@@ -5,7 +5,7 @@
  * without RoPE and refused by the evaluator.
  */
 import { FactoredKeysError } from '../../errors';
-import type { HeadSlice, WeightOrientation } from '../layout';
+import type { HeadSlice, WeightOrientation } from '../description';
 import { readRope } from '../rope';
 import { decoder } from './decoder';
 import { activation, denseMlp, headSlices, linear, lmHead, maxPositions, norm, type Family } from './kit';

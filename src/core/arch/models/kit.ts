@@ -5,8 +5,7 @@
  */
 import { FactoredKeysError } from '../../errors';
 import type { ConfigReader } from '../config';
-import type { Activation, LinearRole, MlpRole, NormKind, NormRole } from '../description';
-import type { HeadSlice, WeightOrientation } from '../layout';
+import type { Activation, HeadSlice, LinearRole, MlpRole, ModelDescription, NormKind, NormRole, WeightOrientation } from '../description';
 
 /** What a family description is given. */
 export interface DescribeContext {
@@ -159,7 +158,7 @@ export function queryToKv(c: ConfigReader, d: Dims): number[] {
 export interface Family {
   readonly name: string;
   readonly modelTypes: readonly string[];
-  describe(ctx: DescribeContext): import('../description').ModelDescription;
+  describe(ctx: DescribeContext): ModelDescription;
 }
 
 /** max_position_embeddings, or "unbounded" for RoPE models that do not state it. */
