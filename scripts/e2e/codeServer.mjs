@@ -20,9 +20,9 @@ export function ensureCodeServer() {
   execFileSync('bash', [path.join(ROOT, 'scripts/e2e/ensure-code-server.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
 }
 
-/** Builds the .vsix (`npm run package`). */
+/** Builds this machine's .vsix (`npm run package` for one target, scripts/package.mjs). */
 export function packageExtension() {
-  execFileSync('npm', ['run', '--silent', 'package'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts/package.mjs'), '--host', '--out', VSIX], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
   if (!existsSync(VSIX)) throw new Error(`npm run package did not produce ${VSIX}`);
 }
 
