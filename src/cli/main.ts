@@ -7,6 +7,7 @@ import { runAnalyze } from './analyze';
 import { runInspect } from './inspect';
 import { runEval } from './eval';
 import { runExport } from './export';
+import { runFinetune } from './finetune';
 import { runPlan } from './plan';
 import { runSavings } from './savings';
 import { processIo, type CliIo } from './io';
@@ -28,6 +29,7 @@ export const COMMANDS: Record<string, { run: Command; spec: CommandSpec }> = Obj
       ['export', runExport],
       ['savings', runSavings],
       ['eval', runEval],
+      ['finetune', runFinetune],
     ] as const
   ).map(([name, run]) => [name, { run, spec: commandSpec(name) }]),
 );

@@ -142,6 +142,25 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     ],
     notes: ['without a policy flag, evaluates the checkpoint as stored'],
   },
+  {
+    name: 'finetune',
+    args: '<checkpoint> <outdir>',
+    summary: 'train the queries and thin keys of a factored export in PyTorch (docs/FINETUNE.md)',
+    options: [
+      { flag: 'text', value: 'FILE', help: 'training text (required); its last 5 % is held out to compare before and after' },
+      { flag: 'tokenizer', value: 'bytes|tokenizer.json', help: "raw UTF-8 bytes as ids, or a tokenizer.json (default: the checkpoint's)" },
+      { flag: 'steps', value: 'N', help: 'AdamW steps (default 300)' },
+      { flag: 'lr', value: 'LR', help: 'peak learning rate (default 0.001; warm-up, then cosine to a tenth)' },
+      { flag: 'batch', value: 'B', help: 'sequences per step (default 32)' },
+      { flag: 'seq', value: 'N', help: 'tokens per sequence (default 256)' },
+      { flag: 'device', value: 'auto|cuda|cpu', help: 'where PyTorch trains (default auto: CUDA when it sees one)' },
+      { flag: 'python', value: 'PATH', help: 'Python with torch and transformers (default python3 on PATH)' },
+      { flag: 'force', help: 'replace a non-empty output folder' },
+      { flag: 'quiet', help: 'no progress lines on stderr' },
+      JSON_OPTION,
+    ],
+    notes: ['trains only the factored_keys query and key tensors (and key_up); writes the better of before and after', 'never writes into or over its source; Ctrl-C stops training and removes the partial output'],
+  },
 ];
 
 /** Options every command accepts, handled before the command runs. */

@@ -1,0 +1,297 @@
+/**
+ * `finetune`: trains the queries and thin key factors of a factored checkpoint in PyTorch
+ * (python/train_factored_keys.py, a fixed script of this project) and writes a factored
+ * checkpoint of the same format (docs/FINETUNE.md).
+ *
+ * What happens here, around the script:
+ * 1. the source is opened and its factored_keys block validated by our reader; the destination
+ *    is checked like export's (never inside or over the source, non-empty only with force);
+ * 2. the Python is found and checked (./python.ts) before anything is written;
+ * 3. the text is tokenized by our tokenizer (the same ids `eval` uses) into a temporary file;
+ * 4. a hidden temporary sibling folder receives the source's other files, the project's runtime
+ *    template, and the shards the script writes; the script's JSON lines are passed on as events;
+ * 5. the result is validated by our own reader (every tensor of the source present with its shape
+ *    and dtype, the factored_keys block, every layer's slices decoded) and renamed into place.
+ * On any error or cancellation the child is killed and the temporary folder removed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint';
+import { CancelledError, FactoredKeysError, type CancelToken } from '../errors';
+import { checkpointSource } from '../eval/factored';
+import { tokenizeFile, type TokenizerSpec } from '../eval/tokenize';
+import { checkDestination, commitTempFolder, makeTempFolder, removeStaleTemps } from '../export/destination';
+import { readFactoredKeysConfig, loadFactoredLayer } from '../export/load';
+import { RUNTIME_FILE, type FactoredKeysConfig } from '../export/format';
+import { runtimeTemplatePath } from '../export/runtime';
+import { checkPython, trainScriptPath, type PythonInfo } from './python';
+
+export const FINETUNE_RECORD = 'factored_keys_finetune.json';
+export type FinetuneDevice = 'auto' | 'cuda' | 'cpu';
+
+export interface FinetuneOptions {
+  readonly source: string;
+  readonly dest: string;
+  readonly text: string;
+  readonly tokenizer: TokenizerSpec;
+  readonly steps?: number;
+  readonly lr?: number;
+  readonly batch?: number;
+  readonly seq?: number;
+  readonly device?: FinetuneDevice;
+  /** The Python to run (--python, factoredKeys.python); default python3 on PATH. */
+  readonly python?: string;
+  readonly force?: boolean;
+  readonly cancel?: CancelToken;
+  /** Every event of the script (and the orchestrator's own `phase` events). */
+  readonly onEvent?: (event: FinetuneEvent) => void;
+  /** Called with a function that cancels at once (kills the child); the CLI's signal handlers use it. */
+  readonly onCancelHook?: (cancelNow: () => void) => void;
+}
+
+/** One progress event (the script's JSON lines; see python/train_factored_keys.py). */
+export type FinetuneEvent =
+  | { event: 'phase'; phase: 'checking-python' | 'tokenizing' | 'loading' | 'validating' | 'renaming'; detail?: string }
+  | { event: 'start'; device: string; device_name: string; torch: string; transformers: string; tensors: string[]; trained_parameters: number; total_parameters: number; train_tokens: number; heldout_tokens: number; steps: number; batch: number; seq: number; lr: number }
+  | { event: 'eval'; phase: 'before' | 'after'; loss: number; perplexity: number }
+  | { event: 'step'; step: number; steps: number; loss: number; lr: number; tokens_per_s: number; elapsed_s: number; eta_s: number }
+  | { event: 'saved'; file: string; tensors: number };
+
+export interface FinetuneResult {
+  readonly dest: string;
+  /** Which weights were written: the trained ones, or the source's when training did not help. */
+  readonly kept: 'trained' | 'original';
+  /** Perplexity on the held-out slice of the training text (last 5 %), before and after. */
+  readonly heldout: { readonly tokens: number; readonly before: number; readonly after: number };
+  readonly steps: number;
+  readonly lr: number;
+  readonly batch: number;
+  readonly seq: number;
+  readonly device: string;
+  readonly trainSeconds: number;
+  readonly tokensPerSecond: number | null;
+  readonly trainedParameters: number;
+  readonly python: PythonInfo;
+}
+
+const DEFAULTS = { steps: 300, lr: 1e-3, batch: 32, seq: 256 };
+/** Grace between SIGTERM and SIGKILL when cancelling the child. */
+const KILL_GRACE_MS = 3000;
+
+function positiveInt(v: number, flag: string): number {
+  if (!Number.isSafeInteger(v) || v < 1) throw new FactoredKeysError(`finetune: --${flag} must be a positive integer (got ${v})`);
+  return v;
+}
+
+async function sha256File(file: string): Promise<string> {
+  return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
+}
+
+/** The source's files other than weights, hidden files, folders and an earlier fine-tune record. */
+async function copyOtherFiles(source: string, temp: string): Promise<void> {
+  for (const e of await fsp.readdir(source, { withFileTypes: true })) {
+    if (e.name.startsWith('.') || e.name.endsWith('.safetensors') || e.name === FINETUNE_RECORD || e.name === RUNTIME_FILE) continue;
+    const from = path.join(source, e.name);
+    const st = await fsp.stat(from).catch(() => undefined); // symlinks followed, like export
+    if (!st?.isFile()) continue;
+    await fsp.copyFile(from, path.join(temp, e.name));
+  }
+  // the runtime the script trained with (the project's template), not the source folder's copy
+  await fsp.copyFile(runtimeTemplatePath(), path.join(temp, RUNTIME_FILE));
+}
+
+/** Our reader accepts the result, and it has exactly the source's tensors, shapes and dtypes. */
+export async function validateFinetuned(dir: string, source: Checkpoint): Promise<void> {
+  const out = await openCheckpoint(dir);
+  try {
+    const fk: FactoredKeysConfig = readFactoredKeysConfig(out.config, `${dir}/config.json`);
+    checkpointSource(out); // the eval path's reader (validates the block against the model)
+    for (const [name, t] of source.tensors) {
+      const o = out.tensors.get(name);
+      if (!o) throw new FactoredKeysError(`finetune: the written checkpoint lacks tensor "${name}"`);
+      if (o.dtype !== t.dtype || o.shape.length !== t.shape.length || o.shape.some((x, i) => x !== t.shape[i])) {
+        throw new FactoredKeysError(`finetune: the written "${name}" is ${o.dtype} [${o.shape.join(', ')}], the source's ${t.dtype} [${t.shape.join(', ')}]`);
+      }
+      if (path.basename(o.file) !== path.basename(t.file)) throw new FactoredKeysError(`finetune: the written "${name}" is in ${path.basename(o.file)}, the source's in ${path.basename(t.file)}`);
+    }
+    if (out.tensors.size !== source.tensors.size) throw new FactoredKeysError(`finetune: the written checkpoint has ${out.tensors.size} tensors, the source ${source.tensors.size}`);
+    for (let i = 0; i < fk.layers.length; i++) {
+      const layer = await loadFactoredLayer(out, fk, i);
+      for (const h of [...layer.query, ...layer.key]) {
+        for (const x of h.weight) if (!Number.isFinite(x)) throw new FactoredKeysError(`finetune: layer ${i} has a non-finite trained weight`);
+      }
+    }
+  } finally {
+    await out.close();
+  }
+}
+
+/** Runs the training script, passing its events on; rejects with its error line. */
+function runScript(
+  python: string,
+  args: string[],
+  onEvent: (e: Record<string, unknown>) => void,
+  register: (child: ChildProcess) => void,
+): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1', PYTHONDONTWRITEBYTECODE: '1' } });
+    register(child);
+    let buf = '';
+    let done: Record<string, unknown> | undefined;
+    let error: string | undefined;
+    const stderrTail: string[] = [];
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (!line.startsWith('{')) continue;
+        let e: Record<string, unknown>;
+        try {
+          e = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        if (e.event === 'done') done = e;
+        else if (e.event === 'error') error = String(e.message);
+        else onEvent(e);
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').split('\n')) {
+        if (l.trim()) stderrTail.push(l.trim());
+      }
+      if (stderrTail.length > 20) stderrTail.splice(0, stderrTail.length - 20);
+    });
+    child.on('error', (e) => reject(new FactoredKeysError(`finetune: cannot run ${python} (${(e as NodeJS.ErrnoException).code ?? e.message})`)));
+    child.on('close', (code, signal) => {
+      if (code === 0 && done) resolve(done);
+      else if (error) reject(new FactoredKeysError(`finetune: ${error}`));
+      else reject(new FactoredKeysError(`finetune: the training script ${signal ? `was killed (${signal})` : `exited with ${code}`}${stderrTail.length ? `: ${stderrTail[stderrTail.length - 1]}` : ''}`));
+    });
+  });
+}
+
+/** Fine-tunes a factored checkpoint into `dest` (see the module comment). */
+export async function finetuneFactored(o: FinetuneOptions): Promise<FinetuneResult> {
+  const steps = positiveInt(o.steps ?? DEFAULTS.steps, 'steps');
+  const batch = positiveInt(o.batch ?? DEFAULTS.batch, 'batch');
+  const seq = positiveInt(o.seq ?? DEFAULTS.seq, 'seq');
+  const lr = o.lr ?? DEFAULTS.lr;
+  if (!(Number.isFinite(lr) && lr > 0)) throw new FactoredKeysError(`finetune: --lr must be a positive number (got ${lr})`);
+  const device = o.device ?? 'auto';
+  const emit = (e: FinetuneEvent) => o.onEvent?.(e);
+  const source = await openCheckpoint(o.source);
+  try {
+    if (source.config.factored_keys === undefined) throw new FactoredKeysError(`${source.dir}: not a factored-keys checkpoint (config.json has no factored_keys block); export it first (factored-keys export)`);
+    readFactoredKeysConfig(source.config, `${source.dir}/config.json`);
+    checkpointSource(source);
+    const d = await checkDestination(source.dir, source.files.map((f) => f.file), o.dest, o.force ?? false);
+    emit({ event: 'phase', phase: 'checking-python' });
+    const py = await checkPython(o.python);
+    if (device === 'cuda' && !py.cuda) throw new FactoredKeysError(`finetune --device cuda: ${py.executable}'s PyTorch ${py.torch} sees no CUDA device`);
+    emit({ event: 'phase', phase: 'tokenizing', detail: o.text });
+    const tokens = await tokenizeFile(o.text, o.tokenizer);
+    if (o.cancel?.cancelled) throw new CancelledError();
+
+    await removeStaleTemps(d);
+    const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'fk-finetune-'));
+    let temp: string | undefined;
+    let child: ChildProcess | undefined;
+    let cancelled = false;
+    const kill = () => {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const c = child;
+      setTimeout(() => {
+        if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+      }, KILL_GRACE_MS).unref();
+    };
+    const poll = setInterval(() => {
+      if (o.cancel?.cancelled && !cancelled) {
+        cancelled = true;
+        kill();
+      }
+    }, 100);
+    o.onCancelHook?.(() => {
+      cancelled = true;
+      kill();
+    });
+    try {
+      const tokFile = path.join(work, 'tokens.i32');
+      const le = Buffer.alloc(tokens.ids.length * 4);
+      tokens.ids.forEach((id, i) => le.writeInt32LE(id, i * 4));
+      await fsp.writeFile(tokFile, le);
+      temp = await makeTempFolder(d);
+      await copyOtherFiles(source.dir, temp);
+      emit({ event: 'phase', phase: 'loading', detail: py.executable });
+      const args = [trainScriptPath(), 'train', '--checkpoint', source.dir, '--tokens', tokFile, '--out', temp, '--steps', String(steps), '--lr', String(lr), '--batch', String(batch), '--seq', String(seq), '--device', device];
+      let heldoutTokens = 0;
+      const done = await runScript(py.command, args, (e) => {
+        if (e.event === 'start' && typeof e.heldout_tokens === 'number') heldoutTokens = e.heldout_tokens;
+        emit(e as unknown as FinetuneEvent);
+      }, (c) => {
+        child = c;
+        if (cancelled || o.cancel?.cancelled) kill();
+      });
+      if (cancelled || o.cancel?.cancelled) throw new CancelledError();
+      emit({ event: 'phase', phase: 'validating' });
+      await validateFinetuned(temp, source);
+      const num = (k: string) => (typeof done[k] === 'number' ? (done[k] as number) : NaN);
+      const result: FinetuneResult = {
+        dest: d.dest,
+        kept: done.kept === 'original' ? 'original' : 'trained',
+        heldout: { tokens: heldoutTokens, before: num('before_perplexity'), after: num('after_perplexity') },
+        steps,
+        lr,
+        batch,
+        seq,
+        device: String(done.device),
+        trainSeconds: num('train_s'),
+        tokensPerSecond: typeof done.tokens_per_s === 'number' ? done.tokens_per_s : null,
+        trainedParameters: num('trained_parameters'),
+        python: py,
+      };
+      const record = {
+        format_version: 1,
+        source: { name: path.basename(source.dir) },
+        text: { name: path.basename(o.text), sha256: await sha256File(o.text), tokens: tokens.ids.length },
+        tokenizer: o.tokenizer === 'bytes' ? 'bytes' : path.basename(o.tokenizer),
+        trained: 'query and thin key factors (factored_keys query/key slices, their biases, key_up), everything else bit for bit the source',
+        steps,
+        lr,
+        batch,
+        seq,
+        device: result.device,
+        kept: result.kept,
+        heldout_slice: { fraction: 0.05, tokens: heldoutTokens, before_perplexity: result.heldout.before, after_perplexity: result.heldout.after },
+        train_seconds: result.trainSeconds,
+        torch: py.torch,
+        transformers: py.transformers,
+      };
+      await fsp.writeFile(path.join(temp, FINETUNE_RECORD), JSON.stringify(record, null, 2) + '\n');
+      if (cancelled || o.cancel?.cancelled) throw new CancelledError();
+      emit({ event: 'phase', phase: 'renaming' });
+      await commitTempFolder(temp, d, o.force ?? false);
+      temp = undefined;
+      return result;
+    } catch (e) {
+      if (cancelled || o.cancel?.cancelled) throw new CancelledError();
+      throw e;
+    } finally {
+      clearInterval(poll);
+      kill();
+      if (child && (child as ChildProcess).exitCode === null && (child as ChildProcess).signalCode === null) {
+        await new Promise<void>((r) => (child as ChildProcess).once('close', () => r()));
+      }
+      if (temp) await fsp.rm(temp, { recursive: true, force: true });
+      await fsp.rm(work, { recursive: true, force: true });
+    }
+  } finally {
+    await source.close();
+  }
+}
