@@ -138,7 +138,9 @@ test('npm run demo: Evaluate works at the first click, and SIGINT to npm ends ev
 
   const exited = new Promise<number | null>((resolve) => demo!.once('exit', (code) => resolve(code)));
   process.kill(npmPid, 'SIGINT');
-  const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  const code = await Promise.race([exited, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 30_000)))]);
+  clearTimeout(timer);
   assert.notEqual(code, 'timeout', `npm run demo did not exit within 30 s of SIGINT:\n${stdout.slice(-2000)}`);
   assert.match(stdout, /\[demo\] SIGINT: stopping code-server/);
   // nothing the demo started outlives it (a short grace for the kernel to reap reparented ones)
