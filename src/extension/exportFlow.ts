@@ -11,6 +11,7 @@ import { JobError } from './jobs';
 import type { PanelServices } from './panel';
 import { calibrationFor } from './calibrationFlow';
 import { readSettings } from './settings';
+import { finetuneExport } from './finetuneFlow';
 
 /**
  * Test hook: when FACTORED_KEYS_TEST_MODE=1, FACTORED_KEYS_TEST_EXPORT_DIR replaces the save
@@ -60,17 +61,21 @@ export async function exportPlan(services: PanelServices, summary: CheckpointSum
   });
   result.notes.forEach((n) => services.log.appendLine(`export: ${n}`));
   services.log.appendLine(`exported ${summary.name} to ${dest}: ${result.files.join(', ')}`);
-  void offerReveal(dest);
+  void offerReveal(dest, services);
   return dest;
 }
 
 /** Offers to reveal the exported folder (Explorer when it is in the workspace) or to copy its path. */
-async function offerReveal(dest: string): Promise<void> {
+async function offerReveal(dest: string, services: PanelServices): Promise<void> {
   const uri = vscode.Uri.file(dest);
   const inWorkspace = vscode.workspace.getWorkspaceFolder(uri) !== undefined;
   // Outside the workspace there is nothing to reveal in a remote window (SSH, code-server); copy the path instead.
   const action = inWorkspace ? 'Reveal in Explorer' : vscode.env.remoteName ? 'Copy Path' : 'Reveal in File Manager';
-  const pick = await vscode.window.showInformationMessage(`Factored Keys: exported to ${dest}`, action);
+  const pick = await vscode.window.showInformationMessage(`Factored Keys: exported to ${dest}`, action, 'Fine-tune…');
+  if (pick === 'Fine-tune…') {
+    await finetuneExport(dest, services.log).catch((e: Error) => void vscode.window.showErrorMessage(`Factored Keys: fine-tuning failed: ${e.message}`));
+    return;
+  }
   if (pick === 'Reveal in Explorer') await vscode.commands.executeCommand('revealInExplorer', uri);
   else if (pick === 'Reveal in File Manager') await vscode.commands.executeCommand('revealFileInOS', uri);
   else if (pick === 'Copy Path') await vscode.env.clipboard.writeText(dest);
