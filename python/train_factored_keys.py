@@ -256,7 +256,7 @@ def train(args):
     cls = runtime.factored_class(config)
     dtype_kw = "dtype" if _version(transformers.__version__) >= (4, 56) else "torch_dtype"
     t0 = time.time()
-    model = cls.from_pretrained(ckpt, config=config, local_files_only=True, **{dtype_kw: torch.float32})
+    model = cls.from_pretrained(ckpt, config=config, local_files_only=True, attn_implementation=args.attn, **{dtype_kw: torch.float32})
     model.to(device)
     model.eval()  # dropout off: a short fine-tune of a few tensors, measured deterministically
     for p in model.parameters():
@@ -407,6 +407,7 @@ def main(argv):
     t.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--attn", default="eager", help="attn_implementation (default eager, the path the runtime's checks use)")
     t.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA (default: float32 with TF32 matmuls)")
     args = parser.parse_args(argv)
     if args.command == "check":

@@ -94,6 +94,8 @@ def main():
                     best = (out, done["after_loss"], float(lr))
             print(json.dumps({k: v for k, v in run.items() if k != "events"}), flush=True)
             results["runs"].append(run)
+            with open(os.path.join(a.out, "sweep.json"), "w") as f:  # after every run: a cut-short call keeps what ran
+                json.dump(results, f, indent=1)
         if best:
             results.setdefault("chosen", {})[name] = best[2]
             with tarfile.open(os.path.join(a.out, name + ".tar"), "w") as tar:
