@@ -221,7 +221,8 @@ function routingWeights(net: Net, logits: string, routing: { order: 'softmax-top
   const g = net.g;
   const k = net.ints([routing.topK]);
   const source = routing.order === 'softmax-topk' ? g.op('Softmax', [logits], { axis: -1 }) : logits;
-  let [values, indices] = g.opMulti('TopK', [source, k], { axis: -1, largest: 1, sorted: 1 }, { outputCount: 2 });
+  const [top, indices] = g.opMulti('TopK', [source, k], { axis: -1, largest: 1, sorted: 1 }, { outputCount: 2 });
+  let values = top;
   if (routing.order === 'topk-softmax') values = g.op('Softmax', [values], { axis: -1 });
   else if (routing.renormalize) values = g.op('Div', [values, g.op('ReduceSum', [values, net.ints([-1])], { keepdims: 1 })]);
   const zeros = g.op('Mul', [logits, net.scalar(0)]);
