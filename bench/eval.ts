@@ -79,7 +79,7 @@ async function measure(dir: string, label: string, ids: Int32Array, backend: Bac
 const LLAMA_1B = { hidden: 2048, intermediate: 5632, layers: 22, heads: 32, kvHeads: 4, headDim: 64, vocab: 32000 };
 
 /** Writes the synthetic 1.1B checkpoint (two shards + index), reusing a complete one. */
-async function syntheticLlama1b(dir: string): Promise<string> {
+export async function syntheticLlama1b(dir: string): Promise<string> {
   const marker = path.join(dir, '.complete');
   if (existsSync(marker)) return dir;
   await fsp.rm(dir, { recursive: true, force: true });

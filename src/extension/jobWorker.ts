@@ -1,6 +1,8 @@
 /**
  * Job worker entry (bundled to dist/jobWorker.js): runs one analysis, export, evaluation, sweep or backend probe
  * with the core library and reports progress, the result, or a one-line error to the host.
+ * The extension runs it as a child process (jobProcess.ts: request and cancel arrive as IPC
+ * messages); it also runs as a worker thread (workerData, shared cancel flag).
  */
 // first: no onnxruntime telemetry (see src/core/compute/noTelemetry.ts)
 import '../core/compute/noTelemetry';
@@ -14,11 +16,12 @@ import { tokenizeFile } from '../core/eval/tokenize';
 import { analyzeHeads, energiesOf } from '../core/factor/basis';
 import { analyzeSpectra } from '../core/spectrum';
 import { runExportJob } from './exportJob';
-import type { JobEvent, JobResults, JobWorkerData } from './jobProtocol';
+import type { JobCommand } from './jobProcess';
+import type { JobEvent, JobRequest, JobResults, JobWorkerData } from './jobProtocol';
 import { checkpointSummary, spectraPayload, sweepResult, withPlanEnergies } from './panelModel';
 
-const data = workerData as JobWorkerData;
-const flag = new Int32Array(data.cancelFlag);
+const asProcess = !parentPort && typeof process.send === 'function';
+const flag = new Int32Array(asProcess ? new SharedArrayBuffer(4) : (workerData as JobWorkerData).cancelFlag);
 const cancel: CancelToken = {
   get cancelled() {
     return Atomics.load(flag, 0) === 1;
@@ -26,13 +29,14 @@ const cancel: CancelToken = {
 };
 
 function post(event: JobEvent, transfer: ArrayBuffer[] = []): void {
-  parentPort?.postMessage(event, transfer);
+  if (!asProcess) parentPort?.postMessage(event, transfer);
+  // a child process ends once its last word is delivered
+  else process.send?.(event, undefined, {}, () => (event.type === 'progress' ? undefined : process.disconnect?.()));
 }
 
 const progress = (done: number, total: number, label: string) => post({ type: 'progress', done, total, label });
 
-async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
-  const req = data.request;
+async function run(req: JobRequest): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
   switch (req.kind) {
     case 'probe': {
       const result: JobResults['probe'] = { probes: await probeBackends() };
@@ -106,12 +110,29 @@ async function run(): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
   }
 }
 
-run().then(
-  ({ result, transfer }) => post({ type: 'done', result }, transfer),
-  (e: unknown) => {
-    const cancelled = e instanceof CancelledError;
-    const userFacing = e instanceof FactoredKeysError;
-    const message = cancelled ? 'cancelled' : userFacing ? (e as Error).message : `internal error: ${(e as Error)?.stack ?? String(e)}`;
-    post({ type: 'error', message, userFacing, cancelled });
-  },
-);
+function start(req: JobRequest): void {
+  run(req).then(
+    ({ result, transfer }) => post({ type: 'done', result }, transfer),
+    (e: unknown) => {
+      const cancelled = e instanceof CancelledError;
+      const userFacing = e instanceof FactoredKeysError;
+      const message = cancelled ? 'cancelled' : userFacing ? (e as Error).message : `internal error: ${(e as Error)?.stack ?? String(e)}`;
+      post({ type: 'error', message, userFacing, cancelled });
+    },
+  );
+}
+
+if (asProcess) {
+  let started = false;
+  process.on('message', (c: JobCommand) => {
+    if (c.type === 'cancel') Atomics.store(flag, 0, 1);
+    else if (c.type === 'start' && !started) {
+      started = true;
+      start(c.request);
+    }
+  });
+  // the host went away (closed window, crashed host): nobody wants the result
+  process.on('disconnect', () => process.exit(0));
+} else {
+  start((workerData as JobWorkerData).request);
+}

@@ -1,11 +1,12 @@
 /**
- * Runs core jobs in a worker thread under `withProgress`, with cancellation, a status bar item
- * naming the backend while work runs, and one-line errors.
+ * Runs core jobs in a child process (jobProcess.ts) under `withProgress`, with cancellation, a
+ * status bar item naming the backend while work runs, and one-line errors. A job process that
+ * crashes or is OOM-killed fails that job in one line; the extension host is not touched.
  */
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import * as vscode from 'vscode';
-import type { JobEvent, JobRequest, JobResults, JobWorkerData } from './jobProtocol';
+import { startJobProcess } from './jobProcess';
+import type { JobRequest, JobResults } from './jobProtocol';
 
 /** A job failure: `cancelled` when the user stopped it, `userFacing` for input problems. */
 export class JobError extends Error {
@@ -19,7 +20,7 @@ export class JobError extends Error {
   }
 }
 
-/** How long a cancelled job may take to stop on its own before its worker is terminated. */
+/** How long a cancelled job may take to stop on its own before its process is killed. */
 const CANCEL_GRACE_MS = 15_000;
 
 /**
@@ -71,13 +72,14 @@ export class JobRunner implements vscode.Disposable {
   }
 
   /**
-   * Runs `request` in a worker. `label` names the job in the status bar together with the
-   * backend; `onProgress` receives the worker's progress; `token` cancels.
+   * Runs `request` in a job process. `label` names the job in the status bar together with the
+   * backend; `onProgress` receives the job's progress; `token` cancels.
    */
   run<K extends JobRequest['kind']>(request: Extract<JobRequest, { kind: K }>, label: string, token?: vscode.CancellationToken, onProgress?: (done: number, total: number, label: string) => void): Promise<JobResults[K]> {
-    const cancelFlag = new SharedArrayBuffer(4);
-    const data: JobWorkerData = { request, cancelFlag };
-    const worker = new Worker(path.join(this.extensionPath, 'dist', 'jobWorker.js'), { workerData: data });
+    const job = startJobProcess(path.join(this.extensionPath, 'dist', 'jobWorker.js'), request, {
+      onProgress,
+      onStderr: (line) => this.log.appendLine(`[${label}] ${line}`),
+    });
     const started = Date.now();
     this.running.add(label);
     this.showStatus();
@@ -94,21 +96,15 @@ export class JobRunner implements vscode.Disposable {
         this.showStatus({ label, outcome: error ? (error.cancelled ? 'cancelled' : 'failed') : 'done' });
         const secs = ((Date.now() - started) / 1000).toFixed(2);
         this.log.appendLine(`[${new Date().toISOString()}] ${label}: ${error ? (error.cancelled ? 'cancelled' : `failed: ${error.message}`) : 'done'} after ${secs} s`);
-        void worker.terminate();
+        if (error) job.kill();
         if (error) reject(error);
         else resolve(result as JobResults[K]);
       };
       const cancelSub = token?.onCancellationRequested(() => {
-        Atomics.store(new Int32Array(cancelFlag), 0, 1);
+        job.cancel();
         killTimer = setTimeout(() => finish(new JobError('cancelled', true, true)), CANCEL_GRACE_MS);
       });
-      worker.on('message', (event: JobEvent) => {
-        if (event.type === 'progress') onProgress?.(event.done, event.total, event.label);
-        else if (event.type === 'done') finish(null, event.result);
-        else finish(new JobError(event.message, event.cancelled, event.userFacing));
-      });
-      worker.on('error', (e) => finish(new JobError(`internal error: ${e.message}`, false, false)));
-      worker.on('exit', (code) => finish(new JobError(`internal error: job worker exited with code ${code}`, false, false)));
+      void job.outcome.then((o) => (o.kind === 'done' ? finish(null, o.result) : finish(new JobError(o.message, o.cancelled, o.userFacing))));
     });
   }
 

@@ -248,13 +248,32 @@ function rawBytes(t: ConstTensor, what: string): Uint8Array {
   return bytes;
 }
 
-function encodeTensor(name: string, t: ConstTensor): ProtoWriter {
+function encodeTensor(name: string, t: ConstTensor, external?: ExternalData): ProtoWriter {
   const w = new ProtoWriter();
   if (t.dims.length > 0) w.packedInts(1, t.dims);
   w.int(2, ELEM_CODES[t.type]);
   if (name) w.string(8, name);
-  w.bytes(9, rawBytes(t, name || 'tensor'));
+  if (external) {
+    // TensorProto.external_data (13) entries and data_location (14) = EXTERNAL
+    for (const [k, v] of [['location', external.location], ['offset', String(external.offset)], ['length', String(external.length)]]) {
+      const e = new ProtoWriter();
+      e.string(1, k);
+      e.string(2, v);
+      w.message(13, e);
+    }
+    w.int(14, 1);
+  } else {
+    w.bytes(9, rawBytes(t, name || 'tensor'));
+  }
   return w;
+}
+
+/** Where an initializer's bytes live outside the model (ONNX external data). */
+export interface ExternalData {
+  /** File name as given to onnxruntime (`externalData[].path`, or a file beside the model). */
+  readonly location: string;
+  readonly offset: number;
+  readonly length: number;
 }
 
 function encodeValueInfo(name: string, type: ElemType, dims: readonly Dim[] | undefined): ProtoWriter {
@@ -360,7 +379,7 @@ export class GraphBuilder {
   private readonly inputs: ValueRecord[] = [];
   private readonly outputs: ValueRecord[] = [];
   private readonly valueInfos: ValueRecord[] = [];
-  private readonly initializers: { name: string; tensor: ConstTensor }[] = [];
+  private readonly initializers: { name: string; tensor: ConstTensor; external?: ExternalData }[] = [];
   private readonly usedNames = new Set<string>();
   private counter = 0;
 
@@ -391,6 +410,17 @@ export class GraphBuilder {
   initializer(name: string, type: ElemType, dims: readonly number[], data: TensorData): string {
     rawBytes({ type, dims, data }, name); // size/type errors surface here, not at toModel()
     this.initializers.push({ name: this.claim(name), tensor: { type, dims, data } });
+    return name;
+  }
+
+  /**
+   * Adds a constant weight whose bytes live outside the model (ONNX external data): the model
+   * stays small and the weights travel as one buffer (`SessionOptions.externalData`).
+   */
+  externalInitializer(name: string, type: ElemType, dims: readonly number[], external: ExternalData): string {
+    const expected = dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[type];
+    if (expected !== external.length) throw new Error(`${name}: ${external.length} external bytes for ${type} [${dims.join(', ')}]`);
+    this.initializers.push({ name: this.claim(name), tensor: { type, dims, data: new Uint8Array(0) }, external });
     return name;
   }
 
@@ -454,7 +484,7 @@ export class GraphBuilder {
       g.message(1, w);
     }
     g.string(2, this.name);
-    for (const init of this.initializers) g.message(5, encodeTensor(init.name, init.tensor));
+    for (const init of this.initializers) g.message(5, encodeTensor(init.name, init.tensor, init.external));
     for (const v of this.inputs) g.message(11, encodeValueInfo(v.name, v.type, v.dims));
     for (const v of this.outputs) g.message(12, encodeValueInfo(v.name, v.type, v.dims));
     for (const v of this.valueInfos) g.message(13, encodeValueInfo(v.name, v.type, v.dims));

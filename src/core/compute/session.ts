@@ -56,6 +56,16 @@ export interface SessionOptions {
    * that many inter-op threads); 1 or unset = sequential execution.
    */
   readonly parallelBranches?: number;
+  /**
+   * Whether the CPU allocator keeps an arena (onnxruntime's default: true). Off, activation
+   * buffers go back to the system after each run: bounded memory over many sessions.
+   */
+  readonly memoryArena?: boolean;
+  /**
+   * Whether constant matrix operands are repacked at load (onnxruntime's default: true). The
+   * packed copy doubles the memory of weights loaded from a memory-mapped external data file.
+   */
+  readonly prepacking?: boolean;
 }
 
 /** A session plus the provider it actually runs on. */
@@ -121,7 +131,17 @@ function ortOptions(backend: BackendName, options: SessionOptions): ort.Inferenc
     graphOptimizationLevel: options.optimization ?? 'all',
     ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
     ...(options.parallelBranches && options.parallelBranches > 1 ? { executionMode: 'parallel' as const, interOpNumThreads: options.parallelBranches } : {}),
-    ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
+    ...(options.memoryArena === false ? { enableCpuMemArena: false } : {}),
+    ...(options.spinning === false || options.prepacking === false
+      ? {
+          extra: {
+            session: {
+              ...(options.spinning === false ? { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } : {}),
+              ...(options.prepacking === false ? { disable_prepacking: '1' } : {}),
+            },
+          },
+        }
+      : {}),
     logSeverityLevel: 3,
   };
 }
@@ -218,7 +238,7 @@ class FallbackSession implements ComputeSession {
   constructor(
     private session: ort.InferenceSession,
     public backend: BackendName,
-    private readonly model: Uint8Array,
+    private readonly model: ModelSource,
     private readonly options: SessionOptions,
     public fallbackReason?: string,
   ) {}
@@ -237,7 +257,7 @@ class FallbackSession implements ComputeSession {
       if (this.backend === 'cpu') throw e;
       const reason = `${this.backend} failed while running (${firstLine(e)}); continued on cpu`;
       await this.session.release().catch(() => undefined);
-      this.session = await ort.InferenceSession.create(this.model, ortOptions('cpu', this.options));
+      this.session = await open(this.model, ortOptions('cpu', this.options));
       this.backend = 'cpu';
       this.fallbackReason = reason;
       return (await this.session.run(feeds)) as Record<string, ort.Tensor>;
@@ -249,12 +269,19 @@ class FallbackSession implements ComputeSession {
   }
 }
 
+/** A model: its bytes (from {@link GraphBuilder.toModel}), or the path of a model file (external data beside it). */
+export type ModelSource = Uint8Array | string;
+
+function open(model: ModelSource, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  return typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options);
+}
+
 /**
- * Creates a session for `model` (bytes from {@link GraphBuilder.toModel}) on the requested
+ * Creates a session for `model` (bytes from {@link GraphBuilder.toModel}, or a model file) on the requested
  * provider. If that provider is unavailable or fails to initialise, the session is created on
  * the CPU instead and `fallbackReason` says why. Graph errors on the CPU are bugs and throw.
  */
-export async function createSession(model: Uint8Array, options: SessionOptions = {}): Promise<ComputeSession> {
+export async function createSession(model: ModelSource, options: SessionOptions = {}): Promise<ComputeSession> {
   const choice = options.backend ?? 'cpu';
   let wanted: BackendName;
   let reason: string | undefined;
@@ -272,13 +299,13 @@ export async function createSession(model: Uint8Array, options: SessionOptions =
   }
   if (wanted !== 'cpu') {
     try {
-      const s = await ort.InferenceSession.create(model, ortOptions(wanted, options));
+      const s = await open(model, ortOptions(wanted, options));
       return new FallbackSession(s, wanted, model, options);
     } catch (e) {
       reason = `${wanted} could not create the session (${firstLine(e)}); using cpu`;
     }
   }
-  const s = await ort.InferenceSession.create(model, ortOptions('cpu', options));
+  const s = await open(model, ortOptions('cpu', options));
   return new FallbackSession(s, 'cpu', model, options, reason);
 }
 

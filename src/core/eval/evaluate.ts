@@ -14,9 +14,9 @@ import { buildPlan, planKeyBytesPerToken } from '../plan/plan';
 import type { FactorMethod, RankPlan } from '../plan/types';
 import type { CalibrationSpec } from '../calibration/moments';
 import { checkpointSource, computeBases, PlanWeights } from './factored';
-import { loadForward, type WeightSource } from './forward';
+import { streamNll, type Precision, type StreamPlan, type WeightSource } from './forward';
 import { CheckpointWeights, readModelSpec, type ModelSpec } from './model';
-import { checkTokens, NllAccumulator, windowBatch } from './protocol';
+import { checkTokens, NllAccumulator } from './protocol';
 
 /** Options shared by every evaluation. */
 export interface EvalOptions {
@@ -24,8 +24,16 @@ export interface EvalOptions {
   readonly seq: number;
   readonly backend?: BackendChoice;
   readonly threads?: number;
-  /** Windows per onnxruntime run (default: about 4096 tokens' worth). */
+  /** Windows per onnxruntime run (default: from free memory, about 4096 tokens on the CPU, 16 windows on GPUs). */
   readonly batch?: number;
+  /** Arithmetic of matrix products (default `auto`: float16 on GPU providers for 16-bit checkpoints). */
+  readonly precision?: Precision;
+  /** Bytes the evaluation may use (default: what the machine has available; FK_MEMORY_LIMIT). */
+  readonly memoryBytes?: number;
+  /** Weight bytes per segment (default from the backend and free memory). */
+  readonly segmentBytes?: number;
+  /** Always spill hidden states between segments to disk (tests; otherwise only when memory is short). */
+  readonly spill?: boolean;
   /** Evaluate only the first N windows (quick checks; the protocol itself uses all). */
   readonly maxWindows?: number;
   readonly cancel?: CancelToken;
@@ -47,6 +55,8 @@ export interface EvalResult {
   readonly seconds: number;
   /** NLL sum of every window, in order. */
   readonly windowNll: readonly number[];
+  /** How it ran: segments, batch sizes, spilling, and the memory estimate. */
+  readonly plan?: StreamPlan;
 }
 
 /**
@@ -67,31 +77,32 @@ export async function evaluatePerplexity(source: WeightSource, ids: Int32Array, 
   }
   let windows = checkTokens(ids, options.seq, spec.vocab, 'text');
   if (options.maxWindows !== undefined) windows = Math.min(windows, Math.max(1, Math.floor(options.maxWindows)));
-  const model = await loadForward(source, { seq: options.seq, backend: options.backend, threads: options.threads, cancel: options.cancel });
-  try {
-    const acc = new NllAccumulator();
-    const batch = options.batch ?? defaultBatch(options.seq, spec.vocab);
-    for (let first = 0; first < windows; first += batch) {
-      throwIfCancelled(options.cancel);
-      const count = Math.min(batch, windows - first);
-      const { inputs, targets } = windowBatch(ids, options.seq, first, count);
-      const { nll } = await model.run(inputs, targets, count);
-      acc.addWindows(nll, count, options.seq);
-      options.progress?.(first + count, windows, 'evaluating');
-    }
-    return {
-      perplexity: acc.perplexity,
-      meanNll: acc.meanNll,
-      tokens: acc.tokens,
-      windows,
-      backend: model.backend,
-      fallbackReason: model.fallbackReason,
-      seconds: (performance.now() - started) / 1000,
-      windowNll: acc.windowSums,
-    };
-  } finally {
-    await model.dispose();
-  }
+  throwIfCancelled(options.cancel);
+  const r = await streamNll(source, ids, windows, {
+    seq: options.seq,
+    backend: options.backend,
+    threads: options.threads,
+    batch: options.batch,
+    precision: options.precision,
+    memoryBytes: options.memoryBytes,
+    segmentBytes: options.segmentBytes,
+    spill: options.spill,
+    cancel: options.cancel,
+    progress: options.progress ? (done, total) => options.progress!(Math.round((done / total) * windows), windows, 'evaluating') : undefined,
+  });
+  const acc = new NllAccumulator();
+  acc.addWindows(r.nll, windows, options.seq);
+  return {
+    perplexity: acc.perplexity,
+    meanNll: acc.meanNll,
+    tokens: acc.tokens,
+    windows,
+    backend: r.backend,
+    fallbackReason: r.fallbackReason,
+    seconds: (performance.now() - started) / 1000,
+    windowNll: acc.windowSums,
+    plan: r.plan,
+  };
 }
 
 /** Key-cache bytes per token (all layers, batch 1) of the unfactored model. */

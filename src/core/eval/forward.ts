@@ -1,19 +1,52 @@
 /**
- * A runnable forward pass: a model's weights turned into one or more onnxruntime sessions
- * (segments of whole layers) on the chosen backend, returning per-token NLL for windows.
+ * Runnable forward passes: a model's weights turned into onnxruntime sessions, one per
+ * segment of whole layers, on the chosen backend.
+ *
+ * Weights are converted once per load to the type the backend computes in (float32 on the CPU,
+ * exactly as the in-graph Cast did it; float16 for 16-bit matrix weights on GPU providers, with
+ * float32 everywhere else) and written, tensor by tensor, to a segment file beside a small
+ * model file that refers to it as ONNX external data. onnxruntime memory-maps that file, so a
+ * loaded segment costs its weights once (file-backed pages) instead of the three to four copies
+ * of an in-memory protobuf, and no model approaches protobuf's 2 GB limit.
+ *
+ * Two ways to run:
+ * - {@link streamNll} (evaluation): layer streaming. One segment is resident at a time; every
+ *   window of the evaluation goes through it, the hidden states are kept (in memory, or in a
+ *   spill file when even they do not fit) and passed to the next segment. The last segment
+ *   (final norm, head, log-softmax, NLL) runs in chunks small enough that full-vocabulary
+ *   logits never exist for more than a few thousand tokens at once. The memory needed is
+ *   estimated first ({@link planStream}); a machine that cannot meet it gets one error naming
+ *   the figure instead of an OOM kill.
+ * - {@link loadForward} (tests, benchmarks): every segment resident, windows run through all of
+ *   them, with logits on request.
  */
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import type * as ort from 'onnxruntime-node';
+import type { Checkpoint } from '../checkpoint/checkpoint';
+import { decodeToFloat32, encodeFromFloat32 } from '../checkpoint/dtypes';
+import type { ConstTensor, ElemType, ExternalData } from '../compute/onnx';
 import { createSession, Tensor, type BackendChoice, type BackendName, type ComputeSession } from '../compute/session';
-import { throwIfCancelled, type CancelToken } from '../errors';
-import { buildSegment, IO } from './graph';
+import { FactoredKeysError, throwIfCancelled, type CancelToken } from '../errors';
+import { buildSegment, IO, type WeightStore, type WeightUse } from './graph';
 import type { LayerWeights, ModelSpec, OuterWeights } from './model';
 
 /** Anything that can hand out a model's weights layer by layer (original, factored, exported). */
 export interface WeightSource {
   readonly spec: ModelSpec;
+  /** The checkpoint behind the weights, when there is one (sizes for the memory estimate). */
+  readonly ckpt?: Checkpoint;
   outer(): Promise<OuterWeights>;
   layer(index: number): Promise<LayerWeights>;
 }
+
+/**
+ * Arithmetic of matrix products: `float32` everywhere (the CPU; exact as transformers' float32
+ * reference), or `float16` products of 16-bit weights (GPU providers), accumulating as the
+ * provider's kernels do. `auto`: float16 on GPU providers for 16-bit checkpoints, else float32.
+ */
+export type Precision = 'float32' | 'float16' | 'auto';
 
 /** Options for {@link loadForward}. */
 export interface ForwardOptions {
@@ -22,8 +55,9 @@ export interface ForwardOptions {
   readonly threads?: number;
   /** Also return logits (tests; costs batch·seq·vocab floats per run). */
   readonly logits?: boolean;
-  /** Weight bytes per segment before a new session is started (default 1 GiB). */
+  /** Weight bytes (as loaded) per segment before a new session is started. */
   readonly segmentBytes?: number;
+  readonly precision?: Precision;
   readonly cancel?: CancelToken;
 }
 
@@ -47,52 +81,535 @@ export interface ForwardModel {
   dispose(): Promise<void>;
 }
 
-function constBytes(w: unknown): number {
-  let total = 0;
-  const visit = (v: unknown) => {
-    if (v === null || typeof v !== 'object') return;
-    if (ArrayBuffer.isView(v)) {
-      total += v.byteLength;
-      return;
-    }
-    for (const x of Object.values(v)) visit(x);
-  };
-  visit(w);
-  return total;
+const GiB = 2 ** 30;
+const MiB = 2 ** 20;
+/** Offsets in a segment file are multiples of this, so onnxruntime can map every tensor. */
+const ALIGN = 64 * 1024;
+/** Segment size on the CPU: large enough that session creation is amortised. */
+const CPU_SEGMENT_BYTES = GiB;
+/** Segment size on GPU providers: TinyLlama-1.1B in float16 is one segment, a 7B model four. */
+const GPU_SEGMENT_BYTES = 4 * GiB;
+/** Node, onnxruntime and the tokenised text: what a process needs before any weight. */
+const BASELINE_BYTES = 320 * MiB;
+/** Full-vocabulary float32 values one run of the last segment may hold (logits, log-probabilities). */
+const LOGIT_BYTES = 256 * MiB;
+
+const formatBytes = (b: number): string => (b >= GiB ? `${(b / GiB).toFixed(1)} GiB` : `${Math.max(1, Math.round(b / MiB))} MiB`);
+
+// ---------------------------------------------------------------------------------------------
+// Weights converted once and written as external data
+
+/** The bytes of a typed-array constant. */
+function bytesOf(t: ConstTensor): Uint8Array {
+  const d = t.data;
+  if (ArrayBuffer.isView(d)) return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  if (t.type === 'float32') return new Uint8Array(Float32Array.from(d as readonly number[]).buffer);
+  throw new Error(`weight of type ${t.type} given as numbers`);
 }
 
-const DEFAULT_SEGMENT_BYTES = 1 << 30;
+/** bfloat16/float16 bits → float32 values. */
+function widen(t: ConstTensor): Float32Array {
+  return decodeToFloat32(t.type === 'bfloat16' ? 'BF16' : 'F16', bytesOf(t));
+}
 
-/** Builds the graphs and sessions of a model. */
+/** A weight in the type it is computed in: `{ type, bytes }`. */
+export function convertWeight(t: ConstTensor, half: boolean): { type: ElemType; bytes: Uint8Array } {
+  if (t.type !== 'float16' && t.type !== 'bfloat16') {
+    if (t.type === 'float32') return { type: 'float32', bytes: bytesOf(t) };
+    return { type: t.type, bytes: bytesOf(t) };
+  }
+  if (half) {
+    if (t.type === 'float16') return { type: 'float16', bytes: bytesOf(t) };
+    // bfloat16 → float16 (every GPU provider multiplies float16; few take bfloat16); a tensor
+    // with values beyond float16's range stays float32
+    const f = widen(t);
+    let big = false;
+    for (let i = 0; i < f.length; i++) if (Math.abs(f[i]) > 65504) big = true;
+    if (!big) return { type: 'float16', bytes: encodeFromFloat32('F16', f) };
+    return { type: 'float32', bytes: new Uint8Array(f.buffer) };
+  }
+  return { type: 'float32', bytes: new Uint8Array(widen(t).buffer) };
+}
+
+/** One segment's weights in a file: model `seg-N.onnx`, data `seg-N.bin`. */
+class SegmentFile implements WeightStore {
+  private fd: number;
+  private offset = 0;
+  readonly dataName: string;
+  readonly modelPath: string;
+  /** Bytes written (the segment's weights as loaded). */
+  bytes = 0;
+  private readonly written = new Map<ConstTensor, { type: ElemType; external: ExternalData }>();
+
+  constructor(
+    dir: string,
+    index: number,
+    private readonly half: boolean,
+  ) {
+    this.dataName = `seg-${index}.bin`;
+    this.modelPath = path.join(dir, `seg-${index}.onnx`);
+    this.fd = openSync(path.join(dir, this.dataName), 'w');
+  }
+
+  put(_name: string, t: ConstTensor, use: WeightUse): { type: ElemType; external: ExternalData } {
+    const hit = this.written.get(t);
+    if (hit) return hit;
+    const { type, bytes } = convertWeight(t, this.half && use !== 'other');
+    const at = Math.ceil(this.offset / ALIGN) * ALIGN;
+    for (let done = 0; done < bytes.byteLength; ) done += writeSync(this.fd, bytes, done, bytes.byteLength - done, at + done);
+    this.offset = at + bytes.byteLength;
+    this.bytes += bytes.byteLength;
+    const r = { type, external: { location: this.dataName, offset: at, length: bytes.byteLength } };
+    this.written.set(t, r);
+    return r;
+  }
+
+  /** Writes the model file; the segment is then ready for a session. */
+  finish(model: Uint8Array): string {
+    closeSync(this.fd);
+    this.fd = -1;
+    this.written.clear();
+    writeFileSync(this.modelPath, model);
+    return this.modelPath;
+  }
+
+  remove(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+    rmSync(this.modelPath, { force: true });
+    rmSync(path.join(path.dirname(this.modelPath), this.dataName), { force: true });
+  }
+}
+
+/** Whether `backend` computes 16-bit products for a model stored as `spec.weightDtype`. */
+function halfFor(spec: ModelSpec, backend: BackendChoice, precision: Precision = 'auto'): boolean {
+  if (precision === 'float32') return false;
+  const sixteen = spec.weightDtype === 'BF16' || spec.weightDtype === 'F16';
+  if (precision === 'float16') return sixteen;
+  return sixteen && backend !== 'cpu';
+}
+
+interface BuiltSegment {
+  readonly first: number;
+  readonly end: number;
+  readonly session: ComputeSession;
+  readonly file: SegmentFile;
+}
+
+/** Builds the session of layers [first, end) (with the embedding and/or head when first/last). */
+async function buildSession(
+  source: WeightSource,
+  outer: OuterWeights | undefined,
+  dir: string,
+  index: number,
+  first: number,
+  end: number,
+  options: { seq: number; backend: BackendChoice; threads?: number; logits?: boolean; half: boolean; cancel?: CancelToken },
+): Promise<BuiltSegment> {
+  const spec = source.spec;
+  const file = new SegmentFile(dir, index, options.half);
+  try {
+    const layers: { index: number; weights: LayerWeights }[] = [];
+    for (let i = first; i < end; i++) {
+      throwIfCancelled(options.cancel);
+      layers.push({ index: i, weights: await source.layer(i) });
+    }
+    const isFirst = first === 0;
+    const isLast = end === spec.layers;
+    const model = buildSegment({ spec, seq: options.seq, layers, outer: isFirst || isLast ? outer : undefined, first: isFirst, last: isLast, logits: options.logits, weights: file });
+    layers.length = 0;
+    const modelPath = file.finish(model);
+    const session = await createSession(modelPath, { backend: options.backend, threads: options.threads, memoryArena: true, prepacking: true });
+    return { first, end, session, file };
+  } catch (e) {
+    file.remove();
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sizes, segments and the memory estimate
+
+/** Every tensor name a description object mentions (that the checkpoint has). */
+function tensorNames(ckpt: Checkpoint, value: unknown, out: Set<string>): Set<string> {
+  if (typeof value === 'string') {
+    if (ckpt.tensors.has(value)) out.add(value);
+  } else if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) tensorNames(ckpt, v, out);
+  }
+  return out;
+}
+
+/** Per-layer and outer weight sizes, as stored and as loaded, and the widest activation. */
+export interface WeightSizes {
+  /** Bytes per layer as loaded (after conversion). */
+  readonly layers: readonly number[];
+  /** Bytes per layer as stored (what reading one layer costs in memory). */
+  readonly storedLayers: readonly number[];
+  /** Embedding (+ positions) and head (+ final norm), as loaded. */
+  readonly embed: number;
+  readonly head: number;
+  /** Largest single tensor as loaded (the conversion's staging buffer). */
+  readonly largestTensor: number;
+  /** Widest weight dimension (the MLP's intermediate size in most models). */
+  readonly widest: number;
+}
+
+/** Sizes of a source's weights from its checkpoint's headers (no weight is read). */
+export function weightSizes(source: WeightSource, half: boolean): WeightSizes | undefined {
+  const ckpt = source.ckpt;
+  if (!ckpt) return undefined;
+  const spec = source.spec;
+  let largestTensor = 0;
+  let widest = spec.hidden;
+  const loaded = (names: Set<string>) => {
+    let bytes = 0;
+    let stored = 0;
+    for (const n of names) {
+      const t = ckpt.tensors.get(n)!;
+      const count = t.shape.reduce((a, b) => a * b, 1);
+      const s = t.end - t.start;
+      const b = half && t.shape.length >= 2 && (t.dtype === 'BF16' || t.dtype === 'F16') ? 2 * count : Math.max(4 * count, s);
+      bytes += b;
+      stored += s;
+      largestTensor = Math.max(largestTensor, 4 * count);
+      if (t.shape.length >= 2) widest = Math.max(widest, ...t.shape.filter((d) => d !== spec.vocab));
+    }
+    return { bytes, stored };
+  };
+  const layers: number[] = [];
+  const storedLayers: number[] = [];
+  for (let i = 0; i < spec.layers; i++) {
+    const r = loaded(tensorNames(ckpt, spec.blocks[i], new Set()));
+    layers.push(r.bytes);
+    storedLayers.push(r.stored);
+  }
+  const embedNames = tensorNames(ckpt, spec.embedding, new Set());
+  const headNames = tensorNames(ckpt, [spec.head, spec.finalNorm], new Set());
+  return { layers, storedLayers, embed: loaded(embedNames).bytes, head: loaded(headNames).bytes, largestTensor, widest };
+}
+
+/** Segments [first, end) of layers, greedy up to `budget` bytes each (at least one layer). */
+function segmentsOf(sizes: WeightSizes, layers: number, budget: number): [number, number][] {
+  const out: [number, number][] = [];
+  let start = 0;
+  let bytes = sizes.embed;
+  for (let i = 0; i < layers; i++) {
+    const b = sizes.layers[i] + (i === layers - 1 ? sizes.head : 0);
+    if (i > start && bytes + b > budget) {
+      out.push([start, i]);
+      start = i;
+      bytes = 0;
+    }
+    bytes += b;
+  }
+  out.push([start, layers]);
+  return out;
+}
+
+/** Memory the host can give this process: MemAvailable, a cgroup limit, or FK_MEMORY_LIMIT (bytes, or with a K/M/G suffix). */
+export function availableMemory(): number {
+  const env = process.env.FK_MEMORY_LIMIT;
+  if (env) {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$/i.exec(env);
+    if (m) return Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase());
+  }
+  let avail = os.freemem();
+  try {
+    const info = readFileSync('/proc/meminfo', 'utf8');
+    const m = /MemAvailable:\s+(\d+) kB/.exec(info);
+    if (m) avail = Number(m[1]) * 1024;
+  } catch {
+    // not Linux: os.freemem()
+  }
+  try {
+    const max = readFileSync('/sys/fs/cgroup/memory.max', 'utf8').trim();
+    if (max !== 'max') {
+      const used = Number(readFileSync('/sys/fs/cgroup/memory.current', 'utf8').trim());
+      avail = Math.min(avail, Number(max) - used);
+    }
+  } catch {
+    // no cgroup v2 limit
+  }
+  return avail + process.memoryUsage().rss - BASELINE_BYTES / 2;
+}
+
+/** What {@link streamNll} will do, and the memory it needs. */
+export interface StreamPlan {
+  readonly segments: readonly (readonly [number, number])[];
+  /** Windows per run of the inner segments and of the last one. */
+  readonly batch: number;
+  readonly lastBatch: number;
+  /** Whether the hidden states between segments go to a spill file. */
+  readonly spill: boolean;
+  readonly half: boolean;
+  /** Estimated peak memory of the process, and its parts. */
+  readonly peakBytes: number;
+  readonly weightBytes: number;
+  readonly activationBytes: number;
+  readonly hiddenBytes: number;
+  readonly availableBytes: number;
+}
+
+/** Options for {@link streamNll}. */
+export interface StreamOptions {
+  readonly seq: number;
+  readonly backend?: BackendChoice;
+  readonly threads?: number;
+  /** Windows per run (default: from the memory left after the weights, at most 64). */
+  readonly batch?: number;
+  /** Weight bytes (as loaded) per segment; default from the backend and free memory. */
+  readonly segmentBytes?: number;
+  readonly precision?: Precision;
+  /** Bytes this evaluation may use (default {@link availableMemory}). */
+  readonly memoryBytes?: number;
+  /** Always spill hidden states to disk (tests). */
+  readonly spill?: boolean;
+  readonly cancel?: CancelToken;
+  /** Called after every run: windows done over windows × segments. */
+  readonly progress?: (done: number, total: number) => void;
+}
+
+/** Activation bytes of one token inside a block (float32), a generous bound of onnxruntime's peak. */
+function activationPerToken(spec: ModelSpec, sizes: WeightSizes | undefined, seq: number): number {
+  const widest = sizes?.widest ?? 4 * spec.hidden;
+  const heads = spec.queryHeads;
+  const moe = spec.blocks.some((b) => b.mlp.kind === 'moe' || b.mlp.kind === 'gpt-oss-moe') ? 2 : 1;
+  return 4 * (10 * spec.hidden + 4 * widest * moe + 3 * heads * seq);
+}
+
+/** Windows per run of the last segment: full-vocabulary values of at most LOGIT_BYTES. */
+function logitWindows(spec: ModelSpec, seq: number): number {
+  return Math.max(1, Math.floor(LOGIT_BYTES / (2 * 4 * spec.vocab * seq)));
+}
+
+/**
+ * Plans a streamed evaluation of `windows` windows: segments, batch sizes, spilling, and the
+ * peak memory. Throws one FactoredKeysError naming the figure when even one layer at a time,
+ * one window per run and spilled hidden states need more than is available.
+ */
+export function planStream(source: WeightSource, windows: number, options: StreamOptions): StreamPlan {
+  const spec = source.spec;
+  const seq = options.seq;
+  const backend = options.backend ?? 'cpu';
+  const half = halfFor(spec, backend, options.precision);
+  const sizes = weightSizes(source, half);
+  const available = options.memoryBytes ?? availableMemory();
+  const perToken = activationPerToken(spec, sizes, seq);
+  const hiddenAll = windows * seq * spec.hidden * 4;
+  // about 4096 tokens per run on the CPU and 16 windows on GPU providers unless asked, fewer
+  // when memory is short; the last segment's runs also keep full-vocabulary values small
+  const preferred = options.batch ?? (backend === 'cpu' ? Math.max(1, Math.floor(4096 / seq)) : 16);
+  let batch = Math.max(1, Math.min(64, preferred, windows));
+  const lastOf = (b: number) => Math.max(1, Math.min(b, logitWindows(spec, seq)));
+  const lastActivation = (b: number) => lastOf(b) * seq * (perToken + 2 * 4 * spec.vocab);
+  if (!sizes) {
+    return { segments: [[0, spec.layers]], batch, lastBatch: lastOf(batch), spill: false, half, peakBytes: NaN, weightBytes: NaN, activationBytes: NaN, hiddenBytes: hiddenAll, availableBytes: available };
+  }
+  // weights resident while a segment runs: the segment (file-backed), plus, while it loads,
+  // one layer as stored and one tensor's conversion
+  const staging = Math.max(...sizes.storedLayers, sizes.embed / 2, sizes.head / 2) + sizes.largestTensor;
+  const minimalSegment = Math.max(sizes.embed + sizes.layers[0], sizes.layers[spec.layers - 1] + sizes.head, ...sizes.layers);
+  const runBytes = (b: number) => Math.max(b * seq * perToken, lastActivation(b));
+  const hiddenBytes = (spill: boolean, batch: number) => (spill ? 2 * batch * seq * spec.hidden * 4 : hiddenAll);
+  const fixed = BASELINE_BYTES + staging;
+  let spill = options.spill === true;
+  // on the CPU a loading segment briefly holds its mapped weights and their packed copy
+  const resident = backend === 'cpu' ? 2 : 1;
+  const need = (segment: number, b: number, s: boolean) => fixed + resident * segment + runBytes(b) + hiddenBytes(s, b);
+  if (!spill && need(minimalSegment, batch, false) > available) spill = true;
+  while (batch > 1 && need(minimalSegment, batch, spill) > available) batch = Math.max(1, Math.floor(batch / 2));
+  if (need(minimalSegment, 1, true) > available) {
+    throw new FactoredKeysError(
+      `not enough memory to evaluate: needs about ${formatBytes(need(minimalSegment, 1, true))} (${formatBytes(minimalSegment)} of ${half ? 'float16' : 'float32'} weights in its smallest possible largest segment, ` +
+        `${formatBytes(runBytes(1) + staging)} of activations and loading), ${formatBytes(available)} available`,
+    );
+  }
+  const left = (available - need(0, batch, spill)) / resident;
+  const wanted = options.segmentBytes ?? (backend === 'cpu' ? CPU_SEGMENT_BYTES : GPU_SEGMENT_BYTES);
+  const segments = segmentsOf(sizes, spec.layers, Math.max(1, Math.min(wanted, left)));
+  let largest = 0;
+  for (const [a, b] of segments) {
+    let bytes = 0;
+    for (let i = a; i < b; i++) bytes += sizes.layers[i];
+    if (a === 0) bytes += sizes.embed;
+    if (b === spec.layers) bytes += sizes.head;
+    largest = Math.max(largest, bytes);
+  }
+  const activationBytes = runBytes(batch);
+  return {
+    segments,
+    batch,
+    lastBatch: lastOf(batch),
+    spill,
+    half,
+    peakBytes: need(largest, batch, spill),
+    weightBytes: largest,
+    activationBytes,
+    hiddenBytes: hiddenBytes(spill, batch),
+    availableBytes: available,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hidden states between segments
+
+/** Hidden states of every window, [windows·seq, hidden] float32, in memory or in a spill file. */
+class HiddenStore {
+  private data?: Float32Array;
+  private fd = -1;
+  private readonly rowFloats: number;
+
+  constructor(
+    private readonly windows: number,
+    seq: number,
+    hidden: number,
+    private readonly spillPath?: string,
+  ) {
+    this.rowFloats = seq * hidden;
+    if (spillPath) this.fd = openSync(spillPath, 'w+');
+  }
+
+  write(first: number, values: Float32Array): void {
+    if (this.fd >= 0) {
+      const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      const at = first * this.rowFloats * 4;
+      for (let done = 0; done < bytes.byteLength; ) done += writeSync(this.fd, bytes, done, bytes.byteLength - done, at + done);
+      return;
+    }
+    this.data ??= new Float32Array(this.windows * this.rowFloats);
+    this.data.set(values, first * this.rowFloats);
+  }
+
+  read(first: number, count: number): Float32Array {
+    if (this.fd >= 0) {
+      const out = new Float32Array(count * this.rowFloats);
+      const bytes = new Uint8Array(out.buffer);
+      const at = first * this.rowFloats * 4;
+      for (let done = 0; done < bytes.byteLength; ) {
+        const n = readSync(this.fd, bytes, done, bytes.byteLength - done, at + done);
+        if (n <= 0) throw new Error('hidden-state spill file is short');
+        done += n;
+      }
+      return out;
+    }
+    return this.data!.subarray(first * this.rowFloats, (first + count) * this.rowFloats);
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+    this.data = undefined;
+    if (this.spillPath) rmSync(this.spillPath, { force: true });
+  }
+}
+
+/** Inputs and targets of windows [first, first + count) as int64 data ([count, seq]). */
+function windowIds(ids: Int32Array, seq: number, first: number, count: number, shift: number): BigInt64Array {
+  const out = new BigInt64Array(count * seq);
+  for (let w = 0; w < count; w++) {
+    const start = (first + w) * seq + shift;
+    for (let t = 0; t < seq; t++) out[w * seq + t] = BigInt(ids[start + t]);
+  }
+  return out;
+}
+
+/** Result of {@link streamNll}. */
+export interface StreamResult {
+  /** NLL per predicted token, [windows, seq] row-major. */
+  readonly nll: Float32Array;
+  readonly backend: BackendName;
+  readonly fallbackReason?: string;
+  readonly plan: StreamPlan;
+}
+
+function tempDir(): string {
+  return mkdtempSync(path.join(process.env.FK_EVAL_TMPDIR ?? os.tmpdir(), 'fk-eval-'));
+}
+
+/**
+ * Per-token NLL of the first `windows` windows of `ids` (the protocol's windows), streaming one
+ * segment at a time (see the module comment). Checks memory first ({@link planStream}).
+ */
+export async function streamNll(source: WeightSource, ids: Int32Array, windows: number, options: StreamOptions): Promise<StreamResult> {
+  const spec = source.spec;
+  const seq = options.seq;
+  const backend = options.backend ?? 'cpu';
+  const plan = planStream(source, windows, options);
+  const dir = tempDir();
+  const hidden = new HiddenStore(windows, seq, spec.hidden, plan.spill ? path.join(dir, 'hidden.bin') : undefined);
+  const nll = new Float32Array(windows * seq);
+  const backends: BackendName[] = [];
+  let fallbackReason: string | undefined;
+  const total = windows * plan.segments.length;
+  try {
+    let outer: OuterWeights | undefined;
+    for (let k = 0; k < plan.segments.length; k++) {
+      const [a, b] = plan.segments[k];
+      const isFirst = a === 0;
+      const isLast = b === spec.layers;
+      if (isFirst || isLast) outer ??= await source.outer();
+      const seg = await buildSession(source, isFirst || isLast ? outer : undefined, dir, k, a, b, { seq, backend, threads: options.threads, half: plan.half, cancel: options.cancel });
+      // the embedding is not needed after the first segment unless the head shares it
+      if (isFirst && !isLast && outer && outer.head.weight !== outer.embed) outer = { ...outer, embed: { type: outer.embed.type, dims: [0], data: new Uint8Array(0) } };
+      try {
+        const step = isLast ? plan.lastBatch : plan.batch;
+        for (let first = 0; first < windows; first += step) {
+          throwIfCancelled(options.cancel);
+          const count = Math.min(step, windows - first);
+          const feeds: Record<string, ort.Tensor> = {};
+          if (isFirst) feeds[IO.ids] = new Tensor('int64', windowIds(ids, seq, first, count, 0), [count, seq]);
+          else feeds[IO.hiddenIn] = new Tensor('float32', hidden.read(first, count), [count * seq, spec.hidden]);
+          if (isLast) feeds[IO.targets] = new Tensor('int64', windowIds(ids, seq, first, count, 1), [count, seq]);
+          const out = await seg.session.run(feeds);
+          if (isLast) nll.set(out[IO.nll].data as Float32Array, first * seq);
+          else hidden.write(first, out[IO.hiddenOut].data as Float32Array);
+          options.progress?.(k * windows + first + count, total);
+        }
+        backends.push(seg.session.backend);
+        fallbackReason ??= seg.session.fallbackReason;
+      } finally {
+        await seg.session.dispose().catch(() => undefined);
+        seg.file.remove();
+      }
+    }
+  } finally {
+    hidden.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const used = backends.every((x) => x === backends[0]) ? backends[0] : 'cpu';
+  return { nll, backend: used, fallbackReason, plan };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Everything resident (tests, benchmarks)
+
+/** Builds the graphs and sessions of a model, every segment resident. */
 export async function loadForward(source: WeightSource, options: ForwardOptions): Promise<ForwardModel> {
   const spec = source.spec;
-  const limit = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
-  const outer = await source.outer();
-  const sessions: ComputeSession[] = [];
-  const release = () => Promise.all(sessions.map((s) => s.dispose().catch(() => undefined)));
+  const backend = options.backend ?? 'cpu';
+  const half = halfFor(spec, backend, options.precision);
+  const sizes = weightSizes(source, half);
+  const budget = options.segmentBytes ?? (backend === 'cpu' ? CPU_SEGMENT_BYTES : GPU_SEGMENT_BYTES);
+  const ranges: [number, number][] = sizes ? segmentsOf(sizes, spec.layers, budget) : [[0, spec.layers]];
+  const dir = tempDir();
+  const segments: BuiltSegment[] = [];
+  const release = async () => {
+    await Promise.all(segments.map((s) => s.session.dispose().catch(() => undefined)));
+    for (const s of segments) s.file.remove();
+    rmSync(dir, { recursive: true, force: true });
+  };
   try {
-    let pending: { index: number; weights: LayerWeights }[] = [];
-    let pendingBytes = 0;
-    const flush = async (last: boolean) => {
-      const first = sessions.length === 0;
-      const model = buildSegment({ spec, seq: options.seq, layers: pending, outer: first || last ? outer : undefined, first, last, logits: options.logits });
-      pending = [];
-      pendingBytes = 0;
-      sessions.push(await createSession(model, { backend: options.backend ?? 'cpu', threads: options.threads }));
-    };
-    for (let i = 0; i < spec.layers; i++) {
-      throwIfCancelled(options.cancel);
-      const weights = await source.layer(i);
-      const bytes = constBytes(weights);
-      if (pending.length > 0 && pendingBytes + bytes > limit) await flush(false);
-      pending.push({ index: i, weights });
-      pendingBytes += bytes;
+    const outer = await source.outer();
+    for (let k = 0; k < ranges.length; k++) {
+      const [a, b] = ranges[k];
+      segments.push(await buildSession(source, outer, dir, k, a, b, { seq: options.seq, backend, threads: options.threads, logits: options.logits, half, cancel: options.cancel }));
     }
-    await flush(true);
   } catch (e) {
     await release();
     throw e;
   }
+  const sessions = segments.map((s) => s.session);
   const backendOf = () => (sessions.every((s) => s.backend === sessions[0].backend) ? sessions[0].backend : 'cpu');
   return {
     spec,

@@ -11,7 +11,7 @@
  */
 import type { Activation, LayerDescription, RopeSpec } from '../arch/description';
 import { ropeTables } from '../arch/rope';
-import { dataTypeCode, floatAttr, GraphBuilder, type ConstTensor } from '../compute/onnx';
+import { dataTypeCode, floatAttr, GraphBuilder, type ConstTensor, type ElemType, type ExternalData } from '../compute/onnx';
 import type { LayerWeights, Linear, MlpWeights, ModelSpec, Norm, OuterWeights } from './model';
 
 /** float32's lowest value: what transformers adds for masked positions. */
@@ -36,6 +36,20 @@ export interface SegmentSpec {
    * (calibration, src/core/calibration).
    */
   readonly captureAttentionInput?: boolean;
+  /**
+   * Where the weights go: without one they are initializers in their stored type, Cast to
+   * float32 in the graph; with one, each is converted once (per load) to the type the store
+   * chooses and kept as external data (src/core/eval/forward.ts).
+   */
+  readonly weights?: WeightStore;
+}
+
+/** How a weight is used: matrix products and embedding lookups may run in 16 bits. */
+export type WeightUse = 'matmul' | 'gather' | 'other';
+
+/** Receives a segment's weights; returns the type each was stored as and where its bytes are. */
+export interface WeightStore {
+  put(name: string, t: ConstTensor, use: WeightUse): { readonly type: ElemType; readonly external: ExternalData };
 }
 
 /** Graph input/output names shared by the builder and the runner. */
@@ -54,20 +68,44 @@ export function causalMask(seq: number, window: number | null): Float32Array {
 /** Small helper over GraphBuilder: float32 views of weights, linears, norms, shared tables. */
 class Net {
   private readonly cache = new Map<ConstTensor, string>();
+  private readonly inits = new Map<ConstTensor, { name: string; type: ElemType }>();
   private readonly tables = new Map<string, string>();
   constructor(
     readonly g: GraphBuilder,
     readonly seq: number,
+    readonly store?: WeightStore,
   ) {}
 
-  /** A weight as a float32 value (initializer in its own type, Cast in-graph when 16-bit). */
-  weight(t: ConstTensor, name: string): string {
+  /** The initializer of a weight, in the type it is kept in (stored type, or the store's choice). */
+  private init(t: ConstTensor, name: string, use: WeightUse): { name: string; type: ElemType } {
+    let hit = this.inits.get(t);
+    if (!hit) {
+      if (this.store) {
+        const r = this.store.put(name, t, use);
+        hit = { name: this.g.externalInitializer(name, r.type, t.dims, r.external), type: r.type };
+      } else {
+        hit = { name: this.g.initializer(name, t.type, t.dims, t.data), type: t.type };
+      }
+      this.inits.set(t, hit);
+    }
+    return hit;
+  }
+
+  /** A weight as a float32 value (Cast in-graph when kept in 16 bits). */
+  weight(t: ConstTensor, name: string, use: WeightUse = 'other'): string {
     const hit = this.cache.get(t);
     if (hit) return hit;
-    const init = this.g.initializer(name, t.type, t.dims, t.data);
-    const v = t.type === 'float32' ? init : this.g.op('Cast', [init], { to: dataTypeCode('float32') });
+    const init = this.init(t, name, use);
+    const v = init.type === 'float32' ? init.name : this.g.op('Cast', [init.name], { to: dataTypeCode('float32') });
     this.cache.set(t, v);
     return v;
+  }
+
+  /** The float16 initializer of a weight the store keeps in float16 for 16-bit products, else undefined. */
+  half(t: ConstTensor, name: string, use: WeightUse): string | undefined {
+    if (!this.store) return undefined;
+    const init = this.init(t, name, use);
+    return init.type === 'float16' ? init.name : undefined;
   }
 
   ints(values: readonly number[]): string {
@@ -78,9 +116,15 @@ class Net {
     return this.g.constant('float32', [], Float32Array.of(value));
   }
 
-  /** x2d [n, in] · W (+ b) → [n, out]. */
+  /** x2d [n, in] · W (+ b) → [n, out]; a float16 W multiplies float16 activations, result float32. */
   linear(x: string, l: Linear, name: string): string {
-    const w = this.weight(l.weight, `${name}_w`);
+    const w16 = this.half(l.weight, `${name}_w`, 'matmul');
+    if (w16) {
+      const xh = this.g.op('Cast', [x], { to: dataTypeCode('float16') });
+      const y = this.g.op('Cast', [this.g.op('Gemm', [xh, w16], l.transposed ? { transB: 1 } : {})], { to: dataTypeCode('float32') });
+      return l.bias ? this.g.op('Add', [y, this.weight(l.bias, `${name}_b`)]) : y;
+    }
+    const w = this.weight(l.weight, `${name}_w`, 'matmul');
     const inputs = [x, w];
     if (l.bias) inputs.push(this.weight(l.bias, `${name}_b`));
     return this.g.op('Gemm', inputs, l.transposed ? { transB: 1 } : {});
@@ -294,13 +338,14 @@ function block(net: Net, x: string, w: LayerWeights, b: LayerDescription, spec: 
 export function buildSegment(s: SegmentSpec): Uint8Array {
   const { spec, seq } = s;
   const g = new GraphBuilder(`forward_${s.layers[0]?.index ?? 'head'}`);
-  const net = new Net(g, seq);
+  const net = new Net(g, seq, s.weights);
   const d = spec.hidden;
   let x: string;
   if (s.first) {
     if (!s.outer) throw new Error('first segment needs the outer weights');
     const ids = g.input(IO.ids, 'int64', ['batch', seq]);
-    let e = g.op('Gather', [net.weight(s.outer.embed, 'embed'), ids], { axis: 0 }); // [B, S, d]
+    const e16 = net.half(s.outer.embed, 'embed', 'gather');
+    let e = e16 ? g.op('Cast', [g.op('Gather', [e16, ids], { axis: 0 })], { to: dataTypeCode('float32') }) : g.op('Gather', [net.weight(s.outer.embed, 'embed', 'gather'), ids], { axis: 0 }); // [B, S, d]
     if (spec.embedding.multiplier !== 1) e = g.op('Mul', [e, net.scalar(spec.embedding.multiplier)]);
     if (s.outer.positions) {
       const pos = g.op('Slice', [net.weight(s.outer.positions, 'positions'), net.ints([0]), net.ints([seq]), net.ints([0])]);
