@@ -34,6 +34,8 @@ for i in range(int(repeats)):
             open(os.environ['KEEP_JSON'], 'wb').write(stdout)
     except Exception:
         rec['stderr'] = stderr.decode(errors='replace')[-800:]
+    # the CLI's progress lines ("analyze: layer 3/32 (0.2 s)"): when each layer finished
+    rec['progress'] = [line.split('analyze: ')[-1] for line in stderr.decode(errors='replace').splitlines() if 'layer' in line][:40]
     rec['maxRssMB'] = round(rss / 1024)
     rec['cpuSeconds'] = round(usage.ru_utime + usage.ru_stime, 2)
     line = json.dumps(rec)

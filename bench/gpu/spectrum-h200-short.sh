@@ -15,9 +15,8 @@ cat $M/*.safetensors > /dev/null
 export FACTORED_KEYS_CACHE_DIR=/tmp/fkcache
 run() { python3 bench/gpu/runs.py /tmp/node $M $J "$@" >> $R 2>&1; }
 KEEP_JSON=$OUT/analyze-auto.json run 'auto (nothing measured yet)' 3 -- --backend auto
-run 'cpu' 2 -- --backend cpu
+run 'cpu' 1 -- --backend cpu
 run 'cpu, batched MatMul+Transpose per task (previous commit)' 1 FK_SPECTRUM_WORKER_GRAPH=matmul -- --backend cpu
 run 'cpu, Gram on the main thread (before this work)' 1 FK_SPECTRUM_GRAM=main -- --backend cpu
-run 'auto' 1 -- --backend auto
-python3 scripts/reference/spectra_torch_gram.py $M --repeats 1 --paths gram-tuned-cpu-eig,gram-tuned,gram --check $OUT/analyze-auto.json --json $OUT/torch.json >> $R 2>&1
+python3 scripts/reference/spectra_torch_gram.py $M --repeats 1 --paths gram-tuned-cpu-eig,gram --check $OUT/analyze-auto.json --json $OUT/torch.json >> $R 2>&1
 uptime >> $R

@@ -5,11 +5,12 @@
  * heads, with no serial Gram step on the main thread and no oversubscribed thread pools.
  * Loaded lazily by the worker entry (onnxruntime loads only in workers that get such tasks).
  *
- * The Gram of one head, G = W^T W with W^T = [A; B] split into its top and bottom halves of
- * rows, is assembled from three `Gemm`s (transB: no transposed copy): A·Aᵀ, A·Bᵀ and B·Bᵀ, three
- * quarters of the full product's arithmetic (G is symmetric: B·Aᵀ = (A·Bᵀ)ᵀ). A and B are
- * contiguous halves of the head's block, fed as views of the transferred buffer.
- * FK_SPECTRUM_WORKER_GRAPH=matmul uses the batched `MatMul(X, Transpose(X))` instead (benchmarks).
+ * The Gram is the batched `MatMul(X, Transpose(X))` of the task's heads. FK_SPECTRUM_WORKER_GRAPH=half
+ * instead assembles each head's G = W^T W, with W^T = [A; B] split into its top and bottom
+ * halves of rows, from three `Gemm`s (transB, no transposed copy): A·Aᵀ, A·Bᵀ and B·Bᵀ, three
+ * quarters of the arithmetic (B·Aᵀ = (A·Bᵀ)ᵀ), A and B fed as views of the transferred buffer.
+ * It was 25 % faster per head on one thread of the 2-core dev machine, but slower end to end on
+ * the H200's 16 vCPUs (0.85-0.95 s vs 0.81 s, docs/BENCHMARKS.md), so it is opt-in.
  */
 import { DataType, GraphBuilder } from '../compute/onnx';
 import { createSession, Tensor, type ComputeSession } from '../compute/session';
@@ -41,7 +42,7 @@ export function halfGramModel(feed: Feed, headDim: number, dModel: number): Uint
 }
 
 function useHalfGram(headDim: number): boolean {
-  return process.env.FK_SPECTRUM_WORKER_GRAPH !== 'matmul' && headDim >= 2;
+  return process.env.FK_SPECTRUM_WORKER_GRAPH === 'half' && headDim >= 2;
 }
 
 function session(feed: Feed, headDim: number, dModel: number): Promise<ComputeSession> {
