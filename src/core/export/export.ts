@@ -19,7 +19,7 @@ import { computeSavings } from '../savings';
 import { defaultCacheDtype, type CacheDtypeChoice } from '../savings/cacheDtype';
 import { checkDestination, commitTempFolder, makeTempFolder, removeStaleTemps } from './destination';
 import { AUTO_MAP, FACTORED_KEYS_FORMAT_VERSION, REPORT_FILE, RUNTIME_FILE, type ExportReport, type ExportSource, type FactoredKeysConfig, type RopeMode } from './format';
-import { layerRuntime, runtimeTemplatePath, writeRuntime } from './runtime';
+import { configWithAdditions, layerRuntime, runtimeTemplatePath, writeRuntime } from './runtime';
 import { planLayerRewrite, produceLayer, type LayerRewrite, type NewTensor } from './rewrite';
 import { copyTensors, headerJson, headerPrefix, SourceFiles, writeFullyAt, type CopiedTensor, type HeaderEntry } from './writer';
 
@@ -364,7 +364,8 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
       layers: rewrites.map((rw) => ({ ...rw.entry, attention: layerRuntime(layout.description.blocks[rw.layer], rw, mode) })),
     };
     // auto_map makes AutoModelForCausalLM(trust_remote_code=True) load the fixed template (section 9)
-    await fsp.writeFile(path.join(temp, CONFIG_FILE), JSON.stringify({ ...ckpt.config, auto_map: AUTO_MAP, factored_keys: config }, null, 2) + '\n', { flag: 'wx' });
+    const rawConfig = await fsp.readFile(path.join(ckpt.dir, CONFIG_FILE), 'utf8');
+    await fsp.writeFile(path.join(temp, CONFIG_FILE), configWithAdditions(rawConfig, ckpt.config, { auto_map: AUTO_MAP, factored_keys: config }), { flag: 'wx' });
     await writeRuntime(temp);
     const report: ExportReport = { ...buildReport(await exportSource(ckpt), layout, plan, bases, mode), ...(calibration ? { calibration } : {}) };
     await fsp.writeFile(path.join(temp, REPORT_FILE), JSON.stringify(report, null, 2) + '\n', { flag: 'wx' });

@@ -54,3 +54,87 @@ export function layerRuntime(block: LayerDescription, rw: LayerRewrite, mode: Ro
     sinks: a.sinks,
   };
 }
+
+/**
+ * The export's config.json: the source's own text for every top-level entry (so `15.0` stays a
+ * float: transformers 5 validates config fields by type and refuses `15` for a float), minus the
+ * keys in `added`, then `added` (pretty-printed). Falls back to re-serialising when the source is
+ * not a plain JSON object the scanner understands.
+ */
+export function configWithAdditions(raw: string, parsed: Record<string, unknown>, added: Record<string, unknown>): string {
+  const entries = topLevelEntries(raw);
+  const out: string[] = [];
+  if (entries && JSON.stringify(Object.fromEntries(entries.map(([k, v]) => [JSON.parse(k) as string, JSON.parse(v) as unknown]))) === JSON.stringify(parsed)) {
+    for (const [k, v] of entries) if (!Object.hasOwn(added, JSON.parse(k) as string)) out.push(`  ${k}: ${v}`);
+  } else {
+    for (const [k, v] of Object.entries(parsed)) if (!Object.hasOwn(added, k)) out.push(`  ${JSON.stringify(k)}: ${JSON.stringify(v, null, 2).replace(/\n/g, '\n  ')}`);
+  }
+  for (const [k, v] of Object.entries(added)) out.push(`  ${JSON.stringify(k)}: ${JSON.stringify(v, null, 2).replace(/\n/g, '\n  ')}`);
+  return `{\n${out.join(',\n')}\n}\n`;
+}
+
+/** [raw key, raw value] of a JSON object's top-level entries, or null if `raw` is not one. */
+function topLevelEntries(raw: string): [string, string][] | null {
+  let i = 0;
+  const ws = () => {
+    while (i < raw.length && ' \t\r\n'.includes(raw[i])) i++;
+  };
+  const str = (): boolean => {
+    if (raw[i] !== '"') return false;
+    for (i++; i < raw.length; i++) {
+      if (raw[i] === '\\') i++;
+      else if (raw[i] === '"') {
+        i++;
+        return true;
+      }
+    }
+    return false;
+  };
+  ws();
+  if (raw[i] !== '{') return null;
+  i++;
+  const entries: [string, string][] = [];
+  ws();
+  if (raw[i] === '}') return entries;
+  for (;;) {
+    ws();
+    const k0 = i;
+    if (!str()) return null;
+    const key = raw.slice(k0, i);
+    ws();
+    if (raw[i] !== ':') return null;
+    i++;
+    ws();
+    const v0 = i;
+    let depth = 0;
+    while (i < raw.length) {
+      const c = raw[i];
+      if (c === '"') {
+        if (!str()) return null;
+        continue;
+      }
+      if (c === '{' || c === '[') depth++;
+      else if (c === '}' || c === ']') {
+        if (depth === 0) break;
+        depth--;
+      } else if (c === ',' && depth === 0) break;
+      i++;
+    }
+    const value = raw.slice(v0, i).trim();
+    try {
+      JSON.parse(value);
+      JSON.parse(key);
+    } catch {
+      return null;
+    }
+    entries.push([key, value]);
+    if (raw[i] === ',') {
+      i++;
+      continue;
+    }
+    if (raw[i] !== '}') return null;
+    i++;
+    ws();
+    return i === raw.length ? entries : null;
+  }
+}
