@@ -64,7 +64,7 @@ test('plan --json round-trips into export --plan; budget plans stay within budge
 test('export errors are one line, exit 1, and leave nothing behind', async () => {
   const dest = path.join(work, 'never');
   const cases: [string[], RegExp][] = [
-    [['export', path.join(fixtures, 'mistral-bytes'), dest, '--rank', '8'], /--method key-svd\|qk-svd is required/],
+    [['export', path.join(fixtures, 'mistral-bytes'), dest, '--rank', '8'], /--method key-svd\|qk-svd\|calibrated is required/],
     [['export', path.join(fixtures, 'mistral-bytes'), dest, '--method', 'svd', '--rank', '8'], /--method must be key-svd, qk-svd or calibrated/],
     [['export', path.join(fixtures, 'mistral-bytes'), dest, '--method', 'key-svd'], /give exactly one of --rank/],
     [['export', path.join(fixtures, 'mistral-bytes'), dest, '--method', 'key-svd', '--rank', '8', '--fraction', '0.5'], /give exactly one of/],
