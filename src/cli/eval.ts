@@ -75,6 +75,7 @@ export async function runEval(argv: string[], baseIo: CliIo): Promise<number> {
   const choice = factored ? await policyFromArgs(args, 'eval') : undefined;
   checkCacheFlags(args, 'eval');
   if (!choice && (args.values.has('cache-dtype') || args.values.has('bytes-per-value'))) throw new FactoredKeysError('eval: --cache-dtype and --bytes-per-value go with a rank policy or --plan');
+  if (!choice && (args.values.has('calibration') || args.values.has('calibration-tokens'))) throw new FactoredKeysError('eval: --calibration and --calibration-tokens go with --method calibrated and a rank policy');
   const tokenizer = await resolveTokenizer(args.values.get('tokenizer'), checkpoint);
   const config = await readConfigForDefaults(checkpoint);
   checkBytesTokenizer(tokenizer, config, checkpoint);

@@ -119,6 +119,7 @@ test('calibrated CLI: export records the calibration text by name and hash; bad 
     [['plan', mistral, '--method', 'calibrated', '--rank', '8', '--calibration', short, '--tokenizer', 'bytes'], /shorter than one window of 256 tokens/],
     [['plan', fixture('stories260K'), '--method', 'calibrated', '--rank', '8', '--calibration', CALIBRATION, '--tokenizer', 'bytes'], /--tokenizer bytes feeds byte values 0\.\.255, but .* vocab_size 512/],
     [['plan', mistral, '--method', 'qk-svd', '--rank', '8', '--calibration', CALIBRATION], /--calibration and --calibration-tokens go with --method calibrated/],
+    [['eval', mistral, '--text', CALIBRATION, '--tokenizer', 'bytes', '--calibration', CALIBRATION], /--calibration and --calibration-tokens go with --method calibrated/],
     [['plan', fixture('layouts2/qwen3'), '--method', 'calibrated', '--rank', '8', '--calibration', CALIBRATION, '--tokenizer', 'bytes'], /calibrated does not support q\/k-norm/],
   ];
   for (const [argv, re] of cases) {
