@@ -290,6 +290,39 @@ describe('spectra computed on the worker threads (the many-core CPU path)', () =
   }
 });
 
+describe('auto trial with the workers computing the CPU candidate', () => {
+  for (const candidates of [['cpu', 'cpu'], ['cpu', 'webgpu']] as const) {
+    test(`candidates ${candidates.join(', ')}: every result kept, the CPU chosen`, async () => {
+      const { dir, cleanup } = tempDir();
+      const saved = process.env.FACTORED_KEYS_CACHE_DIR;
+      process.env.FACTORED_KEYS_CACHE_DIR = path.join(dir, 'cache');
+      try {
+        writeSmallLlama(dir, 24);
+        const ckpt = await openCheckpoint(dir);
+        try {
+          const layout = buildLayout(ckpt);
+          const plain = await runSpectrumEngine(ckpt, layout, { backend: 'cpu' }, { workers: false });
+          const r = await runSpectrumEngine(ckpt, layout, { backend: 'auto', threads: 2 }, { autoCandidates: candidates, workers: true, workerGram: true });
+          assert.equal(r.backend, 'cpu');
+          assert.match(r.notes?.join(' ') ?? '', /auto: measured cpu [\d.]+ ms, /);
+          assert.equal(r.heads.length, plain.heads.length);
+          r.heads.forEach((h, i) => {
+            const p = plain.heads[i];
+            assert.deepEqual([h.layer, h.kind, h.head], [p.layer, p.kind, p.head]);
+            h.singularValues.forEach((v, j) => assert.ok(Math.abs(v - p.singularValues[j]) <= 1e-6 * p.singularValues[0], `${h.layer}/${h.kind}/${h.head} σ${j}`));
+          });
+        } finally {
+          await ckpt.close();
+        }
+      } finally {
+        if (saved === undefined) delete process.env.FACTORED_KEYS_CACHE_DIR;
+        else process.env.FACTORED_KEYS_CACHE_DIR = saved;
+        cleanup();
+      }
+    });
+  }
+});
+
 describe('eigenvalue solver and metrics', () => {
   test('specialised eigenvalues (WebAssembly SIMD and JavaScript reductions) agree with linalg.symmetricEigen', () => {
     let seed = 7;

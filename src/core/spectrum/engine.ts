@@ -358,14 +358,16 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     throwIfCancelled(options.cancel);
     options.progress?.(0, layers, 'reading layer 0');
     const ring = new BufferRing();
-    // the workers compute whole spectra only for a CPU Gram outside a trial (GPU providers
-    // get the layer in one run; a trial times each provider on its own path)
-    const workerPool = (): EigenPool | undefined => (pool && gramInWorkers(pool.size, internals.workerGram) && !trial && runner?.requested === 'cpu' ? pool : undefined);
+    // The workers compute whole spectra for the CPU provider (GPU providers get the layer in one
+    // run). In an `auto` trial the CPU candidate is timed on that same path, with one layer in
+    // flight so that each candidate's window only holds its own layers; the run after the trial
+    // reads further ahead.
+    const workerPool = (): EigenPool | undefined => (pool && gramInWorkers(pool.size, internals.workerGram) && (trial ? trial.current() : runner)?.requested === 'cpu' ? pool : undefined);
     const perLayer = layers > 0 ? layerJobs(layout, 0, kinds).length : 0;
     const per = partHeads(perLayer, pool?.size ?? 1, internals.partHeads);
-    const depth = prefetchDepth(workerPool() !== undefined);
+    const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined));
     // parts of the layers in flight plus the one finishing; tensor ends add a part each
-    if (workerPool() && layers > 0) ring.capacity = (depth + 1) * (Math.ceil(perLayer / per) + 2 * kinds.length);
+    if (workerPool() && layers > 0) ring.capacity = (prefetchDepth(true) + 1) * (Math.ceil(perLayer / per) + 2 * kinds.length);
     if (workerPool() && perLayer > 0) {
       const t = ckpt.tensor(layerJobs(layout, 0, kinds)[0].slice.tensor);
       const feed = t.dtype === 'F32' ? 'float32' : t.dtype === 'F16' ? 'float16' : t.dtype === 'BF16' ? 'bfloat16' : undefined;
@@ -383,10 +385,14 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
       p.catch(() => undefined);
       ahead.push(p);
     };
-    for (let l = 0; l < depth; l++) prefetch(l);
+    let nextToLoad = 0;
+    const fill = (layer: number): void => {
+      while (nextToLoad < layers && nextToLoad <= layer + depth()) prefetch(nextToLoad++);
+    };
+    fill(-1);
     for (let layer = 0; layer < layers; layer++) {
       const batch = await ahead.shift()!;
-      prefetch(layer + depth);
+      fill(layer);
       throwIfCancelled(options.cancel);
       if (batch.jobs.length === 0) continue;
       const active = trial?.current() ?? runner!;
@@ -429,7 +435,10 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
         ring.release(batch.data.buffer);
         solve(grams, 0, batch.jobs.length);
       }
-      if (trial?.current()) {
+      // a layer the workers computed because it was read during the CPU window, although the
+      // next candidate's window has begun: kept, but neither that candidate's warm-up nor timed
+      const stray = batch.solved !== undefined && active.requested !== 'cpu';
+      if (trial?.current() && !stray) {
         if (warmUp) {
           await drain();
           trial.startWindow();
