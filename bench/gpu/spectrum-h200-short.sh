@@ -1,6 +1,8 @@
 #!/bin/bash
 # The short form of spectrum-h200.sh (same preparation and carry): ours first, then PyTorch's
-# paths once each in the same run, with the accuracy check of our `auto` output.
+# paths once each in the same run, with the accuracy check of our `auto` output. (Run C of
+# docs/BENCHMARKS.md used this script as of commit 467b658, when the half Gram was the default and
+# FK_SPECTRUM_WORKER_GRAPH=matmul selected the batched MatMul that is the default now.)
 set -u
 cd "$(dirname "$0")/../.."
 xz -dc .gpu/pack/node.xz > /tmp/node && chmod +x /tmp/node
@@ -16,7 +18,7 @@ export FACTORED_KEYS_CACHE_DIR=/tmp/fkcache
 run() { python3 bench/gpu/runs.py /tmp/node $M $J "$@" >> $R 2>&1; }
 KEEP_JSON=$OUT/analyze-auto.json run 'auto (nothing measured yet)' 3 -- --backend auto
 run 'cpu' 1 -- --backend cpu
-run 'cpu, batched MatMul+Transpose per task (previous commit)' 1 FK_SPECTRUM_WORKER_GRAPH=matmul -- --backend cpu
+run 'cpu, three-Gemm half Gram in the workers' 1 FK_SPECTRUM_WORKER_GRAPH=half -- --backend cpu
 run 'cpu, Gram on the main thread (before this work)' 1 FK_SPECTRUM_GRAM=main -- --backend cpu
 python3 scripts/reference/spectra_torch_gram.py $M --repeats 1 --paths gram-tuned-cpu-eig,gram --check $OUT/analyze-auto.json --json $OUT/torch.json >> $R 2>&1
 uptime >> $R
