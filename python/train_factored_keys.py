@@ -397,7 +397,7 @@ def main(argv):
     t.add_argument("--tokens", required=True, help="token ids, little-endian int32")
     t.add_argument("--out", required=True, help="an existing folder to write the shards into")
     t.add_argument("--steps", type=int, default=300)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--seq", type=int, default=256)
     t.add_argument("--warmup", type=int, default=30)

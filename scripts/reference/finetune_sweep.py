@@ -31,7 +31,7 @@ def tokens_file(text, path):
 
     with open(text, "rb") as f:
         data = f.read()
-    ids = array.array("i", data)
+    ids = array.array("i", list(data))
     if sys.byteorder != "little":
         ids.byteswap()
     with open(path, "wb") as f:

@@ -77,7 +77,7 @@ export interface FinetuneResult {
   readonly python: PythonInfo;
 }
 
-const DEFAULTS = { steps: 300, lr: 1e-3, batch: 32, seq: 256 };
+const DEFAULTS = { steps: 300, lr: 5e-4, batch: 32, seq: 256 };
 /** Grace between SIGTERM and SIGKILL when cancelling the child. */
 const KILL_GRACE_MS = 3000;
 
