@@ -27,7 +27,7 @@ import type * as ort from 'onnxruntime-node';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { decodeToFloat32, encodeFromFloat32 } from '../checkpoint/dtypes';
 import type { ConstTensor, ElemType, ExternalData } from '../compute/onnx';
-import { createSession, Tensor, type BackendChoice, type BackendName, type ComputeSession } from '../compute/session';
+import { createSession, Tensor, usableBackends, type BackendChoice, type BackendName, type ComputeSession } from '../compute/session';
 import { FactoredKeysError, throwIfCancelled, type CancelToken } from '../errors';
 import { buildSegment, IO, type WeightStore, type WeightUse } from './graph';
 import type { LayerWeights, ModelSpec, OuterWeights } from './model';
@@ -107,9 +107,50 @@ function bytesOf(t: ConstTensor): Uint8Array {
   throw new Error(`weight of type ${t.type} given as numbers`);
 }
 
-/** bfloat16/float16 bits → float32 values. */
+/** The 16-bit elements of a constant (copied when its bytes are not 2-aligned). */
+function halves(t: ConstTensor): Uint16Array {
+  const b = bytesOf(t);
+  if (b.byteOffset % 2 === 0) return new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2);
+  return new Uint16Array(b.slice().buffer);
+}
+
+let f16Table: Float32Array | undefined;
+let bf16ToF16Table: Uint16Array | undefined;
+
+/**
+ * bfloat16/float16 bits → float32 values, exactly as decodeToFloat32 (and an in-graph Cast)
+ * gives them: bfloat16 by a shift, float16 by a table of all 65,536 values.
+ */
 function widen(t: ConstTensor): Float32Array {
-  return decodeToFloat32(t.type === 'bfloat16' ? 'BF16' : 'F16', bytesOf(t));
+  const h = halves(t);
+  const out = new Float32Array(h.length);
+  if (t.type === 'bfloat16') {
+    const u = new Uint32Array(out.buffer);
+    for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
+    return out;
+  }
+  f16Table ??= decodeToFloat32('F16', new Uint8Array(Uint16Array.from({ length: 65536 }, (_, i) => i).buffer));
+  const table = f16Table;
+  for (let i = 0; i < h.length; i++) out[i] = table[h[i]];
+  return out;
+}
+
+/** bfloat16 bits → float16 bits (round to nearest even, as encodeFromFloat32), or undefined when a value overflows float16. */
+function bf16ToF16(t: ConstTensor): Uint16Array | undefined {
+  if (!bf16ToF16Table) {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    bf16ToF16Table = new Uint16Array(encodeFromFloat32('F16', decodeToFloat32('BF16', new Uint8Array(all.buffer))).buffer);
+  }
+  const table = bf16ToF16Table;
+  const h = halves(t);
+  const out = new Uint16Array(h.length);
+  for (let i = 0; i < h.length; i++) {
+    const v = table[h[i]];
+    // ±inf from a finite bfloat16: beyond float16's range
+    if ((v & 0x7fff) === 0x7c00 && (h[i] & 0x7f80) !== 0x7f80) return undefined;
+    out[i] = v;
+  }
+  return out;
 }
 
 /** A weight in the type it is computed in: `{ type, bytes }`. */
@@ -122,11 +163,9 @@ export function convertWeight(t: ConstTensor, half: boolean): { type: ElemType; 
     if (t.type === 'float16') return { type: 'float16', bytes: bytesOf(t) };
     // bfloat16 → float16 (every GPU provider multiplies float16; few take bfloat16); a tensor
     // with values beyond float16's range stays float32
-    const f = widen(t);
-    let big = false;
-    for (let i = 0; i < f.length; i++) if (Math.abs(f[i]) > 65504) big = true;
-    if (!big) return { type: 'float16', bytes: encodeFromFloat32('F16', f) };
-    return { type: 'float32', bytes: new Uint8Array(f.buffer) };
+    const h = bf16ToF16(t);
+    if (h) return { type: 'float16', bytes: new Uint8Array(h.buffer) };
+    return { type: 'float32', bytes: new Uint8Array(widen(t).buffer) };
   }
   return { type: 'float32', bytes: new Uint8Array(widen(t).buffer) };
 }
@@ -181,12 +220,18 @@ class SegmentFile implements WeightStore {
   }
 }
 
-/** Whether `backend` computes 16-bit products for a model stored as `spec.weightDtype`. */
+/** Whether `backend` computes 16-bit products for a model stored as `spec.weightDtype` (`auto` unresolved: no). */
 function halfFor(spec: ModelSpec, backend: BackendChoice, precision: Precision = 'auto'): boolean {
   if (precision === 'float32') return false;
   const sixteen = spec.weightDtype === 'BF16' || spec.weightDtype === 'F16';
   if (precision === 'float16') return sixteen;
-  return sixteen && backend !== 'cpu';
+  return sixteen && backend !== 'cpu' && backend !== 'auto';
+}
+
+/** `auto` resolved to the provider it will use here (so that the CPU keeps float32 arithmetic). */
+async function resolveBackend(backend: BackendChoice | undefined): Promise<BackendChoice> {
+  if (backend !== 'auto') return backend ?? 'cpu';
+  return (await usableBackends())[0];
 }
 
 interface BuiltSegment {
@@ -534,8 +579,8 @@ function tempDir(): string {
 export async function streamNll(source: WeightSource, ids: Int32Array, windows: number, options: StreamOptions): Promise<StreamResult> {
   const spec = source.spec;
   const seq = options.seq;
-  const backend = options.backend ?? 'cpu';
-  const plan = planStream(source, windows, options);
+  const backend = await resolveBackend(options.backend);
+  const plan = planStream(source, windows, { ...options, backend });
   const dir = tempDir();
   const hidden = new HiddenStore(windows, seq, spec.hidden, plan.spill ? path.join(dir, 'hidden.bin') : undefined);
   const nll = new Float32Array(windows * seq);
@@ -587,7 +632,7 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
 /** Builds the graphs and sessions of a model, every segment resident. */
 export async function loadForward(source: WeightSource, options: ForwardOptions): Promise<ForwardModel> {
   const spec = source.spec;
-  const backend = options.backend ?? 'cpu';
+  const backend = await resolveBackend(options.backend);
   const half = halfFor(spec, backend, options.precision);
   const sizes = weightSizes(source, half);
   const budget = options.segmentBytes ?? (backend === 'cpu' ? CPU_SEGMENT_BYTES : GPU_SEGMENT_BYTES);
