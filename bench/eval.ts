@@ -7,14 +7,16 @@
  * Environment: FK_FIXTURES (default ../shared/fixtures), BENCH_EVAL_WINDOWS (fixture windows,
  * default 32), BENCH_EVAL_1B_WINDOWS (default 8), BENCH_EVAL_BACKENDS (comma list; default every
  * usable backend plus auto), BENCH_DIR (default .bench), BENCH_EVAL_PPL=1 (also the full heldout
- * perplexity of originals and key-svd/qk-svd plans at ranks 8/16/32 per backend).
+ * perplexity of originals and key-svd/qk-svd plans at ranks 8/16/32 per backend), BENCH_EVAL_STREAM=1
+ * (the streamed evaluator on the 1.1B and Mistral-7B shapes, BENCH_EVAL_STREAM_WINDOWS windows).
  */
 import { existsSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openCheckpoint } from '../src/core/checkpoint/checkpoint';
 import { usableBackends, type BackendChoice } from '../src/core/compute/session';
-import { checkpointSource, defaultBatch, loadForward, NllAccumulator, PlanEvaluator, sweepPerplexity, windowBatch } from '../src/core/eval';
+import { checkpointSource, defaultBatch, evaluateCheckpoint, loadForward, NllAccumulator, PlanEvaluator, sweepPerplexity, windowBatch } from '../src/core/eval';
+import { generateSyntheticCheckpoint } from './synthetic';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -193,6 +195,30 @@ export async function run(): Promise<unknown> {
     const n = Number(process.env.BENCH_EVAL_1B_WINDOWS ?? 8);
     // token ids for the synthetic model: the heldout bytes (all < 32000)
     for (const b of backends) emit(await measure(dir, 'llama-1.1b (synthetic)', heldout, b, n, seq, Number(process.env.BENCH_EVAL_1B_BATCH ?? 4)));
+  }
+  // BENCH_EVAL_STREAM=1: the streamed evaluator (what `eval` runs) on the synthetic 1.1B model
+  // and the Mistral-7B shape (bench/synthetic.ts, 14.5 GB written to BENCH_DIR), first
+  // BENCH_EVAL_STREAM_WINDOWS windows (default 8) per backend, everything counted (load included)
+  if (process.env.BENCH_EVAL_STREAM === '1') {
+    const benchDir = path.resolve(ROOT, process.env.BENCH_DIR ?? '.bench');
+    const n = Number(process.env.BENCH_EVAL_STREAM_WINDOWS ?? 8);
+    lines.push('', '| model (streamed) | backend | windows × seq | segments | batch | seconds | tokens/s | estimated peak | peak RSS so far | PPL |', '|---|---|---|---|---|---|---|---|---|---|');
+    const models: [string, () => Promise<string>][] = [
+      ['llama-1.1b (synthetic)', () => syntheticLlama1b(path.join(benchDir, 'llama-1.1b-synthetic'))],
+      ['mistral-7b (synthetic)', async () => (await generateSyntheticCheckpoint('mistral-7b', path.join(benchDir, 'mistral-7b'))).dir],
+    ];
+    for (const [label, make] of models) {
+      const dir = await make();
+      for (const b of backends) {
+        const t = performance.now();
+        const r = await evaluateCheckpoint(dir, heldout, { seq, backend: b, maxWindows: n });
+        const s = (performance.now() - t) / 1000;
+        const gib = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
+        const line = `| ${label} | ${b} → ${r.backend}${r.plan?.half ? ' (float16)' : ''} | ${r.windows} × ${seq} | ${r.plan?.segments.length} | ${r.plan?.batch} | ${s.toFixed(1)} | ${Math.round(r.tokens / s).toLocaleString('en-US')} | ${r.plan ? gib(r.plan.peakBytes) : '?'} | ${gib(process.resourceUsage().maxRSS * 1024)} | ${r.perplexity.toFixed(2)} |`;
+        lines.push(line);
+        process.stderr.write(line + '\n');
+      }
+    }
   }
   // BENCH_EVAL_PPL=1: the whole heldout.txt protocol per backend, originals and in-memory plans
   // (key-svd, qk-svd at ranks 8/16/32), to compare with test/reference/eval/eval_reference.json.
