@@ -190,3 +190,31 @@ test('calibrated: all-zero statistics give identity maps and zero energies', () 
   const p = keyMapAt(b, n);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.ok(Math.abs(p[i * n + j] - (i === j ? 1 : 0)) < 1e-12);
 });
+
+test('calibrated: a large exact null space (128-dim heads, statistics of rank 40) and extreme scales still decompose', () => {
+  const n = 128;
+  const t = 40;
+  const r0 = rng(5);
+  const a = Float64Array.from({ length: n * t }, () => r0());
+  const b = Float64Array.from({ length: n * t }, () => r0());
+  const gram = (x: Float64Array, scale: number) => {
+    const m = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let k = 0; k < t; k++) s += x[i * t + k] * x[j * t + k];
+      m[i * n + j] = s * scale;
+    }
+    return m;
+  };
+  for (const scale of [1, 1e-150, 1e150]) {
+    const m = { key: gram(a, scale), query: gram(b, scale) };
+    const basis = calibratedBasis(m, n, 0, 0);
+    const p = keyMapAt(basis, n);
+    let worst = 0;
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) worst = Math.max(worst, Math.abs(p[i * n + j] - (i === j ? 1 : 0)));
+    assert.ok(worst < 1e-6, `scale ${scale}: full-rank P off identity by ${worst}`);
+    let tail = 0;
+    for (let j = 20; j < n; j++) tail += basis.energies[j];
+    close(calibratedObjective(m.key, m.query, keyMapAt(basis, 20), n), tail, 1e-6, `scale ${scale}: objective at rank 20`);
+  }
+});

@@ -65,12 +65,31 @@ export function keyMapAt(b: HeadBasis, r: number): Float64Array {
   return p;
 }
 
+/**
+ * Eigen-decomposition of a positive semi-definite matrix through A/μ + I, μ = tr(A)/n: the same
+ * eigenvectors, eigenvalues mapped back. The QL iteration's convergence test is relative to
+ * the diagonal, so a large exact null space (few distinct calibration tokens, a rank-deficient
+ * W_K) leaves it tiny off-diagonals against zero diagonals and it may not converge; shifted, the
+ * null space sits at μ.
+ */
+function psdEigen(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
+  let mu = 0;
+  for (let i = 0; i < n; i++) mu += a[i * n + i];
+  mu = n > 0 ? Math.max(0, mu / n) : 0;
+  // scaled to unit mean eigenvalue as well, so no product in the iteration overflows or underflows
+  const scale = mu > 0 ? mu : 1;
+  const shifted = a.subarray(0, n * n).map((v) => v / scale);
+  if (mu > 0) for (let i = 0; i < n; i++) shifted[i * n + i] += 1;
+  const e = symmetricEigen(shifted, n, true);
+  return { values: e.values.map((v) => (mu > 0 ? v - 1 : v) * scale), vectors: e.vectors! };
+}
+
 /** One head's calibrated basis from its moments (pure float64 math; exported for tests). */
 export function calibratedBasis(m: HeadMoments, n: number, layer: number, kvHead: number): HeadBasis {
   const sk = m.key;
   const sq = m.query;
-  const ek = symmetricEigen(sk, n, true);
-  const v = ek.vectors!;
+  const ek = psdEigen(sk, n);
+  const v = ek.vectors;
   const top = Math.max(0, ek.values[0] ?? 0);
   let range = 0;
   while (range < n && ek.values[range] > RANGE_TOLERANCE * top && top > 0) range++;
@@ -88,8 +107,8 @@ export function calibratedBasis(m: HeadMoments, n: number, layer: number, kvHead
   // B = Λ₊^{1/2} V₊ᵀ S_q V₊ Λ₊^{1/2}  (= S_k^{1/2} S_q S_k^{1/2} in V₊'s coordinates)
   const bm = matmul(transpose(half, n, m1), matmul(sq, half, n, n, m1), m1, n, m1);
   for (let i = 0; i < m1; i++) for (let j = i + 1; j < m1; j++) bm[i * m1 + j] = bm[j * m1 + i] = 0.5 * (bm[i * m1 + j] + bm[j * m1 + i]);
-  const eb = symmetricEigen(bm, m1, true);
-  const u = eb.vectors!;
+  const eb = psdEigen(bm, m1);
+  const u = eb.vectors;
   const tkRange = matmul(inv, u, n, m1, m1);
   const tqRange = matmul(half, u, n, m1, m1);
   const keyMap = new Float64Array(n * n);
