@@ -195,9 +195,11 @@ def main():
     ap.add_argument("--fixtures", default="../shared/fixtures")
     ap.add_argument("--out", default="runtime_reference.json")
     ap.add_argument("--only", default="")
+    ap.add_argument("--extras-only", action="store_true", help="only the cache, round-trip, PEFT and device_map checks")
+    ap.add_argument("--no-extras", action="store_true", help="skip the cache, round-trip, PEFT and device_map checks")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("FK_THREADS", os.cpu_count() or 1)))
     exports_dir = os.path.join(args.work, "exports")
     names = sorted(n for n in os.listdir(exports_dir) if args.only in n)
     result = {
@@ -211,11 +213,11 @@ def main():
         "failures": [],
     }
     fail = result["failures"]
-    for name in names:
+    for name in [] if args.extras_only else names:
         t0 = time.time()
         exp = os.path.join(exports_dir, name)
         src = source_of(name, args.fixtures)
-        text = os.path.join(args.work, "heldout16385.txt" if name.split(".")[0] in ("gpt2-bytes", "mistral-bytes") else "heldout2049.txt")
+        text = os.path.join(args.work, "heldout2049.txt")  # our eval of each export used the same text
         ids = text_ids(text, device)
         ours = json.load(open(os.path.join(args.work, "eval", name + ".eval.json")))
         cfg = json.load(open(os.path.join(exp, "config.json")))
@@ -265,16 +267,17 @@ def main():
         if not rec["pass"]:
             fail.append(name)
         print(name, json.dumps({k: rec[k] for k in rec if k in ("pass", "ppl_rel_diff", "ppl_reference_rel_diff", "cache_step_max_abs_diff", "greedy64_equals_original", "error")}), flush=True)
+        write(result, args.out)  # after every export, so an interrupted run keeps what it measured
 
     # cache bytes at 1,024 tokens x batch 8 against `savings`
     result["cache"] = {}
-    for model_name, dtype in (("mistral-bytes", torch.bfloat16), ("gpt2-bytes", torch.float32)):
+    for model_name, dtype in () if args.no_extras else (("mistral-bytes", torch.bfloat16), ("gpt2-bytes", torch.float32)):
         name = model_name + ".key-svd.r16"
         if name not in names:
             continue
         sav = json.load(open(os.path.join(args.work, "eval", "savings.%s.r16.json" % model_name)))
         ids = text_ids(os.path.join(args.work, "heldout16385.txt"), device)
-        m = measure_cache(os.path.join(exports_dir, name), source_of(name, args.fixtures), ids, dtype, device)
+        m = measure_cache(os.path.join(exports_dir, name), source_of(name, args.fixtures), ids, dtype, device, context=sav["inputs"]["context"])
         m["savings"] = sav
         m["dtype"] = str(dtype).replace("torch.", "")
         result["cache"][name] = m
@@ -282,7 +285,7 @@ def main():
 
     # round trip, PEFT, device_map on the mistral rank-16 export
     name = "mistral-bytes.key-svd.r16"
-    if name in names:
+    if name in names and not args.no_extras:
         extra = {}
         exp = os.path.join(exports_dir, name)
         ids = text_ids(os.path.join(args.work, "heldout16385.txt"), device)[:256].unsqueeze(0)
@@ -316,12 +319,36 @@ def main():
         result["extras"] = extra
         print("extras", json.dumps(extra), flush=True)
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
-        f.write("\n")
+    write(result, args.out)
     print("%d exports, %d failed: %s" % (len(names), len(fail), " ".join(fail)))
     return 1 if fail else 0
+
+
+def write(result, out):
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def merge(paths, out):
+    """Joins the results of several runs (later files win per export); failures recomputed."""
+    result = None
+    for p in paths:
+        part = json.load(open(p))
+        if result is None:
+            result = dict(part, exports={}, cache={}, failures=[], merged_from=[])
+        result["exports"].update(part["exports"])
+        result["cache"].update(part.get("cache", {}))
+        if part.get("extras"):
+            result["extras"] = part["extras"]
+        result["merged_from"].append(len(part["exports"]))
+    result["failures"] = sorted(n for n, r in result["exports"].items() if not r["pass"])
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print("%d exports, %d failed: %s" % (len(result["exports"]), len(result["failures"]), " ".join(result["failures"])))
+    return 1 if result["failures"] else 0
 
 
 def cfg_auto_map(exp):
@@ -329,4 +356,6 @@ def cfg_auto_map(exp):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--merge"]:  # --merge OUT RUN.json...
+        sys.exit(merge(sys.argv[3:], sys.argv[2]))
     sys.exit(main())

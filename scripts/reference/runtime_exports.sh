@@ -20,8 +20,8 @@ one() { # name source text method rank-flag...
 }
 for m in gpt2-bytes mistral-bytes; do
   for method in key-svd qk-svd; do
-    one "$m.$method.r16" "$F/$m" "$OUT/heldout16385.txt" $method --rank 16
-    one "$m.$method.full" "$F/$m" "$OUT/heldout16385.txt" $method --fraction 1
+    one "$m.$method.r16" "$F/$m" "$OUT/heldout2049.txt" $method --rank 16
+    one "$m.$method.full" "$F/$m" "$OUT/heldout2049.txt" $method --fraction 1
   done
 done
 for d in "$F"/layouts2/*/ test/fixtures/variants/*/; do
@@ -31,4 +31,4 @@ for d in "$F"/layouts2/*/ test/fixtures/variants/*/; do
   [ "$kind" = layouts2 ] && one "$kind.$fam.full" "$d" "$OUT/heldout2049.txt" key-svd --fraction 1
 done
 node dist/cli.js savings "$F/mistral-bytes" --key-rank 16 --context 1024 --batch 8 --cache-dtype bf16 --json > "$OUT/eval/savings.mistral-bytes.r16.json"
-node dist/cli.js savings "$F/gpt2-bytes" --key-rank 16 --context 1024 --batch 8 --cache-dtype f32 --json > "$OUT/eval/savings.gpt2-bytes.r16.json"
+node dist/cli.js savings "$F/gpt2-bytes" --key-rank 16 --context 256 --batch 8 --cache-dtype f32 --json > "$OUT/eval/savings.gpt2-bytes.r16.json"
