@@ -10,7 +10,8 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../../src/core/errors';
-import { checkpointSource, evaluateCheckpoint, planStream } from '../../src/core/eval';
+import { decodeToFloat32, encodeFromFloat32 } from '../../src/core/checkpoint/dtypes';
+import { checkpointSource, convertWeight, evaluateCheckpoint, planStream } from '../../src/core/eval';
 import { CLI, fixture } from '../helpers/fixtures';
 
 const HELDOUT = Int32Array.from(readFileSync(fixture('heldout.txt')));
@@ -53,4 +54,22 @@ test('CLI: eval under FK_MEMORY_LIMIT too small exits 1 with one error line', as
   );
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^error: not enough memory to evaluate: needs about [\d.]+ (MiB|GiB) \([^\n]*\), 100 MiB available\n$/);
+});
+
+test('weights convert once, bit-identical to the float32 round trip, on every 16-bit pattern', () => {
+  const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+  const bytes = new Uint8Array(all.buffer);
+  for (const [type, dtype] of [['bfloat16', 'BF16'], ['float16', 'F16']] as const) {
+    const got = convertWeight({ type, dims: [65536], data: bytes }, false);
+    assert.equal(got.type, 'float32');
+    const want = decodeToFloat32(dtype, bytes);
+    const g = new Float32Array(got.bytes.buffer, got.bytes.byteOffset, 65536);
+    for (let i = 0; i < 65536; i++) if (!(Number.isNaN(want[i]) && Number.isNaN(g[i]))) assert.equal(Object.is(g[i], want[i]), true, `${type} 0x${i.toString(16)}`);
+  }
+  const finite = all.filter((b) => Math.abs(decodeToFloat32('BF16', new Uint8Array(Uint16Array.of(b).buffer))[0]) <= 65504);
+  const half = convertWeight({ type: 'bfloat16', dims: [finite.length], data: new Uint8Array(finite.buffer) }, true);
+  assert.equal(half.type, 'float16');
+  assert.deepEqual(Buffer.from(half.bytes), Buffer.from(encodeFromFloat32('F16', decodeToFloat32('BF16', new Uint8Array(finite.buffer)))));
+  // a value beyond float16's range keeps the tensor in float32
+  assert.equal(convertWeight({ type: 'bfloat16', dims: [2], data: new Uint8Array(Uint16Array.of(0x3f80, 0x4780).buffer) }, true).type, 'float32');
 });
