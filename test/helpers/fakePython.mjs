@@ -6,6 +6,8 @@
 // first step, for cancellation), corrupt (writes a truncated shard), fail (an error event).
 import { copyFileSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
+import process from 'node:process';
+import { setInterval } from 'node:timers';
 
 const mode = process.env.FAKE_PY_MODE ?? 'ok';
 const [, , , command, ...rest] = process.argv;
