@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PlanEvaluator } from '../../src/core/eval';
@@ -118,6 +119,8 @@ describe('job process (dist/jobWorker.js as a child process)', () => {
     assert.equal(e.cancelled, false);
     const next = await startJobProcess(WORKER, evaluate(2)).outcome;
     assert.equal(next.kind, 'done', JSON.stringify(next));
+    // the killed process's segment files are swept by the next evaluation
+    assert.deepEqual(readdirSync(tmpdir()).filter((f) => f.startsWith(`fk-eval-${job.pid}-`)), []);
   });
 
   it('cancel stops the job between steps', async () => {

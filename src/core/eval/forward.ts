@@ -20,7 +20,7 @@
  * - {@link loadForward} (tests, benchmarks): every segment resident, windows run through all of
  *   them, with logits on request.
  */
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type * as ort from 'onnxruntime-node';
@@ -568,8 +568,31 @@ export interface StreamResult {
   readonly plan: StreamPlan;
 }
 
+let swept = false;
+
+/**
+ * A fresh folder for segment files, named after this process (`fk-eval-<pid>-…`). The folders of
+ * processes that no longer exist (a job process killed mid-run) are removed first, once per process.
+ */
 function tempDir(): string {
-  return mkdtempSync(path.join(process.env.FK_EVAL_TMPDIR ?? os.tmpdir(), 'fk-eval-'));
+  const root = process.env.FK_EVAL_TMPDIR ?? os.tmpdir();
+  if (!swept) {
+    swept = true;
+    try {
+      for (const name of readdirSync(root)) {
+        const m = /^fk-eval-(\d+)-/.exec(name);
+        if (!m || Number(m[1]) === process.pid) continue;
+        try {
+          process.kill(Number(m[1]), 0);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ESRCH') rmSync(path.join(root, name), { recursive: true, force: true });
+        }
+      }
+    } catch {
+      // an unreadable temp folder: nothing to sweep
+    }
+  }
+  return mkdtempSync(path.join(root, `fk-eval-${process.pid}-`));
 }
 
 /**
