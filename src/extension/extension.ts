@@ -12,6 +12,7 @@ import { FactoredKeysError } from '../core/errors';
 import { JobError, JobRunner } from './jobs';
 import { CheckpointPanel, type PanelServices } from './panel';
 import { readSettings } from './settings';
+import { finetuneExport } from './finetuneFlow';
 
 const INDEX_FILE = 'model.safetensors.index.json';
 
@@ -144,6 +145,14 @@ export function activate(context: vscode.ExtensionContext): void {
       if (panel) await panel.sweepFromCommand();
     }),
     command('factoredKeys.selectBackend', () => selectBackend(jobs)),
+    command('factoredKeys.finetuneExport', async (arg) => {
+      let dir = arg instanceof vscode.Uri && arg.scheme === 'file' ? arg.fsPath : undefined;
+      if (!dir) {
+        const picked = await vscode.window.showOpenDialog({ title: 'Fine-tune a factored export', canSelectFolders: true, canSelectFiles: false, openLabel: 'Fine-tune' });
+        dir = picked?.[0]?.scheme === 'file' ? picked[0].fsPath : undefined;
+      }
+      if (dir) await finetuneExport(dir, log);
+    }),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('factoredKeys.backend')) CheckpointPanel.backendChanged(readSettings().backend);
     }),

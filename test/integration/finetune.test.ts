@@ -160,4 +160,6 @@ test('the training script is static: it compiles, and takes no code from the che
   assert.match(src, /trust_remote_code=False/);
   // the only module loaded from a path is that template
   assert.equal((src.match(/spec_from_file_location\(/g) ?? []).length, 1);
+  // and the .vsix ships it beside the template
+  assert.match(readFileSync(path.join(REPO, '.vscodeignore'), 'utf8'), /^!python\/train_factored_keys\.py$/m);
 });
