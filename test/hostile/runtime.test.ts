@@ -7,18 +7,11 @@ import assert from 'node:assert/strict';
 import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { cli } from '../helpers/cli';
 import { AUTO_MAP, RUNTIME_FILE } from '../../src/core/export/format';
 import { FIXTURES, REPO_ROOT, scratchDir } from './cliRunner';
 
 const PAYLOAD = `x"""\n'''\nimport os; os.system("echo pwned") # \\n"`;
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
 
 /** Appends a 1-element F32 tensor named `name` to a safetensors file. */
 function addTensor(file: string, name: string): void {

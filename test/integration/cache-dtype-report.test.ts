@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { cli } from '../helpers/cli';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 
 const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
@@ -17,13 +17,6 @@ const mistral = path.join(fixtures, 'mistral-bytes');
 const stories = path.join(fixtures, 'stories260K');
 const work = mkdtempSync(path.join(os.tmpdir(), 'fk-cache-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
 
 async function planJson(...argv: string[]): Promise<{ model: { key_bytes_per_value: number; cache_dtype?: string }; ranks: number[][] }> {
   const r = await cli('plan', ...argv, '--json');

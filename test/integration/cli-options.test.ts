@@ -4,30 +4,14 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { COMMANDS, main } from '../../src/cli/main';
+import { COMMANDS } from '../../src/cli/main';
 import { COMMAND_SPECS, commandHelp, topLevelUsage } from '../../src/cli/options';
+import { assertOneError, cli } from '../helpers/cli';
 
 const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
 const mistral = path.join(fixtures, 'mistral-bytes');
 const work = mkdtempSync(path.join(os.tmpdir(), 'fk-opts-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
-
-/** Exactly one line on stderr, starting with `error:`, nothing on stdout, exit 1. */
-function assertOneError(r: { code: number; out: string; err: string }, re: RegExp): void {
-  assert.equal(r.code, 1, r.err);
-  assert.equal(r.out, '');
-  const lines = r.err.split('\n').filter(Boolean);
-  assert.equal(lines.length, 1, r.err);
-  assert.match(lines[0], /^error: /);
-  assert.match(lines[0], re);
-}
 
 test('every command has a spec and runner; usage and help list every flag of the table', () => {
   assert.deepEqual(Object.keys(COMMANDS).sort(), COMMAND_SPECS.map((c) => c.name).sort());

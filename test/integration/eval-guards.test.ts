@@ -4,28 +4,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { assertOneError, cli } from '../helpers/cli';
 
 const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
 const heldout = path.join(fixtures, 'heldout.txt');
 const work = mkdtempSync(path.join(os.tmpdir(), 'fk-evalg-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
-
-function assertOneError(r: { code: number; out: string; err: string }, re: RegExp): void {
-  assert.equal(r.code, 1, r.err);
-  assert.equal(r.out, '');
-  const lines = r.err.split('\n').filter(Boolean);
-  assert.equal(lines.length, 1, r.err);
-  assert.match(lines[0], /^error: /);
-  assert.match(lines[0], re);
-}
 
 /** A word-level tokenizer.json (a format @huggingface/tokenizers reads) with ids up to `maxId`. */
 function wordTokenizer(name: string, maxId: number): string {

@@ -9,7 +9,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { cli } from '../helpers/cli';
 import { comparePlan, evaluateCheckpoint, PlanEvaluator, sweepPerplexity } from '../../src/core/eval';
 import { fixture, REPO_ROOT } from '../helpers/fixtures';
 
@@ -35,13 +35,6 @@ function refPpl(run: RefRun, n = WINDOWS): number {
 
 function assertClose(actual: number, expected: number, what: string, tol = TOLERANCE): void {
   assert.ok(Math.abs(actual / expected - 1) <= tol, `${what}: ${actual} vs reference ${expected} (${((actual / expected - 1) * 100).toFixed(4)} %)`);
-}
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
 }
 
 /** The first WINDOWS windows of heldout.txt as a text file, so the CLI evaluates exactly those. */

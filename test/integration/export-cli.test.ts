@@ -4,18 +4,11 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { cli } from '../helpers/cli';
 
 const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
 const work = mkdtempSync(path.join(os.tmpdir(), 'fk-cli-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
 
 test('export --json prints method, ranks and key-cache bytes per token', async () => {
   const dest = path.join(work, 'gpt2-16');

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { cli } from '../helpers/cli';
 import { FINETUNE_RECORD, finetuneFactored } from '../../src/core/finetune/finetune';
 import { CancelledError } from '../../src/core/errors';
 
@@ -22,13 +22,6 @@ const EXPORT = path.join(work, 'mistral-r16');
 const TEXT = path.join(work, 'train.txt');
 let fake = '';
 after(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
 
 before(async () => {
   const r = await cli('export', path.join(FIXTURES, 'mistral-bytes'), EXPORT, '--method', 'key-svd', '--rank', '16', '--quiet');

@@ -5,20 +5,13 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { cli } from '../helpers/cli';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 
 const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
 const mistral = path.join(fixtures, 'mistral-bytes');
 const work = mkdtempSync(path.join(os.tmpdir(), 'fk-hub-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
 
 /**
  * Lays out `models--<name>` the way huggingface_hub does: content-addressed blobs, one folder

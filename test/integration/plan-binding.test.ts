@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { assertOneError, cli } from '../helpers/cli';
 import { FINGERPRINT_PREFIX } from '../../src/core/plan/fingerprint';
 
 const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
@@ -13,22 +13,6 @@ const qwen2 = path.join(fixtures, 'layouts', 'qwen2');
 const mistral = path.join(fixtures, 'mistral-bytes');
 const work = mkdtempSync(path.join(os.tmpdir(), 'fk-bind-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
-
-function assertOneError(r: { code: number; out: string; err: string }, re: RegExp): void {
-  assert.equal(r.code, 1, r.err);
-  assert.equal(r.out, '');
-  const lines = r.err.split('\n').filter(Boolean);
-  assert.equal(lines.length, 1, r.err);
-  assert.match(lines[0], /^error: /);
-  assert.match(lines[0], re);
-}
 
 /** A folder with the fixture's files linked in and config.json edited by `edit`. */
 function variant(src: string, name: string, edit: (config: Record<string, unknown>) => void): string {

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { cli } from '../helpers/cli';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 import { AUTO_MAP, RUNTIME_CLASS, RUNTIME_FILE, type FactoredKeysConfig } from '../../src/core/export/format';
 
@@ -18,13 +18,6 @@ const FIXTURES = path.resolve(REPO, '../shared/fixtures');
 const TEMPLATE = path.join(REPO, 'python', RUNTIME_FILE);
 const work = mkdtempSync(path.join(os.tmpdir(), 'fk-runtime-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
 
 interface RuntimeRecord {
   pass: boolean;

@@ -2,16 +2,9 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { main } from '../../src/cli/main';
+import { cli } from '../helpers/cli';
 
 const fixtures = path.resolve(__dirname, '../../../shared/fixtures');
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
-  return { code, out, err };
-}
 
 test('savings --json reproduces the paper example', async () => {
   const r = await cli('savings', '--layers', '32', '--kv-heads', '32', '--head-dim', '128', '--key-rank', '32', '--context', '128000', '--batch', '1', '--bytes-per-value', '2', '--json');
