@@ -65,10 +65,6 @@ function keyUpBlock(bs: readonly Float32Array[], ranks: readonly number[], hd: n
   return { weight: constFromFloat32(w, [total, out], dtype), transposed: false };
 }
 
-/** Which attention form a model's factored keys take (see AttentionLayout.keyMode). */
-export function ropeModeOf(spec: ModelSpec): 'absorbed' | 'latent' {
-  return keyModeOf(spec);
-}
 
 /** Per-KV-head ranks of a plan: ranks[layer][kvHead]. */
 export type Ranks = readonly (readonly number[])[];
@@ -122,7 +118,7 @@ export class PlanWeights implements WeightSource {
       keys.push({ features: mapFeatures(features, d, m.keyMap, hd, m.rank), bias: mapBias(bias, m.keyMap, hd, m.rank), width: m.rank });
     }
     const queries: HeadFeatures[] = [];
-    const absorbed = ropeModeOf(spec) === 'absorbed';
+    const absorbed = keyModeOf(spec) === 'absorbed';
     for (let h = 0; h < spec.queryHeads; h++) {
       const { features, bias } = await read(lay.queryHeads[h]);
       if (!absorbed) {
@@ -208,7 +204,7 @@ export class ExportedWeights implements WeightSource {
     if (fk.original_head_dim !== spec.headDim) throw new FactoredKeysError(`${where}: factored_keys.original_head_dim ${fk.original_head_dim} differs from the model's head_dim ${spec.headDim}`);
     if (fk.num_query_heads !== spec.queryHeads || fk.num_kv_heads !== spec.kvHeads) throw new FactoredKeysError(`${where}: factored_keys head counts differ from the model's`);
     if (fk.layers.length !== spec.layers) throw new FactoredKeysError(`${where}: factored_keys lists ${fk.layers.length} layers, the model has ${spec.layers}`);
-    if (fk.rope_mode !== ropeModeOf(spec)) throw new FactoredKeysError(`${where}: factored_keys.rope_mode "${fk.rope_mode}" does not fit this ${spec.architecture} model, whose keys are stored ${ropeModeOf(spec)}`);
+    if (fk.rope_mode !== keyModeOf(spec)) throw new FactoredKeysError(`${where}: factored_keys.rope_mode "${fk.rope_mode}" does not fit this ${spec.architecture} model, whose keys are stored ${keyModeOf(spec)}`);
     const scale = spec.blocks[0].attention.scale;
     // the scale is the source model's (the config still says how it is computed); a block that disagrees was edited
     if (!(typeof fk.softmax_scale === 'number' && Math.abs(fk.softmax_scale - scale) <= 1e-6 * scale)) throw new FactoredKeysError(`${where}: factored_keys.softmax_scale ${previewJson(fk.softmax_scale)} is not the model's score scale ${scale}`);

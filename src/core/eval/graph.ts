@@ -69,7 +69,9 @@ export function causalMask(seq: number, window: number | null): Float32Array {
 class Net {
   private readonly cache = new Map<ConstTensor, string>();
   private readonly inits = new Map<ConstTensor, { name: string; type: ElemType }>();
-  private readonly tables = new Map<string, string>();
+  /** One mask per window size and one cos/sin pair per distinct RoPE, shared by the segment's layers. */
+  private readonly masks = new Map<number | null, string>();
+  private readonly ropes = new Map<string, { cos: string; sin: string }>();
   constructor(
     readonly g: GraphBuilder,
     readonly seq: number,
@@ -149,24 +151,23 @@ class Net {
 
   /** Additive causal mask [seq, seq], optionally limited to a sliding window (one per window size). */
   mask(window: number | null): string {
-    const key = `mask:${window}`;
-    let v = this.tables.get(key);
+    let v = this.masks.get(window);
     if (!v) {
       v = this.g.initializer(`mask_${window ?? 'causal'}`, 'float32', [this.seq, this.seq], causalMask(this.seq, window));
-      this.tables.set(key, v);
+      this.masks.set(window, v);
     }
     return v;
   }
 
   /** cos/sin tables [seq, 1, rotaryDim] of a RoPE (one pair per distinct RoPE). */
   rope(r: RopeSpec): { cos: string; sin: string } {
-    const key = `rope:${JSON.stringify(r)}`;
-    const hit = this.tables.get(key);
-    if (hit) return JSON.parse(hit) as { cos: string; sin: string };
+    const key = JSON.stringify(r);
+    const hit = this.ropes.get(key);
+    if (hit) return hit;
     const t = ropeTables(r, this.seq);
-    const id = this.tables.size;
+    const id = this.ropes.size;
     const v = { cos: this.g.initializer(`rope_cos_${id}`, 'float32', [this.seq, 1, r.rotaryDim], t.cos), sin: this.g.initializer(`rope_sin_${id}`, 'float32', [this.seq, 1, r.rotaryDim], t.sin) };
-    this.tables.set(key, JSON.stringify(v));
+    this.ropes.set(key, v);
     return v;
   }
 }
