@@ -570,6 +570,7 @@ $('btn-export').addEventListener('click', () => {
     .catch((e: Error & { cancelled?: boolean }) => dispatch({ kind: 'notice', level: e.cancelled ? 'info' : 'error', message: e.cancelled ? 'Export cancelled.' : e.message }));
 });
 $('btn-evaluate').addEventListener('click', () => {
+  dispatch({ kind: 'notice', level: 'info', message: null });
   request('evaluate', { plan: state.plan })
     .then((r) => r && dispatch({ kind: 'evaluation', result: r }))
     .catch((e: Error & { cancelled?: boolean }) => !e.cancelled && dispatch({ kind: 'notice', level: 'error', message: e.message }));

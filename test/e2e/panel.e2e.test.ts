@@ -3,7 +3,8 @@
  * Opens the Mistral fixture through the Command Palette, checks the heatmaps' shape, changes
  * the rank and watches the savings change, exports through the panel and checks the result
  * with the CLI, evaluates and sweeps (perplexities against the CLI; the sweep also from the
- * Command Palette), and saves dark and light screenshots under test/e2e/screenshots/.
+ * Command Palette), SIGKILLs a sweep's job process mid-run (one-line notice, then Evaluate works),
+ * and saves dark and light screenshots under test/e2e/screenshots/.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -16,6 +17,8 @@ import { composite, contrastRatio, parseCssColor, stackedBackground } from '../.
 import { writeSafetensors, type RawTensor } from '../helpers/safetensors';
 // @ts-expect-error plain ESM helper shared with `npm run demo` (no type declarations)
 import { CHROMIUM, ensureCodeServer, packageExtension, ROOT, startCodeServer } from '../../scripts/e2e/codeServer.mjs';
+// @ts-expect-error plain ESM helper (no type declarations)
+import { descendants, isAlive, processTable } from '../../scripts/e2e/processTree.mjs';
 
 const FIXTURES = path.resolve(ROOT, '../shared/fixtures');
 const MISTRAL = path.join(FIXTURES, 'mistral-bytes');
@@ -39,6 +42,20 @@ function si(bytes: number): string {
     u++;
   }
   return `${u === 0 ? v.toFixed(0) : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
+}
+
+/** The extension's job processes (dist/jobWorker.js) among the descendants of code-server `root`. */
+function jobProcesses(root: number): { pid: number; ppid: number }[] {
+  const table: Map<number, { ppid: number; zombie: boolean }> = processTable();
+  const out: { pid: number; ppid: number }[] = [];
+  for (const pid of descendants(root, table) as number[]) {
+    try {
+      if (!table.get(pid)!.zombie && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dist/jobWorker.js')) out.push({ pid, ppid: table.get(pid)!.ppid });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
 }
 
 /** The page, for a screenshot when a wait times out (saved next to the others). */
@@ -312,6 +329,43 @@ describe('Factored Keys in real VS Code (code-server)', { timeout: 15 * 60_000 }
     await page.waitForTimeout(500);
     await page.screenshot({ path: path.join(SHOTS, 'panel-sweep-dark.png') });
     await frame.evaluate(() => window.scrollTo(0, 0));
+  });
+
+  it('reports a job process killed mid-sweep in one line and evaluates normally afterwards', async () => {
+    const total = frame.locator('[data-testid=savings-factored-total]');
+    const atRank = (rank: number) => si(4 * 2 * (rank + 64) * 2 * 128000);
+    // Rank 4 makes the earlier evaluation stale, so the fresh one below is recognisable.
+    const line = frame.locator('[data-testid=evaluation]');
+    const [, originalBefore, plannedBefore] = /: ([\d.]+) → ([\d.]+)/.exec(await line.innerText()) ?? [];
+    await frame.locator('#param input').fill('4');
+    await waitFor('savings at rank 4', async () => (await total.innerText()).trim() === atRank(4));
+    await waitFor('the earlier evaluation marked stale', async () => (await line.innerText()).startsWith('Perplexity (for an earlier plan)'));
+    const before = new Set(jobProcesses(server.pid).map((p) => p.pid));
+    await frame.locator('#btn-sweep').click();
+    const busy = frame.locator('#busy');
+    // Mid-run: its process is up and the sweep has reported a step but not its last one.
+    const victim = await waitFor('the sweep job process, mid-run', async () => {
+      const [step, steps] = (/\((\d+)\/(\d+)\)/.exec(await busy.innerText()) ?? []).slice(1).map(Number);
+      const fresh = jobProcesses(server.pid).filter((p) => !before.has(p.pid));
+      return step >= 1 && step < steps && fresh.length === 1 ? fresh[0] : null;
+    }, 60_000);
+    process.kill(victim.pid, 'SIGKILL');
+    const notice = frame.locator('#notice');
+    await waitFor('the failure notice', async () => (await notice.isVisible()) && (await notice.innerText()).includes('killed'), 30_000);
+    const message = (await notice.textContent()) ?? '';
+    assert.match(message, /^the job process was killed \(SIGKILL: out of memory, or ended from outside\) before finishing[^\n]*; the extension is unaffected, run the job again$/);
+    assert.ok(isAlive(victim.ppid), 'the extension host outlived its job process');
+    await waitFor('the panel idle again', async () => !(await busy.isVisible()) && !(await frame.locator('#btn-cancel').isVisible()));
+    await page.screenshot({ path: path.join(SHOTS, 'panel-job-killed-dark.png') });
+    // The panel stays usable: Evaluate runs in a new job process and clears the notice.
+    await frame.locator('#btn-evaluate').click();
+    await waitFor('a fresh perplexity', async () => (await line.innerText()).startsWith('Perplexity:'), 120_000);
+    const [, original, planned] = /^Perplexity: ([\d.]+) → ([\d.]+)/.exec(await line.innerText()) ?? [];
+    assert.equal(original, originalBefore);
+    assert.ok(Number(planned) > Number(plannedBefore), `rank 4: ${planned}, rank 8: ${plannedBefore}`);
+    assert.equal(await notice.isVisible(), false);
+    await frame.locator('#param input').fill('8');
+    await waitFor('savings back at rank 8', async () => (await total.innerText()).trim() === atRank(8));
   });
 
   it('sweeps from the Command Palette with the plan the panel shows; the status bar names the backend meanwhile', async () => {
