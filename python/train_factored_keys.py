@@ -18,7 +18,13 @@
 # --tokens is the token ids as little-endian int32. The last --heldout-fraction of them is held
 # out: its loss is measured before training and after (with the trained tensors rounded to the
 # checkpoint's dtype, i.e. exactly what is written), and the better of the two is written.
+#
+# --teacher DIR distils from the export's source (the original, unfactored checkpoint, loaded by
+# transformers' stock classes, frozen): the loss is KL(teacher || student) of the next-token
+# distributions (temperature 1), mixed with the LM loss by --lm-weight, and the held-out
+# criterion becomes that KL.
 import argparse
+import hashlib
 import importlib.util
 import json
 import math
@@ -99,6 +105,7 @@ def read_json(path, what):
 
 
 def shard_files(ckpt):
+    """The shard file names in index order (as our reader orders them, src/core/checkpoint)."""
     index = os.path.join(ckpt, "model.safetensors.index.json")
     if os.path.isfile(index):
         weight_map = read_json(index, "model.safetensors.index.json").get("weight_map")
@@ -109,7 +116,9 @@ def shard_files(ckpt):
             if f not in files:
                 files.append(f)
     else:
-        files = ["model.safetensors"]
+        files = sorted(f for f in os.listdir(ckpt) if f.endswith(".safetensors"))
+        if len(files) != 1:
+            raise Failure("%s: %s" % (ckpt, "no .safetensors file" if not files else "%d .safetensors files but no model.safetensors.index.json" % len(files)))
     for f in files:
         if os.path.basename(f) != f or not f.endswith(".safetensors"):
             raise Failure("shard name %r is not a plain .safetensors file name" % (f,))
@@ -148,8 +157,9 @@ class Trainable:
         return keep.view(shape).expand(p.shape).clone()
 
 
-def select_trainables(model, fk):
-    """The tensors named in the factored_keys block as queries, keys (with biases) and key_up."""
+def select_trainables(model, fk, freeze_key_up=False):
+    """The tensors named in the factored_keys block as queries, keys (with biases) and key_up
+    (unless freeze_key_up)."""
     params = dict(model.named_parameters())
     out = {}
 
@@ -172,7 +182,7 @@ def select_trainables(model, fk):
             if s.get("bias"):
                 b = get(s["bias"], 0)
                 b.features.update(range(s["offset"], s["offset"] + s["width"]))
-        if layer.get("key_up"):
+        if layer.get("key_up") and not freeze_key_up:
             t = get(layer["key_up"], 0)
             t.block = []
             off = 0
@@ -187,19 +197,115 @@ def windows(tokens, seq, count, generator, torch):
     return torch.stack([tokens[s:s + seq] for s in starts.tolist()])
 
 
-def heldout_loss(model, tokens, seq, batch, device, torch):
-    """Mean next-token loss over consecutive seq-token windows (as `factored-keys eval` scores)."""
+# rows of logits per float32 chunk of the KL: at most this many elements at a time
+KL_CHUNK_ELEMENTS = 1 << 24
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt")
+
+
+def kl_divergence(student_logits, teacher_logits, torch, reduction="mean"):
+    """KL(teacher || student) of the next-token distributions at every position, temperature 1,
+    in float32 and in row chunks; the mean (or sum) over positions."""
+    v = student_logits.shape[-1]
+    s = student_logits.reshape(-1, v)
+    t = teacher_logits.reshape(-1, v)
+    rows = max(1, KL_CHUNK_ELEMENTS // v)
+    total = 0.0
+    for i in range(0, s.shape[0], rows):
+        log_s = torch.log_softmax(s[i:i + rows].float(), dim=-1)
+        log_t = torch.log_softmax(t[i:i + rows].float(), dim=-1)
+        total = total + torch.nn.functional.kl_div(log_s, log_t, log_target=True, reduction="sum")
+    return total / s.shape[0] if reduction == "mean" else total
+
+
+def lm_loss(logits, x, torch, reduction="mean"):
+    """Next-token cross-entropy of each window (positions 0..seq-2 predict 1..seq-1), in float32."""
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1), reduction=reduction)
+
+
+def heldout_losses(model, tokens, seq, batch, device, torch, teacher=None):
+    """Mean next-token loss over consecutive seq-token windows (as `factored-keys eval` scores)
+    and, with a teacher, the mean KL(teacher || student) per position: {"lm": .., "kl": ..}."""
     n = tokens.numel() // seq
     data = tokens[: n * seq].view(n, seq)
-    total, count = 0.0, 0
+    total, count, kl, positions = 0.0, 0, 0.0, 0
     with torch.no_grad():
         for i in range(0, n, batch):
             x = data[i:i + batch].to(device)
-            logits = model(input_ids=x, use_cache=False).logits.float()
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
-            total += loss.item()
+            logits = model(input_ids=x, use_cache=False).logits
+            total += lm_loss(logits, x, torch, reduction="sum").item()
             count += x.shape[0] * (seq - 1)
-    return total / count
+            if teacher is not None:
+                kl += kl_divergence(logits, teacher(input_ids=x, use_cache=False).logits, torch, reduction="sum").item()
+                positions += x.numel()
+    out = {"lm": total / count}
+    if teacher is not None:
+        out["kl"] = kl / positions
+    return out
+
+
+def heldout_loss(model, tokens, seq, batch, device, torch):
+    return heldout_losses(model, tokens, seq, batch, device, torch)["lm"]
+
+
+def source_manifest(folder):
+    """SHA-256 over config.json and each shard's name, size and safetensors header, in index
+    order: what an export's factored_keys_report.json records as source.manifest_sha256
+    (src/core/export/export.ts, exportSource)."""
+    h = hashlib.sha256()
+    with open(os.path.join(folder, "config.json"), "rb") as f:
+        config = f.read()
+    h.update(b"config.json %d\n" % len(config))
+    h.update(config)
+    for name in shard_files(folder):
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = f.read(length)
+        h.update(("\n%s %d %d\n" % (name, os.path.getsize(path), length)).encode("utf-8"))
+        h.update(header)
+    return h.hexdigest()
+
+
+def _vocab_size(config):
+    v = config.get("vocab_size")
+    if v is None and isinstance(config.get("text_config"), dict):
+        v = config["text_config"].get("vocab_size")
+    return v
+
+
+def check_teacher(teacher, ckpt, student_config):
+    """The teacher is the export's source: an unfactored checkpoint folder with the export's
+    vocabulary and tokenizer files and, where the export's report records it, its manifest."""
+    where = "--teacher %s" % teacher
+    if not os.path.isdir(teacher):
+        raise Failure("%s: no such folder" % where)
+    if not os.path.isfile(os.path.join(teacher, "config.json")):
+        raise Failure("%s: not a checkpoint folder (no config.json)" % where)
+    config = read_json(os.path.join(teacher, "config.json"), "config.json")
+    if not isinstance(config, dict):
+        raise Failure("%s: config.json is not a JSON object" % where)
+    if "factored_keys" in config:
+        raise Failure("%s: is a factored export; the teacher is the original checkpoint the export was made from" % where)
+    try:
+        shard_files(teacher)
+    except Failure as e:
+        raise Failure("%s: not a safetensors checkpoint (%s)" % (where, e))
+    if _vocab_size(config) != _vocab_size(student_config):
+        raise Failure("%s: has a vocabulary of %s tokens, the export %s: the teacher must use the export's tokenizer" % (where, _vocab_size(config), _vocab_size(student_config)))
+    for name in TOKENIZER_FILES:
+        a, b = os.path.join(teacher, name), os.path.join(ckpt, name)
+        if os.path.isfile(a) != os.path.isfile(b):
+            raise Failure("%s: %s has %s and the other has not: the teacher must use the export's token ids" % (where, "the teacher" if os.path.isfile(a) else "the export", name))
+        if os.path.isfile(a):
+            with open(a, "rb") as fa, open(b, "rb") as fb:
+                if fa.read() != fb.read():
+                    raise Failure("%s: its %s differs from the export's: the teacher must use the export's token ids" % (where, name))
+    report = os.path.join(ckpt, "factored_keys_report.json")
+    if os.path.isfile(report):
+        source = read_json(report, "factored_keys_report.json").get("source") or {}
+        want = source.get("manifest_sha256")
+        if isinstance(want, str) and source_manifest(teacher) != want:
+            raise Failure("%s: is not the checkpoint this export was made from (%s): its config.json and shard headers differ from the ones factored_keys_report.json records" % (where, source.get("name", "?")))
 
 
 def train(args):
@@ -254,6 +360,9 @@ def train(args):
         raise Failure("--seq %d is longer than the model's %d positions" % (seq, max_pos))
     fk = runtime._read_block(config)
     cls = runtime.factored_class(config)
+    teacher_dir = os.path.abspath(args.teacher) if args.teacher else None
+    if teacher_dir:
+        check_teacher(teacher_dir, ckpt, config_json)
     dtype_kw = "dtype" if _version(transformers.__version__) >= (4, 56) else "torch_dtype"
     t0 = time.time()
     model = cls.from_pretrained(ckpt, config=config, local_files_only=True, attn_implementation=args.attn, **{dtype_kw: torch.float32})
@@ -261,7 +370,21 @@ def train(args):
     model.eval()  # dropout off: a short fine-tune of a few tensors, measured deterministically
     for p in model.parameters():
         p.requires_grad_(False)
-    trainables = select_trainables(model, fk)
+    teacher = None
+    if teacher_dir:
+        # the original model, by transformers' stock classes only; same dtype policy as the student
+        teacher = transformers.AutoModelForCausalLM.from_pretrained(teacher_dir, trust_remote_code=False, local_files_only=True, use_safetensors=True, attn_implementation=args.attn, **{dtype_kw: torch.float32})
+        teacher.to(device)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        t_out, s_out = teacher.get_output_embeddings(), model.get_output_embeddings()
+        if t_out is not None and s_out is not None and t_out.weight.shape[0] != s_out.weight.shape[0]:
+            raise Failure("--teacher %s: predicts %d tokens, the export %d" % (args.teacher, t_out.weight.shape[0], s_out.weight.shape[0]))
+    lm_weight = 1.0 if teacher is None else args.lm_weight
+    loss_name = "lm" if lm_weight == 1 else ("kl" if lm_weight == 0 else "kl+lm")
+    criterion = "kl" if teacher is not None else "lm"
+    trainables = select_trainables(model, fk, args.freeze_key_up)
     masks = []
     for t in trainables:
         t.param.requires_grad_(True)
@@ -276,7 +399,8 @@ def train(args):
     n_trained = sum(int(p.numel()) if m is None else int(m.sum()) for p, m in zip(params, masks))
     emit("start", device=device, device_name=(torch.cuda.get_device_name(0) if device == "cuda" else "cpu"), torch=torch.__version__, transformers=transformers.__version__,
          tensors=[t.name for t in trainables], trained_parameters=n_trained, total_parameters=sum(int(p.numel()) for p in model.parameters()),
-         train_tokens=int(train_tokens.numel()), heldout_tokens=int(held_tokens.numel()), steps=args.steps, batch=args.batch, seq=seq, lr=args.lr, load_s=round(time.time() - t0, 3))
+         train_tokens=int(train_tokens.numel()), heldout_tokens=int(held_tokens.numel()), steps=args.steps, batch=args.batch, seq=seq, lr=args.lr, load_s=round(time.time() - t0, 3),
+         loss=loss_name, lm_weight=lm_weight, criterion=criterion, teacher=(os.path.basename(teacher_dir) if teacher_dir else None), freeze_key_up=bool(args.freeze_key_up))
 
     storage = {}
     for f in shard_files(ckpt):
@@ -303,8 +427,12 @@ def train(args):
                     raise Failure("%s: dtype %s cannot be written" % (t.name, dtypes[t.name]))
                 t.param.copy_(t.param.to(dt).to(torch.float32))
 
-    before = heldout_loss(model, held_tokens, seq, args.batch, device, torch)
-    emit("eval", phase="before", loss=before, perplexity=math.exp(before))
+    def evaluate(phase):
+        r = heldout_losses(model, held_tokens, seq, args.batch, device, torch, teacher)
+        emit("eval", phase=phase, loss=r["lm"], perplexity=math.exp(r["lm"]), **({"kl": r["kl"]} if "kl" in r else {}))
+        return r
+
+    before = evaluate("before")
 
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -321,15 +449,35 @@ def train(args):
     t_start = time.time()
     tokens_done = 0
     loss_acc, loss_n = 0.0, 0
+    parts_acc = {}
+
+    def objective(x):
+        """The training loss, and its KL and LM parts (detached) when there is a teacher."""
+        if teacher is None:
+            return model(input_ids=x, labels=x, use_cache=False).loss, {}
+        with torch.no_grad():
+            teacher_logits = teacher(input_ids=x, use_cache=False).logits
+        logits = model(input_ids=x, use_cache=False).logits
+        if lm_weight == 1:
+            lm = lm_loss(logits, x, torch)
+            with torch.no_grad():
+                kl = kl_divergence(logits, teacher_logits, torch)
+            return lm, {"kl": kl.detach(), "lm": lm.detach()}
+        kl = kl_divergence(logits, teacher_logits, torch)
+        if lm_weight == 0:
+            return kl, {"kl": kl.detach()}
+        lm = lm_loss(logits, x, torch)
+        return (1 - lm_weight) * kl + lm_weight * lm, {"kl": kl.detach(), "lm": lm.detach()}
+
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         x = windows(train_tokens, seq, args.batch, generator, torch).to(device, non_blocking=True)
         if device == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.bf16):
-                loss = model(input_ids=x, labels=x, use_cache=False).loss
+                loss, parts = objective(x)
         else:
-            loss = model(input_ids=x, labels=x, use_cache=False).loss
+            loss, parts = objective(x)
         if not torch.isfinite(loss):
             raise Failure("the loss became %s at step %d: lower --lr" % (loss.item(), step + 1))
         opt.zero_grad(set_to_none=True)
@@ -345,20 +493,22 @@ def train(args):
                     p.copy_(torch.where(m, p, f0))
         tokens_done += x.numel()
         loss_acc += loss.detach()
+        for k, v in parts.items():
+            parts_acc[k] = parts_acc.get(k, 0.0) + v
         loss_n += 1
         if (step + 1) % every == 0 or step + 1 == args.steps:
             mean = (loss_acc / loss_n).item()
-            loss_acc, loss_n = 0.0, 0
+            means = {k: (v / loss_n).item() for k, v in parts_acc.items()}
+            loss_acc, loss_n, parts_acc = 0.0, 0, {}
             elapsed = time.time() - t_start
             rate = tokens_done / elapsed if elapsed > 0 else 0.0
             eta = elapsed / (step + 1) * (args.steps - step - 1)
-            emit("step", step=step + 1, steps=args.steps, loss=mean, lr=lr_at(step), tokens_per_s=round(rate, 1), elapsed_s=round(elapsed, 3), eta_s=round(eta, 3))
+            emit("step", step=step + 1, steps=args.steps, loss=mean, lr=lr_at(step), tokens_per_s=round(rate, 1), elapsed_s=round(elapsed, 3), eta_s=round(eta, 3), **means)
     train_s = time.time() - t_start
 
     round_to_storage()
-    after = heldout_loss(model, held_tokens, seq, args.batch, device, torch)
-    emit("eval", phase="after", loss=after, perplexity=math.exp(after))
-    kept = "trained" if after < before else "original"
+    after = evaluate("after")
+    kept = "trained" if after[criterion] < before[criterion] else "original"
     if kept == "original":
         with torch.no_grad():
             for t, w in zip(trainables, initial):
@@ -382,9 +532,11 @@ def train(args):
                 tensors[k] = v
         save_file(tensors, os.path.join(args.out, f), metadata=metadata)
         emit("saved", file=f, tensors=len(tensors))
-    emit("done", kept=kept, before_loss=before, after_loss=after, before_perplexity=math.exp(before), after_perplexity=math.exp(after),
+    kl_fields = {"before_kl": before["kl"], "after_kl": after["kl"]} if teacher is not None else {}
+    emit("done", kept=kept, before_loss=before["lm"], after_loss=after["lm"], before_perplexity=math.exp(before["lm"]), after_perplexity=math.exp(after["lm"]),
          train_s=round(train_s, 3), tokens_per_s=round(tokens_done / train_s, 1) if train_s > 0 else None, steps=args.steps, batch=args.batch, seq=seq, lr=args.lr,
-         trained_parameters=n_trained, device=device)
+         trained_parameters=n_trained, device=device, criterion=criterion, loss=loss_name, lm_weight=lm_weight, freeze_key_up=bool(args.freeze_key_up),
+         teacher=(os.path.basename(teacher_dir) if teacher_dir else None), **kl_fields)
     return 0
 
 
@@ -409,6 +561,9 @@ def main(argv):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--attn", default="eager", help="attn_implementation (default eager, the path the runtime's checks use)")
     t.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA (default: float32 with TF32 matmuls)")
+    t.add_argument("--teacher", help="the export's source checkpoint folder: distil from it (loss KL(teacher || student))")
+    t.add_argument("--lm-weight", type=float, default=None, help="with --teacher: loss = (1 - W) KL + W LM (default 0, pure distillation)")
+    t.add_argument("--freeze-key-up", action="store_true", help="do not train key_up (latent mode's B)")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check()
@@ -419,6 +574,12 @@ def main(argv):
         raise Failure("--lr must be a positive number")
     if not 0 < args.heldout_fraction < 1:
         raise Failure("--heldout-fraction must be between 0 and 1")
+    if args.lm_weight is not None and not args.teacher:
+        raise Failure("--lm-weight needs --teacher (without a teacher the loss is the LM loss)")
+    if args.lm_weight is None:
+        args.lm_weight = 0.0
+    if not 0 <= args.lm_weight <= 1:
+        raise Failure("--lm-weight must be between 0 and 1")
     return train(args)
 
 

@@ -1,7 +1,7 @@
 /**
  * `finetune <factored-ckpt> <outdir> --text FILE --tokenizer bytes|<tokenizer.json> [--steps 300]
- * [--lr 0.001] [--batch 32] [--seq 256] [--device auto|cuda|cpu] [--python PATH] [--force]
- * [--json]`: trains the queries and thin keys in PyTorch (docs/FINETUNE.md). Progress lines
+ * [--lr 0.001] [--batch 32] [--seq 256] [--device auto|cuda|cpu] [--teacher DIR [--lm-weight W]]
+ * [--freeze-key-up] [--python PATH] [--force] [--json]`: trains the queries and thin keys in PyTorch (docs/FINETUNE.md). Progress lines
  * (step, loss, tokens/s, ETA) go to stderr; Ctrl-C kills the training and removes the partial
  * output.
  */
@@ -38,9 +38,11 @@ export function formatFinetuneEvent(e: FinetuneEvent): string | undefined {
     case 'start':
       return `finetune: training ${e.trained_parameters.toLocaleString('en-US')} of ${e.total_parameters.toLocaleString('en-US')} parameters (${e.tensors.length} tensors) on ${e.device_name}, torch ${e.torch}, transformers ${e.transformers}; ${e.steps} steps of ${e.batch} x ${e.seq} tokens, held-out slice ${e.heldout_tokens} tokens`;
     case 'eval':
-      return `finetune: held-out perplexity ${e.phase} ${e.perplexity.toFixed(4)}`;
-    case 'step':
-      return `finetune: step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} ${Math.round(e.tokens_per_s).toLocaleString('en-US')} tokens/s ETA ${duration(e.eta_s)}`;
+      return `finetune: held-out perplexity ${e.phase} ${e.perplexity.toFixed(4)}${e.kl !== undefined ? `, KL to the teacher ${e.kl.toFixed(5)}` : ''}`;
+    case 'step': {
+      const parts = e.kl !== undefined ? ` (KL ${e.kl.toFixed(5)}${e.lm !== undefined ? `, LM ${e.lm.toFixed(4)}` : ''})` : '';
+      return `finetune: step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)}${parts} ${Math.round(e.tokens_per_s).toLocaleString('en-US')} tokens/s ETA ${duration(e.eta_s)}`;
+    }
     case 'saved':
       return `finetune: wrote ${e.file}`;
     default:
@@ -53,6 +55,13 @@ export interface FinetuneJson {
   output: string;
   kept: 'trained' | 'original';
   heldout_perplexity: { before: number; after: number };
+  /** With --teacher: the held-out slice's mean KL to the teacher, which decided `kept`. */
+  heldout_kl?: { before: number; after: number };
+  criterion: 'lm' | 'kl';
+  loss: 'lm' | 'kl' | 'kl+lm';
+  lm_weight: number;
+  freeze_key_up: boolean;
+  teacher?: string;
   steps: number;
   lr: number;
   batch: number;
@@ -87,6 +96,8 @@ export async function runFinetune(argv: string[], io: CliIo): Promise<number> {
   const batch = numberFlag(args, 'batch', 'finetune', { integer: true, min: 1, max: 65536 });
   const seq = numberFlag(args, 'seq', 'finetune', { integer: true, min: 2, max: 1 << 20 });
   const lr = lrFlag(args.values.get('lr'));
+  const teacher = args.values.get('teacher');
+  const lmWeight = numberFlag(args, 'lm-weight', 'finetune', { min: 0, max: 1 });
   const quiet = args.booleans.has('quiet');
   const json = args.booleans.has('json');
   let cancelNow: (() => void) | undefined;
@@ -108,6 +119,9 @@ export async function runFinetune(argv: string[], io: CliIo): Promise<number> {
       batch,
       seq,
       device,
+      ...(teacher !== undefined ? { teacher } : {}),
+      ...(lmWeight !== undefined ? { lmWeight } : {}),
+      freezeKeyUp: args.booleans.has('freeze-key-up'),
       python: args.values.get('python'),
       force: args.booleans.has('force'),
       cancel,
@@ -125,6 +139,12 @@ export async function runFinetune(argv: string[], io: CliIo): Promise<number> {
         output: r.dest,
         kept: r.kept,
         heldout_perplexity: { before: r.heldout.before, after: r.heldout.after },
+        ...(r.heldout.klBefore !== undefined && r.heldout.klAfter !== undefined ? { heldout_kl: { before: r.heldout.klBefore, after: r.heldout.klAfter } } : {}),
+        criterion: r.criterion,
+        loss: r.loss,
+        lm_weight: r.lmWeight,
+        freeze_key_up: r.freezeKeyUp,
+        ...(r.teacher ? { teacher: r.teacher.dir } : {}),
         steps: r.steps,
         lr: r.lr,
         batch: r.batch,
@@ -143,8 +163,13 @@ export async function runFinetune(argv: string[], io: CliIo): Promise<number> {
       io.stdout(
         [
           `wrote ${r.dest}`,
-          `held-out perplexity ${r.heldout.before.toFixed(4)} -> ${r.heldout.after.toFixed(4)} (${change} %); kept the ${r.kept} weights`,
-          `${r.steps} steps of ${r.batch} x ${r.seq} tokens at lr ${r.lr} on ${r.device} in ${r.trainSeconds.toFixed(1)} s` + (r.tokensPerSecond ? ` (${Math.round(r.tokensPerSecond).toLocaleString('en-US')} tokens/s)` : ''),
+          `held-out perplexity ${r.heldout.before.toFixed(4)} -> ${r.heldout.after.toFixed(4)} (${change} %)` +
+            (r.heldout.klBefore !== undefined && r.heldout.klAfter !== undefined ? `, KL to the teacher ${r.heldout.klBefore.toFixed(5)} -> ${r.heldout.klAfter.toFixed(5)}` : '') +
+            `; kept the ${r.kept} weights (by the held-out ${r.criterion === 'kl' ? 'KL' : 'LM loss'})`,
+          `${r.steps} steps of ${r.batch} x ${r.seq} tokens at lr ${r.lr} on ${r.device} in ${r.trainSeconds.toFixed(1)} s` +
+            (r.tokensPerSecond ? ` (${Math.round(r.tokensPerSecond).toLocaleString('en-US')} tokens/s)` : '') +
+            (r.teacher ? `; loss ${r.loss === 'kl+lm' ? `(1 - ${r.lmWeight}) KL + ${r.lmWeight} LM` : r.loss.toUpperCase()}, teacher ${r.teacher.name}` : '') +
+            (r.freezeKeyUp ? '; key_up frozen' : ''),
         ].join('\n') + '\n',
       );
     }

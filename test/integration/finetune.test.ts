@@ -6,11 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
-import { cli } from '../helpers/cli';
+import { assertOneError, cli } from '../helpers/cli';
 import { FINETUNE_RECORD, finetuneFactored } from '../../src/core/finetune/finetune';
 import { CancelledError } from '../../src/core/errors';
 
@@ -31,6 +31,16 @@ before(async () => {
   writeFileSync(fake, `#!/bin/sh\nexec "${process.execPath}" "${path.join(REPO, 'test/helpers/fakePython.mjs')}" "$@"\n`);
   chmodSync(fake, 0o755);
 });
+
+/** A copy of the export's source with a tokenizer.json the export lacks. */
+function teacherWithTokenizer(): string {
+  const dir = path.join(work, 'teacher-tokenizer');
+  if (existsSync(dir)) return dir;
+  mkdirSync(dir);
+  for (const f of readdirSync(path.join(FIXTURES, 'mistral-bytes'))) copyFileSync(path.join(FIXTURES, 'mistral-bytes', f), path.join(dir, f));
+  writeFileSync(path.join(dir, 'tokenizer.json'), '{}');
+  return dir;
+}
 
 function leftovers(dir: string): string[] {
   return readdirSync(dir).filter((e) => e.includes('fk-partial') || e.includes('fk-old'));
@@ -141,6 +151,89 @@ test('the source must be a factored export, and the destination is checked like 
   assert.match(lr.err, /--lr must be a positive number/);
 });
 
+test('--teacher: the export\'s source is passed to the script, and the record and --json name it and the KL', async () => {
+  process.env.FAKE_PY_MODE = 'ok';
+  const argsFile = path.join(work, 'teacher-args.json');
+  process.env.FAKE_PY_ARGS_FILE = argsFile;
+  try {
+    const out = path.join(work, 'teacher-ok');
+    const teacher = path.join(FIXTURES, 'mistral-bytes');
+    const r = await cli('finetune', EXPORT, out, '--text', TEXT, '--tokenizer', 'bytes', '--steps', '3', '--python', fake, '--teacher', teacher, '--lm-weight', '0.25', '--freeze-key-up', '--json');
+    assert.equal(r.code, 0, r.err);
+    const args = JSON.parse(readFileSync(argsFile, 'utf8')) as string[];
+    assert.equal(args[args.indexOf('--teacher') + 1], teacher);
+    assert.equal(args[args.indexOf('--lm-weight') + 1], '0.25');
+    assert.ok(args.includes('--freeze-key-up'));
+    const j = JSON.parse(r.out);
+    assert.deepEqual([j.loss, j.lm_weight, j.criterion, j.freeze_key_up, j.heldout_kl], ['kl+lm', 0.25, 'kl', true, { before: 0.08, after: 0.05 }]);
+    assert.match(r.err, /held-out perplexity before 4\.4817, KL to the teacher 0\.08000/);
+    const rec = JSON.parse(readFileSync(path.join(out, FINETUNE_RECORD), 'utf8'));
+    assert.equal(rec.teacher.name, 'mistral-bytes');
+    assert.equal(rec.teacher.matches_report, true);
+    assert.equal(rec.teacher.manifest_sha256, JSON.parse(readFileSync(path.join(EXPORT, 'factored_keys_report.json'), 'utf8')).source.manifest_sha256);
+    assert.deepEqual(rec.loss, { kind: 'kl+lm', lm_weight: 0.25, kl: 'KL(teacher || student) of next-token distributions, temperature 1' });
+    assert.equal(rec.heldout_slice.criterion, 'kl');
+    // without --lm-weight the loss is pure distillation
+    const plain = await cli('finetune', EXPORT, path.join(work, 'teacher-kl'), '--text', TEXT, '--tokenizer', 'bytes', '--steps', '3', '--python', fake, '--teacher', teacher, '--json');
+    assert.equal(plain.code, 0, plain.err);
+    assert.equal(JSON.parse(plain.out).loss, 'kl');
+    assert.equal(JSON.parse(readFileSync(argsFile, 'utf8')).includes('--freeze-key-up'), false);
+  } finally {
+    delete process.env.FAKE_PY_ARGS_FILE;
+  }
+});
+
+test('--teacher: a bad teacher is one error line, before Python runs or anything is written', async () => {
+  process.env.FAKE_PY_MODE = 'missing'; // were Python reached, the error would be about torch
+  const notCheckpoint = path.join(work, 'not-a-checkpoint');
+  mkdirSync(notCheckpoint, { recursive: true });
+  writeFileSync(path.join(notCheckpoint, 'notes.txt'), 'x');
+  const tokenized = teacherWithTokenizer();
+  const cases: [string, RegExp][] = [
+    [path.join(work, 'no-such-teacher'), /^error: finetune --teacher .*no-such-teacher: no such folder$/],
+    [TEXT, /--teacher .*train\.txt: not a folder/],
+    [notCheckpoint, /--teacher .*not-a-checkpoint: not a checkpoint folder \(.*no \.safetensors file/],
+    [EXPORT, /--teacher .*mistral-r16: is a factored export; the teacher is the original checkpoint/],
+    [path.join(FIXTURES, 'stories260K'), /--teacher .*stories260K: has a vocabulary of 512 tokens, the export 256/],
+    [tokenized, /--teacher .*teacher-tokenizer: the teacher has tokenizer\.json and the other has not/],
+    [path.join(FIXTURES, 'gpt2-bytes'), /--teacher .*gpt2-bytes: is not the checkpoint this export was made from \(mistral-bytes\)/],
+  ];
+  for (const [teacher, re] of cases) {
+    const out = path.join(work, 'bad-teacher');
+    assertOneError(await cli('finetune', EXPORT, out, '--text', TEXT, '--tokenizer', 'bytes', '--python', fake, '--teacher', teacher), re);
+    assert.equal(existsSync(out), false);
+  }
+  assertOneError(await cli('finetune', EXPORT, path.join(work, 'z'), '--text', TEXT, '--tokenizer', 'bytes', '--python', fake, '--lm-weight', '0.5'), /--lm-weight needs --teacher/);
+  assertOneError(await cli('finetune', EXPORT, path.join(work, 'z'), '--text', TEXT, '--tokenizer', 'bytes', '--python', fake, '--teacher', path.join(FIXTURES, 'mistral-bytes'), '--lm-weight', '2'), /--lm-weight must be at most 1/);
+  assert.deepEqual(leftovers(work), []);
+});
+
+test('the script\'s own teacher checks (run without torch): the manifest the export records, and the same refusals', (t) => {
+  const probe = `
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import train_factored_keys as t
+export, fixtures, tokenized = sys.argv[2], sys.argv[3], sys.argv[4]
+config = json.load(open(export + "/config.json"))
+out = {"manifest": t.source_manifest(fixtures + "/mistral-bytes"), "errors": []}
+t.check_teacher(fixtures + "/mistral-bytes", export, config)
+for teacher in (fixtures + "/nope", export, fixtures + "/stories260K", tokenized, fixtures + "/gpt2-bytes"):
+    try:
+        t.check_teacher(teacher, export, config)
+        out["errors"].append(None)
+    except t.Failure as e:
+        out["errors"].append(str(e))
+print(json.dumps(out))
+`;
+  const r = spawnSync('python3', ['-c', probe, path.join(REPO, 'python'), EXPORT, FIXTURES, teacherWithTokenizer()], { encoding: 'utf8' });
+  if (r.error) return t.skip('no python3');
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as { manifest: string; errors: (string | null)[] };
+  assert.equal(j.manifest, JSON.parse(readFileSync(path.join(EXPORT, 'factored_keys_report.json'), 'utf8')).source.manifest_sha256);
+  const want = [/nope: no such folder/, /is a factored export/, /vocabulary of 512 tokens, the export 256/, /the teacher has tokenizer\.json and the other has not/, /is not the checkpoint this export was made from \(mistral-bytes\)/];
+  want.forEach((re, i) => assert.match(j.errors[i] ?? 'accepted', re));
+});
+
 test('the training script is static: it compiles, and takes no code from the checkpoint', (t) => {
   const src = readFileSync(SCRIPT, 'utf8');
   const compiled = spawnSync('python3', ['-c', 'import py_compile,sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)', SCRIPT, path.join(work, 'x.pyc')], { encoding: 'utf8' });
@@ -151,6 +244,8 @@ test('the training script is static: it compiles, and takes no code from the che
   // the model is built by the project's template beside the script, imported by path
   assert.match(src, /RUNTIME = os\.path\.join\(HERE, "modeling_factored_keys\.py"\)/);
   assert.match(src, /trust_remote_code=False/);
+  // the teacher is built by transformers' stock classes, never its own code, from safetensors only
+  assert.match(src, /teacher = transformers\.AutoModelForCausalLM\.from_pretrained\(teacher_dir, trust_remote_code=False, local_files_only=True, use_safetensors=True,/);
   // the only module loaded from a path is that template
   assert.equal((src.match(/spec_from_file_location\(/g) ?? []).length, 1);
   // and the .vsix ships it beside the template

@@ -6,7 +6,8 @@
  * What happens here, around the script:
  * 1. the source is opened and its factored_keys block validated by our reader; the destination
  *    is checked like export's (never inside or over the source, non-empty only with force);
- * 2. the Python is found and checked (./python.ts) before anything is written;
+ * 2. with --teacher, the teacher is checked to be the export's source (./teacher.ts); the Python
+ *    is found and checked (./python.ts) before anything is written;
  * 3. the text is tokenized by our tokenizer (the same ids `eval` uses) into a temporary file;
  * 4. a hidden temporary sibling folder receives the source's other files, the project's runtime
  *    template, and the shards the script writes; the script's JSON lines are passed on as events;
@@ -28,9 +29,12 @@ import { readFactoredKeysConfig, loadFactoredLayer } from '../export/load';
 import { RUNTIME_FILE, type FactoredKeysConfig } from '../export/format';
 import { runtimeTemplatePath } from '../export/runtime';
 import { checkPython, trainScriptPath, type PythonInfo } from './python';
+import { checkTeacher, type TeacherInfo } from './teacher';
 
 export const FINETUNE_RECORD = 'factored_keys_finetune.json';
 export type FinetuneDevice = 'auto' | 'cuda' | 'cpu';
+/** The training loss: LM, KL to the teacher, or a mix of both. */
+export type FinetuneLoss = 'lm' | 'kl' | 'kl+lm';
 
 export interface FinetuneOptions {
   readonly source: string;
@@ -42,6 +46,12 @@ export interface FinetuneOptions {
   readonly batch?: number;
   readonly seq?: number;
   readonly device?: FinetuneDevice;
+  /** The export's source checkpoint: distil from it (loss KL(teacher || student), held-out criterion that KL). */
+  readonly teacher?: string;
+  /** With a teacher: loss = (1 - w) KL + w LM, 0..1 (default 0). */
+  readonly lmWeight?: number;
+  /** Do not train key_up (latent mode's B). */
+  readonly freezeKeyUp?: boolean;
   /** The Python to run (--python, factoredKeys.python); default python3 on PATH. */
   readonly python?: string;
   readonly force?: boolean;
@@ -55,17 +65,25 @@ export interface FinetuneOptions {
 /** One progress event (the script's JSON lines; see python/train_factored_keys.py). */
 export type FinetuneEvent =
   | { event: 'phase'; phase: 'checking-python' | 'tokenizing' | 'loading' | 'validating' | 'renaming'; detail?: string }
-  | { event: 'start'; device: string; device_name: string; torch: string; transformers: string; tensors: string[]; trained_parameters: number; total_parameters: number; train_tokens: number; heldout_tokens: number; steps: number; batch: number; seq: number; lr: number }
-  | { event: 'eval'; phase: 'before' | 'after'; loss: number; perplexity: number }
-  | { event: 'step'; step: number; steps: number; loss: number; lr: number; tokens_per_s: number; elapsed_s: number; eta_s: number }
+  | { event: 'start'; device: string; device_name: string; torch: string; transformers: string; tensors: string[]; trained_parameters: number; total_parameters: number; train_tokens: number; heldout_tokens: number; steps: number; batch: number; seq: number; lr: number; loss?: FinetuneLoss; teacher?: string | null }
+  /** `kl`: mean KL(teacher || student) per position, with a teacher. */
+  | { event: 'eval'; phase: 'before' | 'after'; loss: number; perplexity: number; kl?: number }
+  /** `loss` is the training objective; with a teacher `kl` (and `lm` when it is part of the loss) are its parts. */
+  | { event: 'step'; step: number; steps: number; loss: number; lr: number; tokens_per_s: number; elapsed_s: number; eta_s: number; kl?: number; lm?: number }
   | { event: 'saved'; file: string; tensors: number };
 
 export interface FinetuneResult {
   readonly dest: string;
   /** Which weights were written: the trained ones, or the source's when training did not help. */
   readonly kept: 'trained' | 'original';
-  /** Perplexity on the held-out slice of the training text (last 5 %), before and after. */
-  readonly heldout: { readonly tokens: number; readonly before: number; readonly after: number };
+  /** Perplexity on the held-out slice of the training text (last 5 %), before and after; with a teacher, the mean KL to it too. */
+  readonly heldout: { readonly tokens: number; readonly before: number; readonly after: number; readonly klBefore?: number; readonly klAfter?: number };
+  /** What decided `kept`: the held-out slice's LM loss, or with a teacher its KL to the teacher. */
+  readonly criterion: 'lm' | 'kl';
+  readonly loss: FinetuneLoss;
+  readonly lmWeight: number;
+  readonly freezeKeyUp: boolean;
+  readonly teacher?: TeacherInfo;
   readonly steps: number;
   readonly lr: number;
   readonly batch: number;
@@ -184,6 +202,10 @@ export async function finetuneFactored(o: FinetuneOptions): Promise<FinetuneResu
   const lr = o.lr ?? DEFAULTS.lr;
   if (!(Number.isFinite(lr) && lr > 0)) throw new FactoredKeysError(`finetune: --lr must be a positive number (got ${lr})`);
   const device = o.device ?? 'auto';
+  if (o.lmWeight !== undefined && o.teacher === undefined) throw new FactoredKeysError('finetune: --lm-weight needs --teacher (without a teacher the loss is the LM loss)');
+  const lmWeight = o.teacher === undefined ? 1 : (o.lmWeight ?? 0);
+  if (!(lmWeight >= 0 && lmWeight <= 1)) throw new FactoredKeysError(`finetune: --lm-weight must be between 0 and 1 (got ${lmWeight})`);
+  const loss: FinetuneLoss = lmWeight === 1 ? 'lm' : lmWeight === 0 ? 'kl' : 'kl+lm';
   const emit = (e: FinetuneEvent) => o.onEvent?.(e);
   const source = await openCheckpoint(o.source);
   try {
@@ -191,6 +213,7 @@ export async function finetuneFactored(o: FinetuneOptions): Promise<FinetuneResu
     readFactoredKeysConfig(source.config, `${source.dir}/config.json`);
     checkpointSource(source);
     const d = await checkDestination(source.dir, source.files.map((f) => f.file), o.dest, o.force ?? false);
+    const teacher = o.teacher === undefined ? undefined : await checkTeacher(o.teacher, source);
     emit({ event: 'phase', phase: 'checking-python' });
     const py = await checkPython(o.python);
     if (device === 'cuda' && !py.cuda) throw new FactoredKeysError(`finetune --device cuda: ${py.executable}'s PyTorch ${py.torch} sees no CUDA device`);
@@ -230,6 +253,8 @@ export async function finetuneFactored(o: FinetuneOptions): Promise<FinetuneResu
       await copyOtherFiles(source.dir, temp);
       emit({ event: 'phase', phase: 'loading', detail: py.executable });
       const args = [trainScriptPath(), 'train', '--checkpoint', source.dir, '--tokens', tokFile, '--out', temp, '--steps', String(steps), '--lr', String(lr), '--batch', String(batch), '--seq', String(seq), '--device', device];
+      if (teacher) args.push('--teacher', teacher.dir, '--lm-weight', String(lmWeight));
+      if (o.freezeKeyUp) args.push('--freeze-key-up');
       let heldoutTokens = 0;
       const done = await runScript(py.command, args, (e) => {
         if (e.event === 'start' && typeof e.heldout_tokens === 'number') heldoutTokens = e.heldout_tokens;
@@ -245,7 +270,12 @@ export async function finetuneFactored(o: FinetuneOptions): Promise<FinetuneResu
       const result: FinetuneResult = {
         dest: d.dest,
         kept: done.kept === 'original' ? 'original' : 'trained',
-        heldout: { tokens: heldoutTokens, before: num('before_perplexity'), after: num('after_perplexity') },
+        heldout: { tokens: heldoutTokens, before: num('before_perplexity'), after: num('after_perplexity'), ...(teacher ? { klBefore: num('before_kl'), klAfter: num('after_kl') } : {}) },
+        criterion: teacher ? 'kl' : 'lm',
+        loss,
+        lmWeight,
+        freezeKeyUp: o.freezeKeyUp ?? false,
+        ...(teacher ? { teacher } : {}),
         steps,
         lr,
         batch,
@@ -261,14 +291,25 @@ export async function finetuneFactored(o: FinetuneOptions): Promise<FinetuneResu
         source: { name: path.basename(source.dir) },
         text: { name: path.basename(o.text), sha256: await sha256File(o.text), tokens: tokens.ids.length },
         tokenizer: o.tokenizer === 'bytes' ? 'bytes' : path.basename(o.tokenizer),
-        trained: 'query and thin key factors (factored_keys query/key slices, their biases, key_up), everything else bit for bit the source',
+        trained: o.freezeKeyUp
+          ? 'query and thin key factors (factored_keys query/key slices and their biases; key_up frozen), everything else bit for bit the source'
+          : 'query and thin key factors (factored_keys query/key slices, their biases, key_up), everything else bit for bit the source',
+        loss: teacher ? { kind: loss, lm_weight: lmWeight, kl: 'KL(teacher || student) of next-token distributions, temperature 1' } : { kind: 'lm' },
+        ...(teacher ? { teacher: { name: teacher.name, manifest_sha256: teacher.manifestSha256, matches_report: teacher.matchesReport } } : {}),
         steps,
         lr,
         batch,
         seq,
         device: result.device,
         kept: result.kept,
-        heldout_slice: { fraction: 0.05, tokens: heldoutTokens, before_perplexity: result.heldout.before, after_perplexity: result.heldout.after },
+        heldout_slice: {
+          fraction: 0.05,
+          tokens: heldoutTokens,
+          criterion: result.criterion,
+          before_perplexity: result.heldout.before,
+          after_perplexity: result.heldout.after,
+          ...(teacher ? { before_kl: result.heldout.klBefore, after_kl: result.heldout.klAfter } : {}),
+        },
         train_seconds: result.trainSeconds,
         torch: py.torch,
         transformers: py.transformers,
