@@ -130,6 +130,7 @@ export async function runEval(argv: string[], baseIo: CliIo): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+  if (result.backendNote) io.stderr(`note: ${result.backendNote}\n`);
   if (result.fallbackReason) io.stderr(`note: ${result.fallbackReason}\n`);
   if (args.booleans.has('json')) {
     const out: EvalJson = {

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import { cacheDir as userCacheDir } from '../spectrum/backendChoice';
+import { cacheDir as userCacheDir } from '../compute/backendChoice';
 import type { HeadMoments } from './moments';
 
 /** Shape a cached entry must have. */

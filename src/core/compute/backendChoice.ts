@@ -1,12 +1,16 @@
 /**
  * Remembers which provider `auto` measured fastest for a given problem shape on this machine,
- * so only the first analysis pays for the trial (like FFTW's "wisdom"). Stored as a small JSON
- * file under the user's cache folder; any read/write problem just means measuring again.
+ * so only the first analysis or evaluation pays for the trial (like FFTW's "wisdom"). One small
+ * JSON file per task under the user's cache folder; any read/write problem just means measuring
+ * again.
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { BackendName } from '../compute/session';
+import type { BackendName } from './session';
+
+/** What was timed: the spectrum's Gram step, or an evaluation's forward pass. */
+export type ChoiceTask = 'spectrum' | 'eval';
 
 interface Entry {
   readonly backend: BackendName;
@@ -19,11 +23,11 @@ export function cacheDir(): string {
   return process.env.FACTORED_KEYS_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'factored-keys');
 }
 
-const file = (): string => path.join(cacheDir(), 'spectrum-backend.json');
+const file = (task: ChoiceTask): string => path.join(cacheDir(), `${task}-backend.json`);
 
-function readAll(): Record<string, Entry> {
+function readAll(task: ChoiceTask): Record<string, Entry> {
   try {
-    const data = JSON.parse(readFileSync(file(), 'utf8')) as unknown;
+    const data = JSON.parse(readFileSync(file(task), 'utf8')) as unknown;
     return data && typeof data === 'object' && !Array.isArray(data) ? (data as Record<string, Entry>) : {};
   } catch {
     return {};
@@ -36,20 +40,20 @@ export function choiceKey(shape: string, threads: number, candidates: readonly B
 }
 
 /** A remembered choice, when it is still among the usable candidates. */
-export function recalledChoice(key: string, candidates: readonly BackendName[]): Entry | undefined {
-  const e = readAll()[key];
+export function recalledChoice(task: ChoiceTask, key: string, candidates: readonly BackendName[]): Entry | undefined {
+  const e = readAll(task)[key];
   return e && candidates.includes(e.backend) ? e : undefined;
 }
 
 /** Stores a measured choice (best effort). */
-export function rememberChoice(key: string, backend: BackendName, perLayerMs: Record<string, number>): void {
+export function rememberChoice(task: ChoiceTask, key: string, backend: BackendName, perLayerMs: Record<string, number>): void {
   try {
-    const all = readAll();
+    const all = readAll(task);
     all[key] = { backend, perLayerMs, measured: new Date().toISOString() };
     mkdirSync(cacheDir(), { recursive: true });
-    const tmp = `${file()}.${process.pid}.tmp`;
+    const tmp = `${file(task)}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(all, null, 2));
-    renameSync(tmp, file());
+    renameSync(tmp, file(task));
   } catch {
     // a read-only home is fine: auto measures again next time
   }

@@ -51,6 +51,8 @@ export interface EvalResult {
   readonly backend: BackendName;
   /** Why the requested backend was not used, when it was not. */
   readonly fallbackReason?: string;
+  /** How `auto` chose the backend, when more than one was usable. */
+  readonly backendNote?: string;
   /** Wall-clock seconds: graph build, session creation and all windows. */
   readonly seconds: number;
   /** NLL sum of every window, in order. */
@@ -73,7 +75,7 @@ export async function evaluatePerplexity(source: WeightSource, ids: Int32Array, 
   const started = performance.now();
   const spec = source.spec;
   if (options.seq > spec.maxPositions) {
-    throw new FactoredKeysError(`--seq ${options.seq} is longer than the model's ${spec.maxPositions} positions (max_position_embeddings)`);
+    throw new FactoredKeysError(`--seq ${options.seq} is longer than the model's ${spec.maxPositions} positions (config.json ${spec.maxPositionsSource})`);
   }
   let windows = checkTokens(ids, options.seq, spec.vocab, 'text');
   if (options.maxWindows !== undefined) windows = Math.min(windows, Math.max(1, Math.floor(options.maxWindows)));
@@ -99,6 +101,7 @@ export async function evaluatePerplexity(source: WeightSource, ids: Int32Array, 
     windows,
     backend: r.backend,
     fallbackReason: r.fallbackReason,
+    ...(r.backendNote ? { backendNote: r.backendNote } : {}),
     seconds: (performance.now() - started) / 1000,
     windowNll: acc.windowSums,
     plan: r.plan,

@@ -29,6 +29,7 @@ import { decodeToFloat32, encodeFromFloat32 } from '../checkpoint/dtypes';
 import type { ConstTensor, ElemType, ExternalData } from '../compute/onnx';
 import { createSession, Tensor, usableBackends, type BackendChoice, type BackendName, type ComputeSession } from '../compute/session';
 import { FactoredKeysError, throwIfCancelled, type CancelToken } from '../errors';
+import { chooseEvalBackend, TRIAL_LAYERS, TRIAL_WINDOWS, type TrialTiming } from './backendTrial';
 import { buildSegment, IO, type WeightStore, type WeightUse } from './graph';
 import type { LayerWeights, ModelSpec, OuterWeights } from './model';
 
@@ -566,6 +567,8 @@ export interface StreamResult {
   readonly backend: BackendName;
   readonly fallbackReason?: string;
   readonly plan: StreamPlan;
+  /** How `auto` chose the provider, when there was a choice. */
+  readonly backendNote?: string;
 }
 
 let swept = false;
@@ -602,9 +605,20 @@ function tempDir(): string {
 export async function streamNll(source: WeightSource, ids: Int32Array, windows: number, options: StreamOptions): Promise<StreamResult> {
   const spec = source.spec;
   const seq = options.seq;
-  const backend = await resolveBackend(options.backend);
-  const plan = planStream(source, windows, { ...options, backend });
   const dir = tempDir();
+  let backend: BackendName;
+  let backendNote: string | undefined;
+  try {
+    if (options.backend === 'auto') {
+      ({ backend, note: backendNote } = await chooseEvalBackend(spec, windows, options, (b) => timeTrial(source, ids, windows, dir, options, b)));
+    } else {
+      backend = options.backend ?? 'cpu';
+    }
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const plan = planStream(source, windows, { ...options, backend });
   const hidden = new HiddenStore(windows, seq, spec.hidden, plan.spill ? path.join(dir, 'hidden.bin') : undefined);
   const nll = new Float32Array(windows * seq);
   const backends: BackendName[] = [];
@@ -646,7 +660,35 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
     rmSync(dir, { recursive: true, force: true });
   }
   const used = backends.every((x) => x === backends[0]) ? backends[0] : 'cpu';
-  return { nll, backend: used, fallbackReason, plan };
+  return { nll, backend: used, fallbackReason, plan, ...(backendNote ? { backendNote } : {}) };
+}
+
+/**
+ * `auto`'s trial on `backend`: builds the first layers with the embedding (the head too when the
+ * model has no more layers) and times a warm-up and a second run of the first windows.
+ */
+async function timeTrial(source: WeightSource, ids: Int32Array, windows: number, dir: string, options: StreamOptions, backend: BackendName): Promise<TrialTiming> {
+  const spec = source.spec;
+  const seq = options.seq;
+  const end = Math.min(TRIAL_LAYERS, spec.layers);
+  const count = Math.min(TRIAL_WINDOWS, windows);
+  const outer = await source.outer();
+  const started = performance.now();
+  const seg = await buildSession(source, outer, dir, -1, 0, end, { seq, backend, threads: options.threads, half: halfFor(spec, backend, options.precision), cancel: options.cancel });
+  try {
+    const buildMs = performance.now() - started;
+    const feeds: Record<string, ort.Tensor> = { [IO.ids]: new Tensor('int64', windowIds(ids, seq, 0, count, 0), [count, seq]) };
+    if (end === spec.layers) feeds[IO.targets] = new Tensor('int64', windowIds(ids, seq, 0, count, 1), [count, seq]);
+    await seg.session.run(feeds);
+    const timed = performance.now();
+    await seg.session.run(feeds);
+    const runMs = performance.now() - timed;
+    if (seg.session.backend !== backend) throw new Error(seg.session.fallbackReason ?? `ran on ${seg.session.backend}`);
+    return { buildMs, runMs, layers: end, windows: count };
+  } finally {
+    await seg.session.dispose().catch(() => undefined);
+    seg.file.remove();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import { FactoredKeysError, throwIfCancelled } from '../errors';
 import { EigenPool, solveEigenTask } from './eigenPool';
 import { GramRunner, type GramFeed } from './gram';
 import type { HeadSpectrum, SpectrumKind, SpectrumOptions, SpectrumResult } from './index';
-import { choiceKey, recalledChoice, rememberChoice } from './backendChoice';
+import { choiceKey, recalledChoice, rememberChoice } from '../compute/backendChoice';
 import { cumulativeEnergy, effectiveRanks, stableRank } from './metrics';
 
 /** One head to analyse. */
@@ -320,7 +320,7 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     const first = layout.layers[0];
     const shape = first ? `${layout.dtype}|${layout.headDim}x${layout.hiddenSize}|${kinds.map((k) => (k === 'key' ? first.keyHeads.length : first.queryHeads.length)).join('+')}` : '';
     trialKey = choiceKey(shape, cores, possible);
-    const known = possible.length > 1 && !options.calibrate ? recalledChoice(trialKey, possible) : undefined;
+    const known = possible.length > 1 && !options.calibrate ? recalledChoice('spectrum', trialKey, possible) : undefined;
     if (possible.length === 1) {
       runner = new GramRunner('cpu', threads);
     } else if (known) {
@@ -450,7 +450,7 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
             runner = best;
             notes.push(note);
             trial = undefined;
-            rememberChoice(trialKey, best.backend, perLayerMs);
+            rememberChoice('spectrum', trialKey, best.backend, perLayerMs);
           }
         }
       }
