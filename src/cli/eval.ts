@@ -16,7 +16,7 @@ import { calibrationFromArgs } from './calibration';
 import type { CliIo } from './io';
 import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
 import { readConfigForDefaults } from './checkpointConfig';
-import { checkBytesTokenizer, checkIds, checkSeq, utf8Warning } from './evalGuards';
+import { checkBytesTokenizer, checkIds, checkSeq, evalLimits, utf8Warning } from './evalGuards';
 import { commandSpec, commandUsageLine } from './options';
 import { methodOf, POLICY_FLAGS, policyFromArgs } from './plan';
 import { progressFromArgs } from './progress';
@@ -78,11 +78,12 @@ export async function runEval(argv: string[], baseIo: CliIo): Promise<number> {
   if (!choice && (args.values.has('calibration') || args.values.has('calibration-tokens'))) throw new FactoredKeysError('eval: --calibration and --calibration-tokens go with --method calibrated and a rank policy');
   const tokenizer = await resolveTokenizer(args.values.get('tokenizer'), checkpoint);
   const config = await readConfigForDefaults(checkpoint);
-  checkBytesTokenizer(tokenizer, config, checkpoint);
-  checkSeq(seq, config, checkpoint);
+  const limits = await evalLimits(checkpoint);
+  checkBytesTokenizer(tokenizer, limits);
+  checkSeq(seq, limits);
   const warning = await utf8Warning(text, tokenizer);
   const { ids } = await tokenizeFile(text, tokenizer);
-  checkIds(ids, tokenizer, config, checkpoint);
+  checkIds(ids, tokenizer, limits);
   if (warning) io.stderr(`warning: ${warning}\n`);
 
   const cancel = { cancelled: false };

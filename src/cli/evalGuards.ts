@@ -1,54 +1,51 @@
 /**
- * Checks `eval` makes before any forward pass, from the checkpoint's config.json: the
- * tokenizer's ids must fit the vocabulary and the window must fit the model's positions.
+ * Checks `eval` makes before any forward pass, on the model description the evaluator itself
+ * reads (src/core/arch): the tokenizer's ids must fit the vocabulary and the window must fit the
+ * model's positions (config.json's limit as RoPE scaling extends it, rope.ts positionLimit).
  */
 import { promises as fsp } from 'node:fs';
-import type { ModelConfig } from '../core/checkpoint/checkpoint';
+import type { ModelDescription } from '../core/arch/description';
+import { openCheckpoint } from '../core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../core/errors';
+import { readModelSpec } from '../core/eval/model';
 
-function intField(config: ModelConfig | undefined, keys: readonly string[]): { key: string; value: number } | undefined {
-  const sources = [config, config?.text_config as ModelConfig | undefined];
-  for (const src of sources) {
-    if (!src || typeof src !== 'object') continue;
-    for (const key of keys) {
-      const v = src[key];
-      if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) return { key, value: v };
-    }
+/** What the guards read: the description's vocabulary and positions, and its config.json path. */
+export interface EvalLimits {
+  readonly vocab: ModelDescription['vocab'];
+  readonly maxPositions: ModelDescription['maxPositions'];
+  readonly maxPositionsSource: ModelDescription['maxPositionsSource'];
+  /** `<checkpoint dir>/config.json`, for messages. */
+  readonly where: string;
+}
+
+/** The limits of the model `eval` will run (a model eval cannot run is refused here already). */
+export async function evalLimits(checkpoint: string): Promise<EvalLimits> {
+  const ckpt = await openCheckpoint(checkpoint);
+  try {
+    const { vocab, maxPositions, maxPositionsSource } = readModelSpec(ckpt);
+    return { vocab, maxPositions, maxPositionsSource, where: `${ckpt.dir}/config.json` };
+  } finally {
+    await ckpt.close();
   }
-  return undefined;
-}
-
-/** The vocabulary size a config declares. */
-export function configVocab(config: ModelConfig | undefined): { key: string; value: number } | undefined {
-  return intField(config, ['vocab_size']);
-}
-
-/** The longest sequence a config's positions allow. */
-export function configPositions(config: ModelConfig | undefined): { key: string; value: number } | undefined {
-  return intField(config, ['max_position_embeddings', 'n_positions', 'n_ctx', 'max_sequence_length', 'seq_length']);
 }
 
 /** Refuses `--tokenizer bytes` on a model whose vocabulary is not the 256 byte values. */
-export function checkBytesTokenizer(tokenizer: string, config: ModelConfig | undefined, checkpoint: string): void {
-  const vocab = configVocab(config);
-  if (tokenizer === 'bytes' && vocab && vocab.value !== 256) {
-    throw new FactoredKeysError(`eval: --tokenizer bytes feeds byte values 0..255, but ${checkpoint}/config.json has ${vocab.key} ${vocab.value}; give the model's tokenizer.json`);
+export function checkBytesTokenizer(tokenizer: string, limits: EvalLimits): void {
+  if (tokenizer === 'bytes' && limits.vocab !== 256) {
+    throw new FactoredKeysError(`eval: --tokenizer bytes feeds byte values 0..255, but ${limits.where} has vocab_size ${limits.vocab}; give the model's tokenizer.json`);
   }
 }
 
 /** Refuses a window longer than the model's positions. */
-export function checkSeq(seq: number, config: ModelConfig | undefined, checkpoint: string): void {
-  const pos = configPositions(config);
-  if (pos && seq > pos.value) throw new FactoredKeysError(`eval: --seq ${seq} is longer than the model's ${pos.value} positions (${checkpoint}/config.json ${pos.key})`);
+export function checkSeq(seq: number, limits: EvalLimits): void {
+  if (seq > limits.maxPositions) throw new FactoredKeysError(`eval: --seq ${seq} is longer than the model's ${limits.maxPositions} positions (${limits.where} ${limits.maxPositionsSource})`);
 }
 
 /** Refuses token ids outside the vocabulary. */
-export function checkIds(ids: Int32Array, tokenizer: string, config: ModelConfig | undefined, checkpoint: string): void {
-  const vocab = configVocab(config);
-  if (!vocab) return;
+export function checkIds(ids: Int32Array, tokenizer: string, limits: EvalLimits): void {
   let max = -1;
   for (let i = 0; i < ids.length; i++) if (ids[i] > max) max = ids[i];
-  if (max >= vocab.value) throw new FactoredKeysError(`${tokenizer}: produces token id ${max}, outside the model's vocabulary of ${vocab.value} (${checkpoint}/config.json ${vocab.key}); is it this model's tokenizer?`);
+  if (max >= limits.vocab) throw new FactoredKeysError(`${tokenizer}: produces token id ${max}, outside the model's vocabulary of ${limits.vocab} (${limits.where} vocab_size); is it this model's tokenizer?`);
 }
 
 /** A warning line when a text file for a real tokenizer is not valid UTF-8 (e.g. a binary file). */

@@ -1,6 +1,6 @@
 /** eval refuses inputs that would give meaningless perplexities, each with one clear line. */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
@@ -44,6 +44,22 @@ test('--seq beyond the model positions is refused (learned and RoPE positions al
   assertOneError(
     await cli('eval', path.join(fixtures, 'mistral-bytes'), '--text', heldout, '--tokenizer', 'bytes', '--seq', '2048'),
     /eval: --seq 2048 is longer than the model's 1024 positions \(.*config\.json max_position_embeddings\)/,
+  );
+});
+
+test("--seq follows the description's positions as RoPE scaling extends them (the evaluator's own limit)", async () => {
+  // dynamic NTK scaling runs past max_position_embeddings 128: transformers' reference is at seq 256
+  const variants = path.resolve(__dirname, '../fixtures/variants');
+  const text = path.join(work, 'heldout-2049.txt');
+  writeFileSync(text, readFileSync(heldout).subarray(0, 2049));
+  const r = await cli('eval', path.join(variants, 'llama_dynamic'), '--text', text, '--tokenizer', 'bytes', '--seq', '256', '--json');
+  assert.equal(r.code, 0, r.err);
+  const reference = JSON.parse(readFileSync(path.join(variants, 'reference.json'), 'utf8')).models.llama_dynamic.ppl_2048;
+  assert.ok(Math.abs(JSON.parse(r.out).perplexity / reference - 1) < 1e-3, r.out);
+  // yarn: factor 32 × original_max_position_embeddings 4096, past the fixture's max_position_embeddings 1024
+  assertOneError(
+    await cli('eval', path.join(fixtures, 'layouts2/gpt_oss'), '--text', heldout, '--tokenizer', 'bytes', '--seq', '131073'),
+    /eval: --seq 131073 is longer than the model's 131072 positions \(.*gpt_oss\/config\.json yarn RoPE scaling: factor 32 × original_max_position_embeddings 4096\)$/,
   );
 });
 

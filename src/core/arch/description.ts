@@ -92,6 +92,16 @@ export type MlpRole =
       readonly alpha: number;
     };
 
+/** The longest sequence a model runs, and what in config.json says so. */
+export interface PositionLimit {
+  readonly tokens: number;
+  /** A config key ("max_position_embeddings"), or the RoPE scaling that sets the limit. */
+  readonly source: string;
+}
+
+/** maxPositions of a model without a limit (RoPE without a stated maximum, dynamic NTK scaling). */
+export const NO_POSITION_LIMIT = Number.MAX_SAFE_INTEGER;
+
 /** RoPE frequency scaling, as config.json's rope_parameters / rope_scaling says. */
 export type RopeScaling =
   | { readonly type: 'default' }
@@ -208,8 +218,10 @@ export interface ModelDescription {
     /** Embeddings are multiplied by this (Gemma: sqrt(hidden); Granite: embedding_multiplier). */
     readonly multiplier: number;
   };
-  /** Longest sequence the model's positions cover. */
+  /** Longest sequence the model's positions cover ({@link NO_POSITION_LIMIT}: none); see positionLimit in rope.ts. */
   readonly maxPositions: number;
+  /** What in config.json sets maxPositions: a key ("n_positions"), or the RoPE scaling that extends it. */
+  readonly maxPositionsSource: string;
   readonly finalNorm: NormRole | null;
   /** Logits projection; the embedding itself when tied. */
   readonly head: LinearRole;

@@ -7,7 +7,7 @@
 import { previewJson } from '../checkpoint/safetensors';
 import { FactoredKeysError } from '../errors';
 import { ConfigReader } from './config';
-import type { RopeScaling, RopeSpec } from './description';
+import { NO_POSITION_LIMIT, type PositionLimit, type RopeScaling, type RopeSpec } from './description';
 
 /** Scaling types this tool implements (transformers' names; `su` is longrope's old name). */
 export const ROPE_TYPES = ['default', 'linear', 'dynamic', 'yarn', 'longrope', 'llama3'] as const;
@@ -112,6 +112,23 @@ function readScaling(p: ConfigReader, c: ConfigReader): RopeScaling {
         originalMaxPositions: c.optionalInt('original_max_position_embeddings') ?? p.optionalInt('original_max_position_embeddings') ?? fail('original_max_position_embeddings'),
       };
   }
+}
+
+/**
+ * The longest sequence a model runs, the one rule for it: what config.json states, unless a
+ * layer's RoPE scaling is made to run further. Dynamic NTK recomputes its base for any length (no
+ * limit); YaRN, and longrope with a factor, stretch original_max_position_embeddings by the
+ * factor. Linear and llama3 configs state the stretched length in max_position_embeddings.
+ */
+export function positionLimit(stated: PositionLimit, ropes: readonly (RopeSpec | null)[]): PositionLimit {
+  let limit = stated;
+  for (const s of ropes.map((r) => r?.scaling)) {
+    let own: PositionLimit | undefined;
+    if (s?.type === 'dynamic') own = { tokens: NO_POSITION_LIMIT, source: 'dynamic RoPE scaling: no limit' };
+    else if ((s?.type === 'yarn' || s?.type === 'longrope') && s.factor) own = { tokens: Math.min(NO_POSITION_LIMIT, Math.floor(s.factor * s.originalMaxPositions)), source: `${s.type} RoPE scaling: factor ${s.factor} × original_max_position_embeddings ${s.originalMaxPositions}` };
+    if (own && own.tokens > limit.tokens) limit = own;
+  }
+  return limit;
 }
 
 /** Inverse frequencies (rotaryDim / 2) and the factor cos and sin are multiplied by. */

@@ -3,7 +3,8 @@
  * logits head. A family gives its per-layer roles; this assembles the description and fills
  * the defaults (no multipliers, no softcaps, pre-norm blocks).
  */
-import type { AttentionRole, LayerDescription, LinearRole, MlpRole, ModelDescription, NormRole } from '../description';
+import type { AttentionRole, LayerDescription, LinearRole, MlpRole, ModelDescription, NormRole, PositionLimit } from '../description';
+import { positionLimit } from '../rope';
 import type { ConfigReader } from '../config';
 import { queryToKv, type Dims } from './kit';
 
@@ -21,7 +22,8 @@ export interface DecoderSpec {
   readonly dims: Dims;
   readonly block: (layer: number) => BlockSpec;
   readonly embedding: { readonly tokens: string; readonly positions?: string | null; readonly multiplier?: number };
-  readonly maxPositions: number;
+  /** What config.json states; RoPE scaling may extend it (positionLimit). */
+  readonly maxPositions: PositionLimit;
   readonly finalNorm: NormRole | null;
   readonly head: LinearRole;
   readonly logitMultiplier?: number;
@@ -47,6 +49,7 @@ export function decoder(s: DecoderSpec): ModelDescription {
       mlp: b.mlp satisfies MlpRole,
     });
   }
+  const limit = positionLimit(s.maxPositions, blocks.map((b) => b.attention.rope));
   return {
     architecture: s.architecture,
     family: s.family,
@@ -58,8 +61,8 @@ export function decoder(s: DecoderSpec): ModelDescription {
     vocab: d.vocab,
     queryToKv: toKv,
     embedding: { tokens: s.embedding.tokens, positions: s.embedding.positions ?? null, multiplier: s.embedding.multiplier ?? 1 },
-    // dynamic NTK scaling exists to run past max_position_embeddings
-    maxPositions: blocks.some((b) => b.attention.rope?.scaling.type === 'dynamic') ? Number.MAX_SAFE_INTEGER : s.maxPositions,
+    maxPositions: limit.tokens,
+    maxPositionsSource: limit.source,
     finalNorm: s.finalNorm,
     head: s.head,
     logitMultiplier: s.logitMultiplier ?? 1,

@@ -3,7 +3,7 @@
  * kv_lora_rank dims per token (kv_a_proj_with_mqa, then kv_b_proj per head), so the key cache is
  * already factored. Described for inspect; every consumer refuses it (./features.ts).
  */
-import type { Family } from './kit';
+import { maxPositions, type Family } from './kit';
 
 export const deepseek: Family = {
   name: 'deepseek',
@@ -13,6 +13,7 @@ export const deepseek: Family = {
     const heads = c.int('num_attention_heads');
     const nope = c.int('qk_nope_head_dim');
     const ropeDim = c.int('qk_rope_head_dim');
+    const positions = maxPositions(c);
     return {
       architecture: ctx.modelType,
       family: 'deepseek',
@@ -25,7 +26,8 @@ export const deepseek: Family = {
       vocab: c.int('vocab_size'),
       queryToKv: Array.from({ length: heads }, (_, h) => h),
       embedding: { tokens: 'model.embed_tokens.weight', positions: null, multiplier: 1 },
-      maxPositions: c.optionalInt('max_position_embeddings') ?? Number.MAX_SAFE_INTEGER,
+      maxPositions: positions.tokens,
+      maxPositionsSource: positions.source,
       finalNorm: null,
       head: { weight: 'lm_head.weight', orientation: 'linear' },
       logitMultiplier: 1,

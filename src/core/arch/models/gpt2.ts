@@ -1,6 +1,6 @@
 /** GPT-2: Conv1D c_attn [in, 3·hidden] (columns q | k | v) with biases, learned positions, LayerNorm, dense GELU MLP. */
 import { decoder } from './decoder';
-import { activation, denseMlp, type Family, linear, lmHead, norm, readGpt2Dims, stackedQkv } from './kit';
+import { activation, denseMlp, type Family, linear, lmHead, norm, readGpt2Dims, statedMaxPositions, stackedQkv } from './kit';
 
 export const gpt2: Family = {
   name: 'gpt2',
@@ -29,7 +29,7 @@ export const gpt2: Family = {
         };
       },
       embedding: { tokens: 'transformer.wte.weight', positions: 'transformer.wpe.weight' },
-      maxPositions: c.int('n_positions', 'max_position_embeddings'),
+      maxPositions: statedMaxPositions(c, 'n_positions', 'max_position_embeddings'),
       finalNorm: norm(ctx, 'transformer.ln_f', 'layer', eps),
       head: lmHead(ctx, 'transformer.wte.weight'),
     });

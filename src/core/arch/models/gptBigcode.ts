@@ -3,7 +3,7 @@
  * KV head, multi-head interleaves [q_h | k_h | v_h] per head. Learned positions, LayerNorm, dense MLP.
  */
 import { decoder } from './decoder';
-import { activation, denseMlp, type Family, headSlices, linear, lmHead, norm, readGpt2Dims, stackedQkv } from './kit';
+import { activation, denseMlp, type Family, headSlices, linear, lmHead, norm, readGpt2Dims, statedMaxPositions, stackedQkv } from './kit';
 
 export const gptBigcode: Family = {
   name: 'gpt_bigcode',
@@ -40,7 +40,7 @@ export const gptBigcode: Family = {
         };
       },
       embedding: { tokens: 'transformer.wte.weight', positions: 'transformer.wpe.weight' },
-      maxPositions: c.int('n_positions', 'max_position_embeddings'),
+      maxPositions: statedMaxPositions(c, 'n_positions', 'max_position_embeddings'),
       finalNorm: norm(ctx, 'transformer.ln_f', 'layer', eps),
       head: lmHead(ctx, 'transformer.wte.weight'),
     });

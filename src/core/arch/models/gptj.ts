@@ -2,7 +2,7 @@
 import { FactoredKeysError } from '../../errors';
 import type { RopeSpec } from '../description';
 import { decoder } from './decoder';
-import { activation, denseMlp, type Family, linear, lmHead, norm, readGpt2Dims, separateQkv } from './kit';
+import { activation, denseMlp, type Family, linear, lmHead, norm, readGpt2Dims, statedMaxPositions, separateQkv } from './kit';
 
 export const gptj: Family = {
   name: 'gptj',
@@ -34,7 +34,7 @@ export const gptj: Family = {
         };
       },
       embedding: { tokens: 'transformer.wte.weight' },
-      maxPositions: c.int('n_positions', 'max_position_embeddings'),
+      maxPositions: statedMaxPositions(c, 'n_positions', 'max_position_embeddings'),
       finalNorm: norm(ctx, 'transformer.ln_f', 'layer', eps),
       head: lmHead(ctx, 'transformer.wte.weight'),
     });

@@ -5,7 +5,7 @@
  */
 import { FactoredKeysError } from '../../errors';
 import type { ConfigReader } from '../config';
-import type { Activation, HeadSlice, LinearRole, MlpRole, ModelDescription, NormKind, NormRole, WeightOrientation } from '../description';
+import { NO_POSITION_LIMIT, type Activation, type HeadSlice, type LinearRole, type MlpRole, type ModelDescription, type NormKind, type NormRole, type PositionLimit, type WeightOrientation } from '../description';
 
 /** What a family description is given. */
 export interface DescribeContext {
@@ -161,7 +161,14 @@ export interface Family {
   describe(ctx: DescribeContext): ModelDescription;
 }
 
-/** max_position_embeddings, or "unbounded" for RoPE models that do not state it. */
-export function maxPositions(c: ConfigReader, ...keys: string[]): number {
-  return c.optionalInt(...keys, 'max_position_embeddings') ?? Number.MAX_SAFE_INTEGER;
+/** The first of `keys` (then max_position_embeddings) the config states; no limit for RoPE models that state none. */
+export function maxPositions(c: ConfigReader, ...keys: string[]): PositionLimit {
+  const key = [...keys, 'max_position_embeddings'].find((k) => c.has(k));
+  return key ? { tokens: c.int(key), source: key } : { tokens: NO_POSITION_LIMIT, source: 'no max_position_embeddings' };
+}
+
+/** Like {@link maxPositions}, for learned positions (and GPT-J): the config must state it. */
+export function statedMaxPositions(c: ConfigReader, ...keys: string[]): PositionLimit {
+  const key = keys.find((k) => c.has(k)) ?? keys[0];
+  return { tokens: c.int(key), source: key };
 }
