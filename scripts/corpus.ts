@@ -408,7 +408,7 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
     delete c.hidden_size;
     withConfig('bomb-config-deep-value', 'bomb', LLAMA, ['config.json', 'hidden_size'], JSON.stringify(c).slice(0, -1) + `,"hidden_size":${deepArray(DEEP)}}`);
   }
-  withConfig('bomb-config-deep-raw', 'bomb', LLAMA, ['config.json', 'model_type'], `{"x":${deepArray(DEEP)}}`);
+  withConfig('bomb-config-deep-raw', 'bomb', LLAMA, ['config.json', 'levels deep', '"x"'], `{"x":${deepArray(DEEP)}}`);
   {
     const dir = caseDir('bomb-config-giant', LLAMA);
     fs.writeFileSync(path.join(dir, 'config.json'), '{');
@@ -446,7 +446,7 @@ export function writeCorpus(outDir: string, fixturesDir: string, options: Corpus
   withIndex('index-nul-byte', [INDEX, 'plain file name'], remap((m) => (m[LM] = 'model\u0000.safetensors')));
   withIndex('index-empty-name', [INDEX, 'non-string'], remap((m) => (m[LM] = '')));
   withIndex('index-number-name', [INDEX, 'non-string'], remap((m) => (m[LM] = 3)));
-  withIndex('index-deep-name', [INDEX, 'non-string'], rawShardOf(deepArray(DEEP)));
+  withIndex('index-deep-name', [INDEX, 'levels deep', 'lm_head.weight'], rawShardOf(deepArray(DEEP)));
   withIndex('index-missing-shard', ['model-00009-of-00009.safetensors'], remap((m) => (m[LM] = 'model-00009-of-00009.safetensors')));
   withIndex('index-shard-is-dir', ['shard.safetensors', 'regular file'], remap((m) => (m[LM] = 'shard.safetensors')), (dir) => fs.mkdirSync(path.join(dir, 'shard.safetensors')));
   withIndex('index-no-weight-map', [INDEX, 'weight_map'], { metadata: {} });

@@ -3,6 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../core/checkpoint/checkpoint';
 import { resolveHubCache } from '../core/checkpoint/checkpoint';
+import { jsonTooDeep } from '../core/checkpoint/jsonDepth';
 
 /**
  * The config.json beside or inside `input` (a folder, an index.json or a .safetensors file), or
@@ -14,7 +15,9 @@ export async function readConfigForDefaults(input: string): Promise<ModelConfig 
     dir = (await resolveHubCache(dir).catch(() => undefined))?.snapshot ?? dir;
     const file = path.join(dir, 'config.json');
     if (!statSync(file).isFile() || statSync(file).size > 64 * 1024 * 1024) return undefined;
-    const v = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+    const text = readFileSync(file, 'utf8');
+    if (jsonTooDeep(text) !== undefined) return undefined;
+    const v = JSON.parse(text) as unknown;
     return v && typeof v === 'object' && !Array.isArray(v) ? (v as ModelConfig) : undefined;
   } catch {
     return undefined;

@@ -19,6 +19,7 @@ import { cacheChoiceFromArgs, checkCacheFlags } from './cache';
 import { commandSpec, commandUsageLine } from './options';
 import { progressFromArgs } from './progress';
 import { describeCacheDtype } from '../core/savings/cacheDtype';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../core/checkpoint/jsonDepth';
 
 /** Flags shared by `plan` and `export` that choose ranks. */
 export const POLICY_FLAGS = ['rank', 'fraction', 'energy', 'budget-bytes-per-token', 'plan', 'override', 'method'] as const;
@@ -81,6 +82,8 @@ export async function policyFromArgs(args: ParsedArgs, command: string): Promise
     } catch {
       throw new FactoredKeysError(`${planPath}: cannot read the plan file`);
     }
+    const deep = jsonTooDeep(text);
+    if (deep !== undefined) throw new FactoredKeysError(`${planPath}: plan nests more than ${MAX_JSON_DEPTH} levels deep under "${deep}"`);
     let plan: unknown;
     try {
       plan = JSON.parse(text);

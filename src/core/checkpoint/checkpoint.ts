@@ -5,6 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { FactoredKeysError } from '../errors';
+import { jsonTooDeep, MAX_JSON_DEPTH } from './jsonDepth';
 import { bytesPerElement, decodeToFloat32, isDecodable } from './dtypes';
 import { FileReader, type ReadObserver } from './fileAccess';
 import { parseHeaderJson, parseHeaderLength, previewJson, type SafetensorsHeader, type TensorInfo } from './safetensors';
@@ -52,6 +53,8 @@ async function readSmallJson(file: string, what: string): Promise<unknown> {
   if (!stat.isFile()) throw new FactoredKeysError(`${file}: ${what} is not a regular file`);
   if (stat.size > MAX_JSON_FILE_BYTES) throw new FactoredKeysError(`${file}: ${what} is ${stat.size} bytes, too large`);
   const text = await fsp.readFile(file, 'utf8');
+  const deep = jsonTooDeep(text);
+  if (deep !== undefined) throw new FactoredKeysError(`${file}: ${what} nests more than ${MAX_JSON_DEPTH} levels deep under "${deep}"`);
   try {
     return JSON.parse(text);
   } catch (e) {
