@@ -3,9 +3,10 @@
  * calibration tokens, one layer at a time, C per layer, S_k/S_q per head) and of the bases, on a
  * checkpoint folder (e.g. the Mistral-7B-shaped synthetic one from ./synthetic.ts).
  *
- *   node --import tsx bench/calibration.ts <checkpoint> <text> <tokens> [backend] [--generate mistral-7b]
+ *   node --import tsx bench/calibration.ts <checkpoint> <text> <tokens> [backend] [--generate mistral-7b] [--tokenizer tokenizer.json]
  *
- * Prints one JSON line. The text is fed with the `bytes` tokenizer (ids 0..255 fit any vocabulary).
+ * Prints one JSON line. The text is fed with the `bytes` tokenizer (ids 0..255 fit any vocabulary)
+ * unless --tokenizer names one (e.g. ./byte-tokenizer.ts's, the ids the CLI run uses).
  */
 import { existsSync } from 'node:fs';
 import { buildLayout } from '../src/core/arch';
@@ -18,6 +19,8 @@ import { generateSyntheticCheckpoint } from './synthetic';
 async function main(): Promise<void> {
   const [dir, text, tokensRaw, backendRaw] = process.argv.slice(2);
   const gen = process.argv.indexOf('--generate');
+  const tok = process.argv.indexOf('--tokenizer');
+  const tokenizer = tok > 0 ? process.argv[tok + 1] : 'bytes';
   if (gen > 0 && !existsSync(dir)) {
     const t = performance.now();
     await generateSyntheticCheckpoint(process.argv[gen + 1] as 'mistral-7b', dir);
@@ -28,7 +31,7 @@ async function main(): Promise<void> {
     const layout = buildLayout(ckpt);
     const t0 = performance.now();
     let last = 0;
-    const stats = await calibrationMoments(ckpt, layout, { text, tokenizer: 'bytes', tokens: Number(tokensRaw), cacheDir: null, backend: parseBackendChoice(backendRaw ?? 'cpu') }, {
+    const stats = await calibrationMoments(ckpt, layout, { text, tokenizer, tokens: Number(tokensRaw), cacheDir: null, backend: parseBackendChoice(backendRaw ?? 'cpu') }, {
       progress: (done, total, label) => {
         const now = performance.now();
         if (now - last > 10000) {
@@ -50,6 +53,7 @@ async function main(): Promise<void> {
         tokens: stats.info.tokens,
         backend: stats.backend,
         statistics_s: +((t1 - t0) / 1000).toFixed(2),
+        tokens_per_s: +(stats.info.tokens / ((t1 - t0) / 1000)).toFixed(1),
         bases_s: +((t2 - t1) / 1000).toFixed(2),
         heads: bases.flat().length,
         finite,

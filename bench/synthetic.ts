@@ -8,7 +8,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 
 /** Checkpoint shapes the benchmarks know. */
-export type SyntheticKind = 'mistral-7b' | 'llama2-7b' | 'llama70b-2layers' | 'mistral-tiny';
+export type SyntheticKind = 'mistral-7b' | 'mistral-7b-2layers' | 'llama2-7b' | 'llama70b-2layers' | 'mistral-tiny';
 
 interface Shape {
   readonly architecture: string;
@@ -30,6 +30,11 @@ const SHAPES: Record<SyntheticKind, Shape> = {
   'mistral-7b': {
     architecture: 'MistralForCausalLM', modelType: 'mistral', hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kvHeads: 8, headDim: 128, vocab: 32000, dtype: 'BF16', maxShardBytes: 5e9,
     extraConfig: { max_position_embeddings: 32768, rms_norm_eps: 1e-5, rope_theta: 1000000.0, sliding_window: null, torch_dtype: 'bfloat16', hidden_act: 'silu', bos_token_id: 1, eos_token_id: 2, tie_word_embeddings: false, attention_dropout: 0.0, initializer_range: 0.02, use_cache: true },
+  },
+  // the first two layers of the Mistral-7B shape (same widths, 1.4 GB): a cheap proxy for profiling per-layer work
+  'mistral-7b-2layers': {
+    architecture: 'MistralForCausalLM', modelType: 'mistral', hidden: 4096, intermediate: 14336, layers: 2, heads: 32, kvHeads: 8, headDim: 128, vocab: 32000, dtype: 'BF16', maxShardBytes: 5e9,
+    extraConfig: { max_position_embeddings: 32768, rms_norm_eps: 1e-5, rope_theta: 1000000.0, sliding_window: null, torch_dtype: 'bfloat16', hidden_act: 'silu', tie_word_embeddings: false },
   },
   // meta-llama/Llama-2-7b-hf: fp16, MHA 32 x 32 heads, 2 shards of at most 10 GB
   'llama2-7b': {

@@ -13,8 +13,9 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
-import { collectAttentionMoments } from '../../src/core/calibration/collect';
-import { calibrationMoments, type CalibrationSpec } from '../../src/core/calibration/moments';
+import { buildLayout } from '../../src/core/arch';
+import { collectAttentionMoments, collectHeadMoments } from '../../src/core/calibration/collect';
+import { calibrationMoments, layerMoments, momentsFromProjections, type CalibrationSpec, type HeadMoments } from '../../src/core/calibration/moments';
 import { PlanEvaluator, PlanWeights, evaluatePerplexity, readModelSpec, tokenizeFile } from '../../src/core/eval';
 import { analyzeHeads, energiesOf } from '../../src/core/factor/basis';
 import { buildPlan } from '../../src/core/plan/plan';
@@ -57,6 +58,38 @@ test('calibration: the captured attention input of layer 0 is RMSNorm(embedding)
     assert.equal(c0![d * (d + 1) + d], seq * windows, 'the constant-1 corner counts the tokens');
   } finally {
     await ckpt.close();
+  }
+});
+
+test('calibration: moments accumulated from the projections equal W̃ᵀ C W̃ of the attention input up to float32 rounding', async () => {
+  for (const name of ['mistral-bytes', 'gpt2-bytes']) {
+    const ckpt = await openCheckpoint(fixture(name));
+    try {
+      const model = readModelSpec(ckpt);
+      const layout = buildLayout(ckpt);
+      const seq = 64;
+      const windows = 3;
+      const ids = Int32Array.from((await readFile(CALIBRATION)).subarray(0, seq * windows));
+      const reference: HeadMoments[][] = [];
+      const fast: HeadMoments[][] = [];
+      await collectAttentionMoments(ckpt, model, ids, windows, { seq, batch: 2, backend: 'cpu' }, async (layer, c) => void reference.push(await layerMoments(ckpt, layout, layer, c)));
+      await collectHeadMoments(ckpt, model, ids, windows, { seq, batch: 2, backend: 'cpu' }, (_layer, p) => void fast.push(momentsFromProjections(layout, p)));
+      assert.equal(fast.length, model.layers);
+      let worst = 0;
+      reference.forEach((row, l) =>
+        row.forEach((m, g) => {
+          for (const which of ['key', 'query'] as const) {
+            const a = m[which];
+            const b = fast[l][g][which];
+            const scale = a.reduce((x, v) => Math.max(x, Math.abs(v)), 0);
+            for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / scale);
+          }
+        }),
+      );
+      assert.ok(worst < 2e-6, `${name}: projection moments differ from the C route by ${worst} of max |S|`);
+    } finally {
+      await ckpt.close();
+    }
   }
 });
 

@@ -1,6 +1,8 @@
 /**
  * Runs the original model over calibration windows one layer at a time and hands each layer's
- * second-moment matrix of its attention input to a callback:
+ * second moments to a callback: either per head those of its query and key projections
+ * ({@link collectHeadMoments}, what calibration uses) or the matrix of its attention input
+ * ({@link collectAttentionMoments}, the reference they are checked against):
  *
  *   C = Σ_t [x_t, 1]ᵀ [x_t, 1]     ((hidden+1) x (hidden+1), float64),
  *
@@ -16,7 +18,7 @@ import { DataType, GraphBuilder } from '../compute/onnx';
 import { createSession, Tensor, type BackendChoice, type BackendName, type ComputeSession } from '../compute/session';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
-import { attentionInputName, buildSegment, IO } from '../eval/graph';
+import { attentionInputName, buildSegment, IO, projectionName } from '../eval/graph';
 import { CheckpointWeights, type ModelSpec } from '../eval/model';
 
 /** Options of {@link collectAttentionMoments}. */
@@ -137,6 +139,117 @@ export async function collectAttentionMoments(
     }
     hidden = next;
     await onLayer(layer, c);
+  }
+  return { backend, windows, tokens: windows * seq };
+}
+
+/** Per-head second moments of one layer's projections, Σ_t p_tᵀ p_t (head_dim x head_dim, float64, row-major). */
+export interface ProjectionMoments {
+  /** One per query head, in the model's head order. */
+  readonly query: Float64Array[];
+  /** One per KV head. */
+  readonly key: Float64Array[];
+}
+
+const headGramSessions = new Map<string, Promise<ComputeSession>>();
+
+/** p [n, heads, hd] float32 → Σ_t p_t,hᵀ p_t,h [heads, hd, hd] in float64. */
+function headGramGraph(): Uint8Array {
+  const g = new GraphBuilder('calibration_head_moments');
+  const p = g.op('Cast', [g.input('p', 'float32', ['n', 'heads', 'hd'])], { to: DataType.DOUBLE });
+  const left = g.op('Transpose', [p], { perm: [1, 2, 0] }); // [heads, hd, n]
+  const right = g.op('Transpose', [p], { perm: [1, 0, 2] }); // [heads, n, hd]
+  g.output(g.op('MatMul', [left, right], {}, { outputs: ['s'] }), 'float64', ['heads', 'hd', 'hd']);
+  return g.toModel({ opset: 17 });
+}
+
+function headGramSession(threads?: number): Promise<ComputeSession> {
+  const key = String(threads ?? 0);
+  let s = headGramSessions.get(key);
+  if (!s) {
+    s = createSession(headGramGraph(), { backend: 'cpu', threads });
+    s.catch(() => headGramSessions.delete(key));
+    headGramSessions.set(key, s);
+  }
+  return s;
+}
+
+/** Adds one batch of projections [n, heads·hd] to the per-head sums. */
+async function accumulateHeads(sums: Float64Array[], p: ort.Tensor, hd: number, threads?: number): Promise<void> {
+  const heads = sums.length;
+  const n = p.dims[0];
+  if (p.dims[1] !== heads * hd) throw new Error(`projection of width ${p.dims[1]}, expected ${heads} heads of ${hd}`);
+  const s = await headGramSession(threads);
+  const out = (await s.run({ p: new Tensor('float32', p.data as Float32Array, [n, heads, hd]) })).s.data as Float64Array;
+  const n2 = hd * hd;
+  for (let h = 0; h < heads; h++) {
+    const sum = sums[h];
+    const o = h * n2;
+    for (let i = 0; i < n2; i++) sum[i] += out[o + i];
+  }
+}
+
+/**
+ * Like {@link collectAttentionMoments}, but per layer the moments of the projections the forward
+ * pass computes, q_t,h = x_t W_Qh + b_Qh and k_t,g (before any q/k norm and RoPE):
+ * Σ_t q_t,hᵀ q_t,h = W̃_Qhᵀ C W̃_Qh up to float32 rounding of the projections, without forming C.
+ * That is ~1 MFLOP per token and layer in float64 instead of ~2·hidden² for C and 2·hidden²·
+ * (heads·head_dim) per layer to reduce it. Calls `onLayer(layer, moments)` once per layer in order.
+ */
+export async function collectHeadMoments(
+  ckpt: Checkpoint,
+  spec: ModelSpec,
+  ids: Int32Array,
+  windows: number,
+  options: CollectOptions,
+  onLayer: (layer: number, moments: ProjectionMoments) => Promise<void> | void,
+): Promise<CollectResult> {
+  const { seq } = options;
+  const hd = spec.headDim;
+  const batch = options.batch ?? calibrationBatch(seq);
+  const source = new CheckpointWeights(ckpt, spec);
+  const outer = await source.outer();
+  const batches = Math.ceil(windows / batch);
+  let hidden: ort.Tensor[] = [];
+  let backend: BackendName = 'cpu';
+  for (let layer = 0; layer < spec.layers; layer++) {
+    throwIfCancelled(options.cancel);
+    const weights = await source.layer(layer);
+    if (weights.qkHeadDim !== hd) throw new Error(`layer ${layer}: projections of head_dim ${weights.qkHeadDim}, expected ${hd}`);
+    const first = layer === 0;
+    const model = buildSegment({ spec, seq, layers: [{ index: layer, weights }], outer: first ? outer : undefined, first, last: false, captureProjections: true });
+    const session = await createSession(model, { backend: options.backend ?? 'cpu', threads: options.threads });
+    backend = session.backend;
+    const moments: ProjectionMoments = {
+      query: Array.from({ length: spec.queryHeads }, () => new Float64Array(hd * hd)),
+      key: Array.from({ length: spec.kvHeads }, () => new Float64Array(hd * hd)),
+    };
+    const next: ort.Tensor[] = [];
+    try {
+      for (let b = 0; b < batches; b++) {
+        throwIfCancelled(options.cancel);
+        const start = b * batch;
+        const count = Math.min(batch, windows - start);
+        let feeds: Record<string, ort.Tensor>;
+        if (first) {
+          const input = new BigInt64Array(count * seq);
+          for (let i = 0; i < count * seq; i++) input[i] = BigInt(ids[start * seq + i]);
+          feeds = { [IO.ids]: new Tensor('int64', input, [count, seq]) };
+        } else {
+          feeds = { [IO.hiddenIn]: hidden[b] };
+          hidden[b] = undefined as unknown as ort.Tensor; // this batch's input is no longer needed
+        }
+        const out = await session.run(feeds);
+        await accumulateHeads(moments.query, out[projectionName(layer, 'query')], hd, options.threads);
+        await accumulateHeads(moments.key, out[projectionName(layer, 'key')], hd, options.threads);
+        if (layer < spec.layers - 1) next.push(out[IO.hiddenOut]);
+        options.progress?.(layer * batches + b + 1, spec.layers * batches, `calibrating layer ${layer}`);
+      }
+    } finally {
+      await session.dispose().catch(() => undefined);
+    }
+    hidden = next;
+    await onLayer(layer, moments);
   }
   return { backend, windows, tokens: windows * seq };
 }

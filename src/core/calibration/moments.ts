@@ -5,9 +5,11 @@
  *   S_k = W̃_Kᵀ C W̃_K,   S_q = Σ_{i ∈ G(g)} W̃_Qiᵀ C W̃_Qi,   C = Σ_t [x_t, 1]ᵀ [x_t, 1],
  *
  * with W̃ = [W; b] and x_t the layer's attention input (src/core/calibration/collect.ts). All in
- * float64; C is reduced to the per-head moments as soon as its layer is done, so only one C is
- * held at a time. The moments of a (checkpoint, text, tokenizer, tokens, seq) are cached on
- * disk keyed by content hashes (./cache.ts). See docs/CALIBRATED.md.
+ * float64. They are accumulated as Σ_t k̃_tᵀ k̃_t over the float32 projections k̃_t = [x_t, 1] W̃ the
+ * forward pass computes (equal to the above up to their rounding, without forming C);
+ * {@link layerMoments} reduces an explicit C, the reference the tests check this against. The
+ * moments of a (checkpoint, text, tokenizer, tokens, seq) are cached on disk keyed by content
+ * hashes (./cache.ts). See docs/CALIBRATED.md.
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -21,7 +23,7 @@ import { readEvalText, tokenizeWithJson } from '../eval/tokenize';
 import { LayerTensorCache, readHeadFeatures } from '../factor/basis';
 import { batchedMatmul } from '../factor/products';
 import { checkpointContentHash, readCachedMoments, writeCachedMoments } from './cache';
-import { collectAttentionMoments } from './collect';
+import { collectHeadMoments, type ProjectionMoments } from './collect';
 
 /** Default tokens of calibration text used (the whole 256 KB fixture text with `bytes`). */
 export const DEFAULT_CALIBRATION_TOKENS = 262144;
@@ -155,6 +157,24 @@ export async function projectMoments(ckpt: Checkpoint, cache: LayerTensorCache, 
   });
 }
 
+/** M ← (M + Mᵀ)/2, in place. */
+function symmetrize(m: Float64Array, n: number): Float64Array {
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) m[i * n + j] = m[j * n + i] = 0.5 * (m[i * n + j] + m[j * n + i]);
+  return m;
+}
+
+/** One layer's KV-head moments from its per-head projection moments (query heads summed per KV head). */
+export function momentsFromProjections(layout: AttentionLayout, p: ProjectionMoments): HeadMoments[] {
+  const hd = layout.headDim;
+  return p.key.map((key, g) => {
+    const query = new Float64Array(hd * hd);
+    p.query.forEach((q, h) => {
+      if (layout.queryToKv[h] === g) for (let i = 0; i < q.length; i++) query[i] += q[i];
+    });
+    return { key: symmetrize(Float64Array.from(key), hd), query: symmetrize(query, hd) };
+  });
+}
+
 /** Reduces one layer's C to the moments of its KV heads. */
 export async function layerMoments(ckpt: Checkpoint, layout: AttentionLayout, layer: number, c: Float64Array): Promise<HeadMoments[]> {
   const hd = layout.headDim;
@@ -209,8 +229,8 @@ export async function calibrationMoments(ckpt: Checkpoint, layout: AttentionLayo
     }
   }
   const moments: HeadMoments[][] = [];
-  const run = await collectAttentionMoments(ckpt, model, tokens.ids, tokens.windows, { seq: tokens.seq, backend: spec.backend, threads: spec.threads, cancel: options.cancel, progress: options.progress }, async (layer, c) => {
-    moments.push(await layerMoments(ckpt, layout, layer, c));
+  const run = await collectHeadMoments(ckpt, model, tokens.ids, tokens.windows, { seq: tokens.seq, backend: spec.backend, threads: spec.threads, cancel: options.cancel, progress: options.progress }, (_layer, p) => {
+    moments.push(momentsFromProjections(layout, p));
   });
   if (spec.cacheDir !== null) await writeCachedMoments(spec.cacheDir, key, shape, moments, keyFields);
   return { info, headDim: hd, moments, cached: false, backend: run.backend };

@@ -37,6 +37,11 @@ export interface SegmentSpec {
    */
   readonly captureAttentionInput?: boolean;
   /**
+   * Also output each block's query and key projections x·W + b, before any q/k norm and RoPE, as
+   * `projectionName(index, 'query' | 'key')` [batch·seq, heads·head_dim] (calibration).
+   */
+  readonly captureProjections?: boolean;
+  /**
    * Where the weights go: without one they are initializers in their stored type, Cast to
    * float32 in the graph; with one, each is converted once (per load) to the type the store
    * chooses and kept as external data (src/core/eval/forward.ts).
@@ -57,6 +62,9 @@ export const IO = { ids: 'ids', targets: 'targets', hiddenIn: 'hidden_in', hidde
 
 /** Output name of block `index`'s attention input (see SegmentSpec.captureAttentionInput). */
 export const attentionInputName = (index: number): string => `attention_input_${index}`;
+
+/** Output name of block `index`'s query or key projection (see SegmentSpec.captureProjections). */
+export const projectionName = (index: number, which: 'query' | 'key'): string => `${which}_projection_${index}`;
 
 /** Additive causal mask [seq, seq]; with a window, query i sees key j only when i − j < window. */
 export function causalMask(seq: number, window: number | null): Float32Array {
@@ -195,7 +203,7 @@ function applyRope(net: Net, x: string, r: RopeSpec, heads: number, dim: number)
 }
 
 /** One attention block: x2d [B·S, hidden] → [B·S, hidden]. */
-function attention(net: Net, x: string, w: LayerWeights, block: LayerDescription, spec: ModelSpec): string {
+function attention(net: Net, x: string, w: LayerWeights, block: LayerDescription, spec: ModelSpec, captureProjections = false): string {
   const g = net.g;
   const seq = net.seq;
   const a = block.attention;
@@ -210,6 +218,10 @@ function attention(net: Net, x: string, w: LayerWeights, block: LayerDescription
   const v = net.linear(x, w.qkv.v, `${name}_v`);
   // latent keys are rebuilt before any k-norm and RoPE, so the result is the full-shape model's
   if (w.keyUp) k = net.linear(k, w.keyUp, `${name}_kup`);
+  if (captureProjections) {
+    g.output(g.op('Identity', [q], {}, { outputs: [projectionName(block.index, 'query')] }), 'float32', ['tokens', H * dq]);
+    g.output(g.op('Identity', [k], {}, { outputs: [projectionName(block.index, 'key')] }), 'float32', ['tokens', KV * dq]);
+  }
   if (a.qNorm?.scope === 'projection' && w.qNorm) q = net.norm(q, w.qNorm, `${name}_qn`);
   if (a.kNorm?.scope === 'projection' && w.kNorm) k = net.norm(k, w.kNorm, `${name}_kn`);
   // [B·S, n·d] → [B, S, n, d]
@@ -317,14 +329,14 @@ function mlp(net: Net, x: string, w: MlpWeights, block: LayerDescription): strin
 }
 
 /** One block: norms where the description puts them, sequential or parallel residual. */
-function block(net: Net, x: string, w: LayerWeights, b: LayerDescription, spec: ModelSpec, capture?: (attnIn: string) => void): string {
+function block(net: Net, x: string, w: LayerWeights, b: LayerDescription, spec: ModelSpec, capture?: (attnIn: string) => void, captureProjections = false): string {
   const g = net.g;
   const i = b.index;
   const normed = (v: string, n: Norm | undefined, tag: string) => (n ? net.norm(v, n, `l${i}_${tag}`) : v);
   const scaled = (v: string) => (b.residualMultiplier === 1 ? v : g.op('Mul', [v, net.scalar(b.residualMultiplier)]));
   const attnIn = normed(x, w.attentionInputNorm, 'ain');
   capture?.(attnIn);
-  const attn = normed(attention(net, attnIn, w, b, spec), w.attentionOutputNorm, 'aout');
+  const attn = normed(attention(net, attnIn, w, b, spec, captureProjections), w.attentionOutputNorm, 'aout');
   if (b.parallel) {
     const mlpIn = w.mlpInputNorm ? normed(x, w.mlpInputNorm, 'min') : attnIn;
     const m = normed(mlp(net, mlpIn, w.mlp, b), w.mlpOutputNorm, 'mout');
@@ -357,7 +369,7 @@ export function buildSegment(s: SegmentSpec): Uint8Array {
     x = g.input(IO.hiddenIn, 'float32', ['tokens', d]);
   }
   const capture = (index: number) => (s.captureAttentionInput ? (a: string) => void g.output(g.op('Identity', [a], {}, { outputs: [attentionInputName(index)] }), 'float32', ['tokens', d]) : undefined);
-  for (const { index, weights } of s.layers) x = block(net, x, weights, spec.blocks[index], spec, capture(index));
+  for (const { index, weights } of s.layers) x = block(net, x, weights, spec.blocks[index], spec, capture(index), s.captureProjections === true);
   if (!s.last) {
     g.output(g.op('Identity', [x], {}, { outputs: [IO.hiddenOut] }), 'float32', ['tokens', d]);
     return g.toModel();

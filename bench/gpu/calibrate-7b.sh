@@ -1,0 +1,45 @@
+#!/bin/bash
+# `calibrated`'s statistics pass on the Mistral-7B-shaped synthetic checkpoint, 16,384 tokens of
+# calibration.txt (issue 12), on the GPU machine (recipe: ../shared/gpu/README.md). Prepare here:
+#   mkdir -p .gpu/cal7b && cp ../shared/fixtures/calibration.txt .gpu/cal7b/
+#   npx esbuild bench/gpu/generate.ts --bundle --platform=node --outfile=.gpu/cal7b/gen.js
+#   npx esbuild bench/calibration.ts --bundle --platform=node --external:onnxruntime-node --outfile=.gpu/cal7b/calibration.js
+#   node --import tsx bench/byte-tokenizer.ts .gpu/cal7b/tokenizer.json
+# plus .gpu/pack/node.xz and .gpu/pack/ort.tar.xz (onnxruntime-node 1.30: cpu, webgpu) and the
+# Vulkan debs in .gl/ (for webgpu); for cuda also .gpucuda/ort129-cuda.tar.xz (prepare-cuda.sh).
+# Carry .gpu/pack .gpu/cal7b .gl (and .gpucuda) and run `bash bench/gpu/calibrate-7b.sh [backend...]`
+# (default: webgpu cpu; cuda when .gpucuda is carried). Each backend is one run of
+# bench/calibration.ts under /usr/bin/time -v, at most RUN_LIMIT seconds (default 240), with the
+# same token ids as the CLI run on the dev machine. Writes $OUT/calibrate.txt.
+set -u
+cd "$(dirname "$0")/../.."
+R=$OUT/calibrate.txt
+C=.gpu/cal7b
+backends=("$@")
+[ ${#backends[@]} -gt 0 ] || { backends=(webgpu cpu); [ -f .gpucuda/ort129-cuda.tar.xz ] && backends=(cuda webgpu cpu); }
+for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ORT_DISABLE_TELEMETRY=1
+xz -dc .gpu/pack/node.xz > /tmp/node && chmod +x /tmp/node
+mkdir -p /tmp/ort130 && tar xJf .gpu/pack/ort.tar.xz -C /tmp/ort130
+if [ -f .gpucuda/ort129-cuda.tar.xz ]; then
+  mkdir -p /tmp/ort129 && xz -dc .gpucuda/ort129-cuda.tar.xz | tar xf - -C /tmp/ort129
+  NV=$(python3 -c 'import nvidia, os, glob; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(d + "/**/lib*.so*", recursive=True)})))' 2>/dev/null)
+fi
+{ date -u; git log -1 --format='commit %h %s' 2>/dev/null; nproc; free -g | head -2; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo "backends: ${backends[*]}"; } > $R 2>&1
+t=$(date +%s); /tmp/node $C/gen.js mistral-7b /tmp/m7 >> $R 2>&1; echo "7b generated in $(( $(date +%s) - t )) s" >> $R
+cat /tmp/m7/*.safetensors > /dev/null
+TIME=; [ -x /usr/bin/time ] && TIME="/usr/bin/time -v"
+for b in "${backends[@]}"; do
+  if [ "$b" = cuda ]; then
+    [ -d /tmp/ort129/node_modules ] || { echo "cuda: .gpucuda/ort129-cuda.tar.xz not carried" >> $R; continue; }
+    ln -sfn /tmp/ort129/node_modules node_modules; export LD_LIBRARY_PATH=${NV:-}:${LD_LIBRARY_PATH:-}
+  else
+    ln -sfn /tmp/ort130/node_modules node_modules
+  fi
+  echo "== $b" >> $R
+  timeout ${RUN_LIMIT:-240} $TIME /tmp/node $C/calibration.js /tmp/m7 $C/calibration.txt 16384 $b --tokenizer $C/tokenizer.json > /tmp/cal-$b.json 2> /tmp/cal-$b.err
+  echo "exit $?" >> $R
+  cat /tmp/cal-$b.json >> $R
+  grep -E "^(calibrating|generated)|Error|error|Elapsed|Maximum resident" /tmp/cal-$b.err | tail -20 >> $R
+done
+cat $R
