@@ -322,6 +322,7 @@ def cmd_run(a):
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     common = dict(device=device, heldout=heldout, heldout_bytes=a.heldout_bytes)
+    threads = a.threads or max(1, (os.cpu_count() or 1) // a.workers)
     lrs = [float(x) for x in a.lrs.split(",")]
     plan = a.modes.split(",")
     modes = [m for m in plan if m != "long"]
@@ -342,7 +343,7 @@ def cmd_run(a):
         jid = "%s-%s-lr%g-s%d" % (name, mode, lr, steps)
         return dict(common, kind="train", id=jid, name=name, mode=mode, lr=lr, steps=steps, phase=phase, deciding=phase == "grid" and mode in deciding, export=folder, teacher=teacher, tokens=toks,
                     out=os.path.join(work, "runs", jid), tensors_out=os.path.join(work, "runs", jid + ".trained.safetensors"),
-                    batch=a.batch, seq=a.seq, threads=a.threads, heldout_max_tokens=a.heldout_max_tokens)
+                    batch=a.batch, seq=a.seq, threads=threads, heldout_max_tokens=a.heldout_max_tokens)
 
     for mode in modes:  # priority order: the modes as listed, every export, every rate
         for name, (folder, _) in exports.items():
@@ -502,8 +503,8 @@ def main():
     r.add_argument("--seq", type=int, default=256)
     r.add_argument("--device", default="auto")
     r.add_argument("--workers", type=int, default=4, help="runs at once (separate processes) on the one device")
-    r.add_argument("--threads", type=int, default=0, help="torch threads per run")
-    r.add_argument("--budget-s", type=float, default=420, help="start no run that would end after this many seconds")
+    r.add_argument("--threads", type=int, default=0, help="torch threads per run (default: the cores shared among the workers)")
+    r.add_argument("--budget-s", type=float, default=400, help="start no run that would end after this many seconds")
     r.add_argument("--guess-step-s", type=float, default=0.05, help="seconds per step assumed before a run of that export has finished")
     r.add_argument("--heldout-bytes", type=int, default=0, help="score only the first N bytes of heldout.txt (CPU tests)")
     r.add_argument("--heldout-max-tokens", type=int, default=0, help="the script's held-out slice cap (CPU tests)")
