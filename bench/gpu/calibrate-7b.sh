@@ -8,10 +8,13 @@
 # plus .gpu/pack/node.xz and .gpu/pack/ort.tar.xz (onnxruntime-node 1.30: cpu, webgpu) and the
 # Vulkan debs in .gl/ (for webgpu); for cuda also .gpucuda/ort129-cuda.tar.xz (prepare-cuda.sh).
 # Carry .gpu/pack .gpu/cal7b .gl (and .gpucuda) and run `bash bench/gpu/calibrate-7b.sh [backend...]`
-# (default: webgpu cpu; cuda when .gpucuda is carried). Each backend is one run of
-# bench/calibration.ts under /usr/bin/time -v, at most RUN_LIMIT seconds (default 240), with the
-# same token ids as the CLI run on the dev machine. Writes $OUT/calibrate.txt.
+# (default: webgpu cpu; cuda webgpu cpu when .gpucuda is carried). Each backend is one run of
+# bench/calibration.ts under /usr/bin/time -v, with the same token ids as the CLI run on the dev
+# machine; the runs share what is left of BUDGET seconds (default 560, under a call's 600) after
+# the set-up, so a slow backend is cut off (its progress lines still show its pace). Writes
+# $OUT/calibrate.txt.
 set -u
+start=$(date +%s)
 cd "$(dirname "$0")/../.."
 R=$OUT/calibrate.txt
 C=.gpu/cal7b
@@ -29,15 +32,17 @@ fi
 t=$(date +%s); /tmp/node $C/gen.js mistral-7b /tmp/m7 >> $R 2>&1; echo "7b generated in $(( $(date +%s) - t )) s" >> $R
 cat /tmp/m7/*.safetensors > /dev/null
 TIME=; [ -x /usr/bin/time ] && TIME="/usr/bin/time -v"
+left=${#backends[@]}
 for b in "${backends[@]}"; do
+  limit=$(( (${BUDGET:-560} - ($(date +%s) - start)) / left )); left=$((left - 1))
   if [ "$b" = cuda ]; then
     [ -d /tmp/ort129/node_modules ] || { echo "cuda: .gpucuda/ort129-cuda.tar.xz not carried" >> $R; continue; }
     ln -sfn /tmp/ort129/node_modules node_modules; export LD_LIBRARY_PATH=${NV:-}:${LD_LIBRARY_PATH:-}
   else
     ln -sfn /tmp/ort130/node_modules node_modules
   fi
-  echo "== $b" >> $R
-  timeout ${RUN_LIMIT:-240} $TIME /tmp/node $C/calibration.js /tmp/m7 $C/calibration.txt 16384 $b --tokenizer $C/tokenizer.json > /tmp/cal-$b.json 2> /tmp/cal-$b.err
+  echo "== $b (limit ${limit} s)" >> $R
+  timeout $limit $TIME /tmp/node $C/calibration.js /tmp/m7 $C/calibration.txt 16384 $b --tokenizer $C/tokenizer.json > /tmp/cal-$b.json 2> /tmp/cal-$b.err
   echo "exit $?" >> $R
   cat /tmp/cal-$b.json >> $R
   grep -E "^(calibrating|generated)|Error|error|Elapsed|Maximum resident" /tmp/cal-$b.err | tail -20 >> $R
