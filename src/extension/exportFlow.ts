@@ -61,19 +61,19 @@ export async function exportPlan(services: PanelServices, summary: CheckpointSum
   });
   result.notes.forEach((n) => services.log.appendLine(`export: ${n}`));
   services.log.appendLine(`exported ${summary.name} to ${dest}: ${result.files.join(', ')}`);
-  void offerReveal(dest, services);
+  void offerReveal(dest, services, summary.dir);
   return dest;
 }
 
 /** Offers to reveal the exported folder (Explorer when it is in the workspace) or to copy its path. */
-async function offerReveal(dest: string, services: PanelServices): Promise<void> {
+async function offerReveal(dest: string, services: PanelServices, source: string): Promise<void> {
   const uri = vscode.Uri.file(dest);
   const inWorkspace = vscode.workspace.getWorkspaceFolder(uri) !== undefined;
   // Outside the workspace there is nothing to reveal in a remote window (SSH, code-server); copy the path instead.
   const action = inWorkspace ? 'Reveal in Explorer' : vscode.env.remoteName ? 'Copy Path' : 'Reveal in File Manager';
   const pick = await vscode.window.showInformationMessage(`Factored Keys: exported to ${dest}`, action, 'Fine-tune…');
   if (pick === 'Fine-tune…') {
-    await finetuneExport(dest, services.log).catch((e: Error) => void vscode.window.showErrorMessage(`Factored Keys: fine-tuning failed: ${e.message}`));
+    await finetuneExport(dest, services.log, source).catch((e: Error) => void vscode.window.showErrorMessage(`Factored Keys: fine-tuning failed: ${e.message}`));
     return;
   }
   if (pick === 'Reveal in Explorer') await vscode.commands.executeCommand('revealInExplorer', uri);

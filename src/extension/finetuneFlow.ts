@@ -34,9 +34,32 @@ async function tokenizerFor(exportDir: string): Promise<string> {
   throw new FactoredKeysError(`${exportDir}: no tokenizer.json beside the checkpoint; set factoredKeys.eval.tokenizer to "bytes" or a tokenizer.json path`);
 }
 
-/** Fine-tunes `exportDir` into `<exportDir>-finetuned`; resolves to the result, or null when declined or cancelled. */
-export async function finetuneExport(exportDir: string, log: vscode.OutputChannel): Promise<FinetuneResult | null> {
+/**
+ * The teacher: the checkpoint the export was made from when the caller knows it (and
+ * `factoredKeys.finetune.distill` is on); otherwise the user may pick the original checkpoint or
+ * train on the LM loss. `null`: the user dismissed the choice.
+ */
+async function teacherFor(source: string | undefined): Promise<string | undefined | null> {
+  if (source) return vscode.workspace.getConfiguration('factoredKeys').get('finetune.distill', true) ? source : undefined;
+  const distil = 'Distil from the original checkpoint…';
+  const lm = 'Train on the LM loss';
+  const pick = await vscode.window.showQuickPick([distil, lm], { title: 'Fine-tune: loss', placeHolder: 'Distilling from the model the export was made from usually recovers more of its quality' });
+  if (pick === undefined) return null;
+  if (pick === lm) return undefined;
+  const picked = await vscode.window.showOpenDialog({ title: 'Fine-tune: the checkpoint this export was made from', canSelectFolders: true, canSelectFiles: false, openLabel: 'Distil from This Checkpoint' });
+  if (!picked?.[0]) return null;
+  if (picked[0].scheme !== 'file') throw new FactoredKeysError(`${picked[0].toString()}: choose a checkpoint folder on the file system the extension runs on`);
+  return picked[0].fsPath;
+}
+
+/**
+ * Fine-tunes `exportDir` into `<exportDir>-finetuned`, distilling from `source` (the checkpoint
+ * it was exported from) when given; resolves to the result, or null when declined or cancelled.
+ */
+export async function finetuneExport(exportDir: string, log: vscode.OutputChannel, source?: string): Promise<FinetuneResult | null> {
   if (!vscode.workspace.isTrusted) throw new FactoredKeysError('fine-tuning runs Python and writes files, so it needs a trusted workspace');
+  const teacher = await teacherFor(source);
+  if (teacher === null) return null;
   const text = await trainingText();
   if (!text) return null;
   const tokenizer = await tokenizerFor(exportDir);
@@ -53,6 +76,7 @@ export async function finetuneExport(exportDir: string, log: vscode.OutputChanne
         text,
         tokenizer,
         python,
+        ...(teacher ? { teacher } : {}),
         force: true,
         cancel: { get cancelled() { return token.isCancellationRequested; } },
         onEvent: (e) => {
@@ -69,7 +93,8 @@ export async function finetuneExport(exportDir: string, log: vscode.OutputChanne
       });
     });
     const change = (100 * (result.heldout.after / result.heldout.before - 1)).toFixed(2);
-    const line = `fine-tuned ${name} → ${result.dest}: held-out perplexity ${result.heldout.before.toFixed(4)} → ${result.heldout.after.toFixed(4)} (${change} %), kept the ${result.kept} weights; ${result.steps} steps on ${result.device} in ${result.trainSeconds.toFixed(1)} s`;
+    const how = teacher ? `distilled from ${path.basename(teacher)}` : 'LM loss';
+    const line = `fine-tuned ${name} (${how}) → ${result.dest}: held-out perplexity ${result.heldout.before.toFixed(4)} → ${result.heldout.after.toFixed(4)} (${change} %), kept the ${result.kept} weights; ${result.steps} steps on ${result.device} in ${result.trainSeconds.toFixed(1)} s`;
     log.appendLine(line);
     void vscode.window.showInformationMessage(`Factored Keys: ${line}`);
     return result;
