@@ -5,9 +5,9 @@
 #            7B synthetic checkpoints; PyTorch's and our WebGPU throughput (carry .gpu/pack
 #            .gpu/cal .gpu/data .gpu/dist.tar.xz .gl)
 #   cuda     unpack onnxruntime-node 1.29 with the CUDA EP (carry .gpucuda, see prepare-cuda.sh);
-#            eval and analyze on every backend, PyTorch's spectrum paths, 7B eval GPU memory,
-#            calibration time
-# Results land in $OUT.
+#            eval and analyze on every backend, PyTorch's spectrum paths, 7B eval GPU memory
+# Prepare everything here with `bash bench/gpu/prepare.sh` (and prepare-cuda.sh once). The
+# calibration's GPU time is bench/gpu/calibrate-7b.sh's. Results land in $OUT.
 set -u
 cd "$(dirname "$0")/../.."
 phase=$1
@@ -52,5 +52,4 @@ elif [ "$phase" = cuda ]; then
   P=$(gpumem $OUT/gpumem-7b.txt)
   /tmp/node .gpu/cal/eval-model.js /tmp/m7 $H cuda:float16 > $OUT/eval-7b.jsonl 2>> $R
   kill $P
-  /tmp/node .gpu/cal/calibration.js /tmp/m7 .gpu/data/calibration.txt 16384 cuda > $OUT/calibrate-7b.jsonl 2>> $R
 fi
