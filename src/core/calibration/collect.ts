@@ -85,35 +85,55 @@ export function calibrationBatch(seq: number): number {
 }
 
 /**
- * Runs `windows` windows of `seq` tokens starting at token 0 of `ids` through the model, layer by
- * layer, and calls `onLayer(layer, C)` once per layer in order (C is fresh per layer and may be
- * kept). Cancelling stops between batches.
+ * What one layer's pass gathers: the forward graph's capture (attention input or projections), a
+ * fresh accumulator per layer, and how one batch's outputs are added to it.
  */
-export async function collectAttentionMoments(
+interface LayerCapture<T> {
+  readonly capture: 'attentionInput' | 'projections';
+  start(layer: number): T;
+  add(state: T, out: Record<string, ort.Tensor>, layer: number): Promise<void>;
+}
+
+/**
+ * Runs `windows` windows of `seq` tokens starting at token 0 of `ids` through the model, layer by
+ * layer (one layer's weights and session at a time, every batch's hidden states kept for the
+ * next), and calls `onLayer(layer, state)` once per layer in order. Cancelling stops between
+ * batches.
+ */
+async function runLayers<T>(
   ckpt: Checkpoint,
   spec: ModelSpec,
   ids: Int32Array,
   windows: number,
   options: CollectOptions,
-  onLayer: (layer: number, c: Float64Array) => Promise<void> | void,
+  what: LayerCapture<T>,
+  onLayer: (layer: number, state: T) => Promise<void> | void,
 ): Promise<CollectResult> {
   const { seq } = options;
-  const d = spec.hidden;
   const batch = options.batch ?? calibrationBatch(seq);
   const source = new CheckpointWeights(ckpt, spec);
   const outer = await source.outer();
   const batches = Math.ceil(windows / batch);
   // hidden states of every batch after the layers run so far
-  let hidden: ort.Tensor[] = [];
+  let hidden: (ort.Tensor | undefined)[] = [];
   let backend: BackendName = 'cpu';
   for (let layer = 0; layer < spec.layers; layer++) {
     throwIfCancelled(options.cancel);
     const weights = await source.layer(layer);
+    if (what.capture === 'projections' && weights.qkHeadDim !== spec.headDim) throw new Error(`layer ${layer}: projections of head_dim ${weights.qkHeadDim}, expected ${spec.headDim}`);
     const first = layer === 0;
-    const model = buildSegment({ spec, seq, layers: [{ index: layer, weights }], outer: first ? outer : undefined, first, last: false, captureAttentionInput: true });
+    const model = buildSegment({
+      spec,
+      seq,
+      layers: [{ index: layer, weights }],
+      outer: first ? outer : undefined,
+      first,
+      last: false,
+      ...(what.capture === 'projections' ? { captureProjections: true } : { captureAttentionInput: true }),
+    });
     const session = await createSession(model, { backend: options.backend ?? 'cpu', threads: options.threads });
     backend = session.backend;
-    const c = new Float64Array((d + 1) * (d + 1));
+    const state = what.start(layer);
     const next: ort.Tensor[] = [];
     try {
       for (let b = 0; b < batches; b++) {
@@ -126,10 +146,11 @@ export async function collectAttentionMoments(
           for (let i = 0; i < count * seq; i++) input[i] = BigInt(ids[start * seq + i]);
           feeds = { [IO.ids]: new Tensor('int64', input, [count, seq]) };
         } else {
-          feeds = { [IO.hiddenIn]: hidden[b] };
+          feeds = { [IO.hiddenIn]: hidden[b]! };
+          hidden[b] = undefined; // this batch's input is no longer needed
         }
         const out = await session.run(feeds);
-        await accumulate(c, out[attentionInputName(layer)], d, options.threads);
+        await what.add(state, out, layer);
         // the last layer's output is not needed
         if (layer < spec.layers - 1) next.push(out[IO.hiddenOut]);
         options.progress?.(layer * batches + b + 1, spec.layers * batches, `calibrating layer ${layer}`);
@@ -138,9 +159,29 @@ export async function collectAttentionMoments(
       await session.dispose().catch(() => undefined);
     }
     hidden = next;
-    await onLayer(layer, c);
+    await onLayer(layer, state);
   }
   return { backend, windows, tokens: windows * seq };
+}
+
+/**
+ * The reference route: per layer C = Σ_t [x_t, 1]ᵀ [x_t, 1] of the attention input (fresh per
+ * layer; the callback may keep it).
+ */
+export async function collectAttentionMoments(
+  ckpt: Checkpoint,
+  spec: ModelSpec,
+  ids: Int32Array,
+  windows: number,
+  options: CollectOptions,
+  onLayer: (layer: number, c: Float64Array) => Promise<void> | void,
+): Promise<CollectResult> {
+  const d = spec.hidden;
+  return runLayers(ckpt, spec, ids, windows, options, {
+    capture: 'attentionInput',
+    start: () => new Float64Array((d + 1) * (d + 1)),
+    add: (c, out, layer) => accumulate(c, out[attentionInputName(layer)], d, options.threads),
+  }, onLayer);
 }
 
 /** Per-head second moments of one layer's projections, Σ_t p_tᵀ p_t (head_dim x head_dim, float64, row-major). */
@@ -204,52 +245,16 @@ export async function collectHeadMoments(
   options: CollectOptions,
   onLayer: (layer: number, moments: ProjectionMoments) => Promise<void> | void,
 ): Promise<CollectResult> {
-  const { seq } = options;
   const hd = spec.headDim;
-  const batch = options.batch ?? calibrationBatch(seq);
-  const source = new CheckpointWeights(ckpt, spec);
-  const outer = await source.outer();
-  const batches = Math.ceil(windows / batch);
-  let hidden: ort.Tensor[] = [];
-  let backend: BackendName = 'cpu';
-  for (let layer = 0; layer < spec.layers; layer++) {
-    throwIfCancelled(options.cancel);
-    const weights = await source.layer(layer);
-    if (weights.qkHeadDim !== hd) throw new Error(`layer ${layer}: projections of head_dim ${weights.qkHeadDim}, expected ${hd}`);
-    const first = layer === 0;
-    const model = buildSegment({ spec, seq, layers: [{ index: layer, weights }], outer: first ? outer : undefined, first, last: false, captureProjections: true });
-    const session = await createSession(model, { backend: options.backend ?? 'cpu', threads: options.threads });
-    backend = session.backend;
-    const moments: ProjectionMoments = {
+  return runLayers<ProjectionMoments>(ckpt, spec, ids, windows, options, {
+    capture: 'projections',
+    start: () => ({
       query: Array.from({ length: spec.queryHeads }, () => new Float64Array(hd * hd)),
       key: Array.from({ length: spec.kvHeads }, () => new Float64Array(hd * hd)),
-    };
-    const next: ort.Tensor[] = [];
-    try {
-      for (let b = 0; b < batches; b++) {
-        throwIfCancelled(options.cancel);
-        const start = b * batch;
-        const count = Math.min(batch, windows - start);
-        let feeds: Record<string, ort.Tensor>;
-        if (first) {
-          const input = new BigInt64Array(count * seq);
-          for (let i = 0; i < count * seq; i++) input[i] = BigInt(ids[start * seq + i]);
-          feeds = { [IO.ids]: new Tensor('int64', input, [count, seq]) };
-        } else {
-          feeds = { [IO.hiddenIn]: hidden[b] };
-          hidden[b] = undefined as unknown as ort.Tensor; // this batch's input is no longer needed
-        }
-        const out = await session.run(feeds);
-        await accumulateHeads(moments.query, out[projectionName(layer, 'query')], hd, options.threads);
-        await accumulateHeads(moments.key, out[projectionName(layer, 'key')], hd, options.threads);
-        if (layer < spec.layers - 1) next.push(out[IO.hiddenOut]);
-        options.progress?.(layer * batches + b + 1, spec.layers * batches, `calibrating layer ${layer}`);
-      }
-    } finally {
-      await session.dispose().catch(() => undefined);
-    }
-    hidden = next;
-    await onLayer(layer, moments);
-  }
-  return { backend, windows, tokens: windows * seq };
+    }),
+    add: async (moments, out, layer) => {
+      await accumulateHeads(moments.query, out[projectionName(layer, 'query')], hd, options.threads);
+      await accumulateHeads(moments.key, out[projectionName(layer, 'key')], hd, options.threads);
+    },
+  }, onLayer);
 }
