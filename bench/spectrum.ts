@@ -194,7 +194,8 @@ export async function run(): Promise<unknown> {
   const kinds = (process.env.BENCH_KINDS ?? 'mistral-7b,llama2-7b').split(',').filter(Boolean) as SyntheticKind[];
   const benchDir = path.resolve(ROOT, process.env.BENCH_DIR ?? '.bench');
   const repeats = Number(process.env.BENCH_REPEATS ?? 3);
-  const naiveHeads = Number(process.env.BENCH_NAIVE ?? 3);
+  // heads timed with the naive SVD (at least 1: the accuracy check below compares against them)
+  const naiveHeads = Math.max(1, Number(process.env.BENCH_NAIVE ?? 3));
   const cold = process.env.BENCH_COLD !== '0';
   const backends = [...new Set<string>([...(await usableBackends()), 'auto'])];
   const results: Record<string, unknown> = { machine: machine(), date: new Date().toISOString(), backends };
