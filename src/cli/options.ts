@@ -54,6 +54,9 @@ const POLICY_OPTIONS: readonly OptionSpec[] = [
 /** The calibration text's tokenizer (plan, export; eval's --tokenizer serves both texts). */
 const CALIBRATION_TOKENIZER_OPTION: OptionSpec = { flag: 'tokenizer', value: 'bytes|tokenizer.json', help: "with --method calibrated: raw UTF-8 bytes as ids, or a tokenizer.json (default: the checkpoint's)" };
 
+/** The tokenizer of the text a command reads (eval, finetune). */
+const TEXT_TOKENIZER_OPTION: OptionSpec = { flag: 'tokenizer', value: 'bytes|tokenizer.json', help: "raw UTF-8 bytes as ids, or a tokenizer.json (default: the checkpoint's)" };
+
 /** How cached values are priced (plan, export, eval: the budget policy and the reported savings). */
 const CACHE_OPTIONS: readonly OptionSpec[] = [
   { flag: 'cache-dtype', value: 'f32|f16|bf16|fp8', help: "KV-cache element type (default: the config's torch_dtype when 16-bit, else bf16)" },
@@ -130,10 +133,10 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     summary: 'perplexity of a checkpoint as stored (original or exported), or of a rank plan applied in memory',
     options: [
       { flag: 'text', value: 'FILE', help: 'evaluation text (required)' },
-      { flag: 'tokenizer', value: 'bytes|tokenizer.json', help: "raw UTF-8 bytes as ids, or a tokenizer.json (default: the checkpoint's)" },
+      TEXT_TOKENIZER_OPTION,
       { flag: 'seq', value: 'N', help: 'tokens per window (default 256)' },
       { flag: 'batch', value: 'B', help: 'windows per forward pass' },
-      backendOption('compute backend; auto prefers a usable GPU provider'),
+      backendOption('compute backend; auto times the usable providers once per model shape and keeps the fastest'),
       THREADS_OPTION,
       ...POLICY_OPTIONS,
       ...CACHE_OPTIONS,
@@ -148,7 +151,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
     summary: 'train the queries and thin keys of a factored export in PyTorch (docs/FINETUNE.md)',
     options: [
       { flag: 'text', value: 'FILE', help: 'training text (required); its last 5 % is held out to compare before and after' },
-      { flag: 'tokenizer', value: 'bytes|tokenizer.json', help: "raw UTF-8 bytes as ids, or a tokenizer.json (default: the checkpoint's)" },
+      TEXT_TOKENIZER_OPTION,
       { flag: 'steps', value: 'N', help: 'AdamW steps (default 300)' },
       { flag: 'lr', value: 'LR', help: 'peak learning rate (default 0.0005; warm-up, then cosine to a tenth)' },
       { flag: 'batch', value: 'B', help: 'sequences per step (default 32)' },
