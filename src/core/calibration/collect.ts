@@ -40,7 +40,7 @@ export interface CollectResult {
   readonly tokens: number;
 }
 
-const gramSessions = new Map<string, Promise<ComputeSession>>();
+const cpuSessions = new Map<() => Uint8Array, Map<number, Promise<ComputeSession>>>();
 
 /** x [n, d] float32 → (xᵀx [d, d], Σ_t x_t [d]) in float64. */
 function momentGraph(): Uint8Array {
@@ -51,13 +51,16 @@ function momentGraph(): Uint8Array {
   return g.toModel({ opset: 17 });
 }
 
-function momentSession(threads?: number): Promise<ComputeSession> {
-  const key = String(threads ?? 0);
-  let s = gramSessions.get(key);
+/** One CPU session per (graph, thread count), made on first use; a failed creation is forgotten. */
+function cachedCpuSession(graph: () => Uint8Array, threads?: number): Promise<ComputeSession> {
+  let byThreads = cpuSessions.get(graph);
+  if (!byThreads) cpuSessions.set(graph, (byThreads = new Map()));
+  const key = threads ?? 0;
+  let s = byThreads.get(key);
   if (!s) {
-    s = createSession(momentGraph(), { backend: 'cpu', threads });
-    s.catch(() => gramSessions.delete(key));
-    gramSessions.set(key, s);
+    s = createSession(graph(), { backend: 'cpu', threads });
+    s.catch(() => byThreads.delete(key));
+    byThreads.set(key, s);
   }
   return s;
 }
@@ -65,7 +68,7 @@ function momentSession(threads?: number): Promise<ComputeSession> {
 /** Adds one batch of attention inputs to C (augmented with the constant 1). */
 async function accumulate(c: Float64Array, x: ort.Tensor, d: number, threads?: number): Promise<void> {
   const n = x.dims[0];
-  const s = await momentSession(threads);
+  const s = await cachedCpuSession(momentGraph, threads);
   const out = await s.run({ x });
   const xtx = out.xtx.data as Float64Array;
   const sum = out.sum.data as Float64Array;
@@ -192,8 +195,6 @@ export interface ProjectionMoments {
   readonly key: Float64Array[];
 }
 
-const headGramSessions = new Map<string, Promise<ComputeSession>>();
-
 /** p [n, heads, hd] float32 → Σ_t p_t,hᵀ p_t,h [heads, hd, hd] in float64. */
 function headGramGraph(): Uint8Array {
   const g = new GraphBuilder('calibration_head_moments');
@@ -204,23 +205,12 @@ function headGramGraph(): Uint8Array {
   return g.toModel({ opset: 17 });
 }
 
-function headGramSession(threads?: number): Promise<ComputeSession> {
-  const key = String(threads ?? 0);
-  let s = headGramSessions.get(key);
-  if (!s) {
-    s = createSession(headGramGraph(), { backend: 'cpu', threads });
-    s.catch(() => headGramSessions.delete(key));
-    headGramSessions.set(key, s);
-  }
-  return s;
-}
-
 /** Adds one batch of projections [n, heads·hd] to the per-head sums. */
 async function accumulateHeads(sums: Float64Array[], p: ort.Tensor, hd: number, threads?: number): Promise<void> {
   const heads = sums.length;
   const n = p.dims[0];
   if (p.dims[1] !== heads * hd) throw new Error(`projection of width ${p.dims[1]}, expected ${heads} heads of ${hd}`);
-  const s = await headGramSession(threads);
+  const s = await cachedCpuSession(headGramGraph, threads);
   const out = (await s.run({ p: new Tensor('float32', p.data as Float32Array, [n, heads, hd]) })).s.data as Float64Array;
   const n2 = hd * hd;
   for (let h = 0; h < heads; h++) {
