@@ -4,25 +4,16 @@
  * `factored_keys` that it reads at run time (docs/FORMAT.md section 9). Nothing from the
  * checkpoint is ever written into the Python file: every variable lives in config.json.
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { LayerDescription, QkNorm } from '../arch/description';
-import { FactoredKeysError } from '../errors';
 import { RUNTIME_FILE, type LayerRuntime, type RopeMode, type RuntimeNorm } from './format';
 import type { LayerRewrite } from './rewrite';
+import { shippedPythonFile } from '../shippedPython';
 
-/**
- * Where the template lies: `python/` at the project root, found from this module's folder
- * (src/core/export under tsx, dist/ in the bundles and the .vsix).
- */
+/** Where the template lies (`python/` at the project root). */
 export function runtimeTemplatePath(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const p = path.join(dir, 'python', RUNTIME_FILE);
-    if (existsSync(p)) return p;
-    dir = path.dirname(dir);
-  }
-  throw new FactoredKeysError(`export: the runtime template python/${RUNTIME_FILE} is missing from this installation`);
+  return shippedPythonFile(RUNTIME_FILE, 'export: the runtime template');
 }
 
 /** Copies the template unchanged into `folder` (refusing to overwrite). */

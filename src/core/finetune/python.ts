@@ -6,9 +6,8 @@
  * without them gives one error line saying what is missing and how to get it.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import * as path from 'node:path';
 import { FactoredKeysError } from '../errors';
+import { shippedPythonFile } from '../shippedPython';
 
 export const TRAIN_SCRIPT = 'train_factored_keys.py';
 
@@ -26,15 +25,9 @@ export interface PythonInfo {
   readonly cudaName?: string;
 }
 
-/** The shipped training script: `python/` at the project root (src/core/finetune under tsx, dist/ in the bundles and the .vsix). */
+/** The shipped training script (`python/` at the project root). */
 export function trainScriptPath(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const p = path.join(dir, 'python', TRAIN_SCRIPT);
-    if (existsSync(p)) return p;
-    dir = path.dirname(dir);
-  }
-  throw new FactoredKeysError(`finetune: the training script python/${TRAIN_SCRIPT} is missing from this installation`);
+  return shippedPythonFile(TRAIN_SCRIPT, 'finetune: the training script');
 }
 
 /** The default interpreter name on PATH. */
