@@ -7,17 +7,10 @@
 #   python3 scripts/reference/finetune_reference.py --sweep sweep.json --ours ft_eval.txt \
 #       --original-ours orig_eval.txt --folders .fkft --out test/reference/finetune/finetune_reference.json
 import argparse
-import hashlib
 import json
 import os
 
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from finetune_sweep import sha256_file  # the same files' hashes as the sweep records
 
 
 def lines(path):
@@ -60,7 +53,7 @@ def main():
                 continue
             checkpoints[label] = {
                 "mode": c["mode"], "lr": c["lr"], "steps": c["steps"], "slice": c["slice"],
-                "shards": {f: sha256(os.path.join(folder, f)) for f in sorted(os.listdir(folder)) if f.endswith(".safetensors")},
+                "shards": {f: sha256_file(os.path.join(folder, f)) for f in sorted(os.listdir(folder)) if f.endswith(".safetensors")},
                 "perplexity_ours": ours[label]["perplexity"],
                 "perplexity_torch": c["heldout_txt_ppl"],
                 "export_perplexity_ours": base[name]["perplexity"],
