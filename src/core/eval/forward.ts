@@ -608,9 +608,11 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
   const dir = tempDir();
   let backend: BackendName;
   let backendNote: string | undefined;
+  // the embedding and head, read once for every trial candidate and kept for the first segment
+  let outer: OuterWeights | undefined;
   try {
     if (options.backend === 'auto') {
-      ({ backend, note: backendNote } = await chooseEvalBackend(spec, windows, options, (b) => timeTrial(source, ids, windows, dir, options, b)));
+      ({ backend, note: backendNote } = await chooseEvalBackend(spec, windows, options, async (b) => timeTrial(source, (outer ??= await source.outer()), ids, windows, dir, options, b)));
     } else {
       backend = options.backend ?? 'cpu';
     }
@@ -625,7 +627,6 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
   let fallbackReason: string | undefined;
   const total = windows * plan.segments.length;
   try {
-    let outer: OuterWeights | undefined;
     for (let k = 0; k < plan.segments.length; k++) {
       const [a, b] = plan.segments[k];
       const isFirst = a === 0;
@@ -667,12 +668,11 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
  * `auto`'s trial on `backend`: builds the first layers with the embedding (the head too when the
  * model has no more layers) and times a warm-up and a second run of the first windows.
  */
-async function timeTrial(source: WeightSource, ids: Int32Array, windows: number, dir: string, options: StreamOptions, backend: BackendName): Promise<TrialTiming> {
+async function timeTrial(source: WeightSource, outer: OuterWeights, ids: Int32Array, windows: number, dir: string, options: StreamOptions, backend: BackendName): Promise<TrialTiming> {
   const spec = source.spec;
   const seq = options.seq;
   const end = Math.min(TRIAL_LAYERS, spec.layers);
   const count = Math.min(TRIAL_WINDOWS, windows);
-  const outer = await source.outer();
   const started = performance.now();
   const seg = await buildSession(source, outer, dir, -1, 0, end, { seq, backend, threads: options.threads, half: halfFor(spec, backend, options.precision), cancel: options.cancel });
   try {
