@@ -119,7 +119,8 @@ test('every entry point sets ORT_DISABLE_TELEMETRY before anything loads onnxrun
   walk('src');
   assert.deepEqual(offenders, []);
   // and the bundles keep the order: the assignment comes before the require
-  for (const bundle of ['dist/cli.js', 'dist/extension.js', 'dist/jobWorker.js']) {
+  // (dist/worker.js is the spectrum worker thread: it loads onnxruntime through session.ts too)
+  for (const bundle of ['dist/cli.js', 'dist/extension.js', 'dist/jobWorker.js', 'dist/worker.js']) {
     const js = readFileSync(path.join(REPO_ROOT, bundle), 'utf8');
     const set = js.indexOf('process.env.ORT_DISABLE_TELEMETRY');
     const load = js.indexOf('require("onnxruntime-node")');
