@@ -27,7 +27,7 @@ async function main(): Promise<void> {
     try {
       const r = await evaluateCheckpoint(dir, heldout, { seq: 256, backend: backend as BackendChoice, precision: precision as Precision, maxWindows: Number(windows), batch: batch ? Number(batch) : undefined });
       const s = (performance.now() - t) / 1000;
-      line({ model: 'llama-1.1b', backend, used: r.backend, precision, windows: r.windows, tokens: r.tokens, seconds: s, tokensPerSecond: r.tokens / s, perplexity: r.perplexity, segments: r.plan?.segments.length, batch: r.plan?.batch, lastBatch: r.plan?.lastBatch, fallback: r.fallbackReason, rssGiB: process.memoryUsage().rss / 2 ** 30 });
+      line({ model: 'llama-1.1b', backend, used: r.backend, precision, windows: r.windows, tokens: r.tokens, seconds: s, tokensPerSecond: r.tokens / s, perplexity: r.perplexity, segments: r.plan?.segments.length, batch: r.plan?.batch, lastBatch: r.plan?.lastBatch, fallback: r.fallbackReason, timings: r.timings, inPlace: r.plan?.inPlace, rssGiB: process.memoryUsage().rss / 2 ** 30 });
     } catch (e) {
       line({ model: 'llama-1.1b', backend, precision, error: String((e as Error).message).split('\n')[0] });
     }

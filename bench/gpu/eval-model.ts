@@ -20,7 +20,7 @@ async function main(): Promise<void> {
     try {
       const r = await evaluateCheckpoint(dir, ids, { seq: 256, backend: backend as BackendChoice, precision: precision as Precision, maxWindows: windows ? Number(windows) : undefined, batch: batch ? Number(batch) : undefined });
       const s = (performance.now() - t) / 1000;
-      line({ dir, backend, used: r.backend, precision, windows: r.windows, tokens: r.tokens, seconds: s, tokensPerSecond: r.tokens / s, perplexity: r.perplexity, segments: r.plan?.segments.length, batch: r.plan?.batch, lastBatch: r.plan?.lastBatch, fallback: r.fallbackReason, peakRssGiB: process.resourceUsage().maxRSS / 2 ** 20 });
+      line({ dir, backend, used: r.backend, precision, windows: r.windows, tokens: r.tokens, seconds: s, tokensPerSecond: r.tokens / s, perplexity: r.perplexity, segments: r.plan?.segments.length, batch: r.plan?.batch, lastBatch: r.plan?.lastBatch, fallback: r.fallbackReason, timings: r.timings, inPlace: r.plan?.inPlace, peakRssGiB: process.resourceUsage().maxRSS / 2 ** 20 });
     } catch (e) {
       line({ dir, backend, precision, error: String((e as Error).message).split('\n')[0] });
     }

@@ -82,6 +82,11 @@ export interface ConstTensor {
   readonly type: ElemType;
   readonly dims: readonly number[];
   readonly data: TensorData;
+  /**
+   * Where `data` lies verbatim in a file (absolute path and byte offset), when it does: such a
+   * weight can be handed to onnxruntime in place instead of copied.
+   */
+  readonly origin?: { readonly file: string; readonly offset: number };
 }
 
 /** Explicitly typed attribute values, for cases the plain-value inference gets wrong. */

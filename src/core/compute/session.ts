@@ -50,6 +50,11 @@ export interface SessionOptions {
    * Whether idle intra-op threads busy-wait for the next op (onnxruntime's default: true).
    * Turn off when other threads (workers) need the cores between runs.
    */
+  /**
+   * false: no constant folding, so that a Cast of a 16-bit weight runs on the device at every run
+   * instead of being folded on the CPU into a float32 copy at session creation.
+   */
+  readonly foldConstants?: boolean;
   readonly spinning?: boolean;
   /**
    * Independent branches of the graph to run at once (onnxruntime's parallel executor with
@@ -132,13 +137,18 @@ function ortOptions(backend: BackendName, options: SessionOptions): ort.Inferenc
     ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
     ...(options.parallelBranches && options.parallelBranches > 1 ? { executionMode: 'parallel' as const, interOpNumThreads: options.parallelBranches } : {}),
     ...(options.memoryArena === false ? { enableCpuMemArena: false } : {}),
-    ...(options.spinning === false || options.prepacking === false
+    ...(options.spinning === false || options.prepacking === false || options.foldConstants === false
       ? {
           extra: {
-            session: {
-              ...(options.spinning === false ? { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } : {}),
-              ...(options.prepacking === false ? { disable_prepacking: '1' } : {}),
-            },
+            ...(options.spinning === false || options.prepacking === false
+              ? {
+                  session: {
+                    ...(options.spinning === false ? { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } : {}),
+                    ...(options.prepacking === false ? { disable_prepacking: '1' } : {}),
+                  },
+                }
+              : {}),
+            ...(options.foldConstants === false ? { optimization: { disable_specified_optimizers: 'ConstantFolding' } } : {}),
           },
         }
       : {}),

@@ -14,7 +14,7 @@ import { buildPlan, planKeyBytesPerToken } from '../plan/plan';
 import type { FactorMethod, RankPlan } from '../plan/types';
 import type { CalibrationSpec } from '../calibration/moments';
 import { checkpointSource, computeBases, PlanWeights } from './factored';
-import { streamNll, type Precision, type StreamPlan, type WeightSource } from './forward';
+import { streamNll, type EvalTimings, type Precision, type StreamPlan, type WeightSource } from './forward';
 import { CheckpointWeights, readModelSpec, type ModelSpec } from './model';
 import { checkTokens, NllAccumulator } from './protocol';
 
@@ -59,6 +59,8 @@ export interface EvalResult {
   readonly windowNll: readonly number[];
   /** How it ran: segments, batch sizes, spilling, and the memory estimate. */
   readonly plan?: StreamPlan;
+  /** Where the time went (ms): trial, weight reading, graph writing, session creation, runs. */
+  readonly timings?: EvalTimings;
 }
 
 /**
@@ -105,6 +107,7 @@ export async function evaluatePerplexity(source: WeightSource, ids: Int32Array, 
     seconds: (performance.now() - started) / 1000,
     windowNll: acc.windowSums,
     plan: r.plan,
+    timings: r.timings,
   };
 }
 

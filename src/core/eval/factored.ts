@@ -97,6 +97,10 @@ export class PlanWeights implements WeightSource {
     return this.base.outer();
   }
 
+  referInPlace(on: boolean): void {
+    this.base.referInPlace(on);
+  }
+
   async layer(i: number): Promise<LayerWeights> {
     const { spec, layout } = this;
     const d = spec.hidden;
@@ -216,6 +220,10 @@ export class ExportedWeights implements WeightSource {
 
   outer(): Promise<OuterWeights> {
     return this.base.outer();
+  }
+
+  referInPlace(on: boolean): void {
+    this.base.referInPlace(on);
   }
 
   async layer(i: number): Promise<LayerWeights> {

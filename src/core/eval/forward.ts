@@ -20,7 +20,7 @@
  * - {@link loadForward} (tests, benchmarks): every segment resident, windows run through all of
  *   them, with logits on request.
  */
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, linkSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type * as ort from 'onnxruntime-node';
@@ -40,6 +40,8 @@ export interface WeightSource {
   readonly ckpt?: Checkpoint;
   outer(): Promise<OuterWeights>;
   layer(index: number): Promise<LayerWeights>;
+  /** Leave stored bytes in their files from now on: the session references them in place (see {@link inPlaceFor}). */
+  referInPlace?(on: boolean): void;
 }
 
 /**
@@ -90,6 +92,12 @@ const ALIGN = 64 * 1024;
 const CPU_SEGMENT_BYTES = GiB;
 /** Segment size on GPU providers: TinyLlama-1.1B in float16 is one segment, a 7B model four. */
 const GPU_SEGMENT_BYTES = 4 * GiB;
+/**
+ * The same for weights in place, counted as stored: the device then holds a segment's 16-bit
+ * weights and their float32 widenings, and measured about 5× its stored bytes at peak on the H200
+ * (Mistral-7B shape, docs/BENCHMARKS.md).
+ */
+const GPU_IN_PLACE_SEGMENT_BYTES = 2.5 * GiB;
 /** Node, onnxruntime and the tokenised text: what a process needs before any weight. */
 const BASELINE_BYTES = 320 * MiB;
 /** Full-vocabulary float32 values one run of the last segment may hold (logits, log-probabilities). */
@@ -179,22 +187,60 @@ class SegmentFile implements WeightStore {
   readonly modelPath: string;
   /** Bytes written (the segment's weights as loaded). */
   bytes = 0;
+  /** Bytes referenced in the checkpoint's own files (in-place mode). */
+  linkedBytes = 0;
   private readonly written = new Map<ConstTensor, { type: ElemType; external: ExternalData }>();
 
+  /** Links to checkpoint files (in-place mode), by source path; null where a link failed. */
+  private readonly links = new Map<string, string | null>();
+
   constructor(
-    dir: string,
+    private readonly dir: string,
     index: number,
     private readonly half: boolean,
+    /** Stored 16/32-bit weights keep their type and, where a hard link allows, stay in their file. */
+    private readonly inPlace = false,
   ) {
     this.dataName = `seg-${index}.bin`;
     this.modelPath = path.join(dir, `seg-${index}.onnx`);
     this.fd = openSync(path.join(dir, this.dataName), 'w');
   }
 
+  get halfProducts(): boolean {
+    return this.half;
+  }
+
+  /**
+   * A hard link to `file` inside the segment folder: onnxruntime reads external data only from
+   * its model's folder, and refuses symbolic links that lead out of it. None across file systems.
+   */
+  private linkTo(file: string): string | null {
+    let name = this.links.get(file);
+    if (name === undefined) {
+      name = `src-${this.links.size}.safetensors`;
+      try {
+        linkSync(realpathSync(file), path.join(this.dir, name));
+      } catch {
+        name = null;
+      }
+      this.links.set(file, name);
+    }
+    return name;
+  }
+
   put(_name: string, t: ConstTensor, use: WeightUse): { type: ElemType; external: ExternalData } {
     const hit = this.written.get(t);
     if (hit) return hit;
-    const { type, bytes } = convertWeight(t, this.half && use !== 'other');
+    if (this.inPlace && STORED_TYPES.has(t.type)) {
+      const link = t.origin ? this.linkTo(t.origin.file) : null;
+      if (link !== null && t.origin) {
+        const r = { type: t.type, external: { location: link, offset: t.origin.offset, length: elementCount(t.dims) * ELEMENT_BYTES[t.type] } };
+        this.linkedBytes += r.external.length;
+        this.written.set(t, r);
+        return r;
+      }
+    }
+    const { type, bytes } = this.inPlace && STORED_TYPES.has(t.type) ? { type: t.type, bytes: bytesOf(t) } : convertWeight(t, this.half && use !== 'other');
     const at = Math.ceil(this.offset / ALIGN) * ALIGN;
     for (let done = 0; done < bytes.byteLength; ) done += writeSync(this.fd, bytes, done, bytes.byteLength - done, at + done);
     this.offset = at + bytes.byteLength;
@@ -217,13 +263,32 @@ class SegmentFile implements WeightStore {
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
     rmSync(this.modelPath, { force: true });
-    rmSync(path.join(path.dirname(this.modelPath), this.dataName), { force: true });
+    rmSync(path.join(this.dir, this.dataName), { force: true });
+    for (const name of this.links.values()) if (name) rmSync(path.join(this.dir, name), { force: true });
   }
 }
 
+/** Weight types the in-place path hands to onnxruntime as stored. */
+const STORED_TYPES: ReadonlySet<ElemType> = new Set(['float32', 'float16', 'bfloat16']);
+const ELEMENT_BYTES: Readonly<Record<string, number>> = { float32: 4, float16: 2, bfloat16: 2 };
+const elementCount = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
+
+/**
+ * Whether weights go to `backend` in place: referenced in their checkpoint files in their stored
+ * type and widened to float32 on the device at each run. On CUDA this skips reading, converting
+ * and rewriting every weight (most of an evaluation's time there, docs/BENCHMARKS.md) at no cost
+ * in the runs; products are float32. Explicit float16 keeps the converted float16 path.
+ */
+export function inPlaceFor(backend: BackendChoice, precision: Precision = 'auto'): boolean {
+  return forwardInternals.inPlaceBackends.has(backend) && precision !== 'float16';
+}
+
+/** Test hooks: the providers that get weights in place (tests add the CPU, which has no CUDA here). */
+export const forwardInternals: { inPlaceBackends: Set<BackendChoice> } = { inPlaceBackends: new Set(['cuda']) };
+
 /** Whether `backend` computes 16-bit products for a model stored as `spec.weightDtype` (`auto` unresolved: no). */
 function halfFor(spec: ModelSpec, backend: BackendChoice, precision: Precision = 'auto'): boolean {
-  if (precision === 'float32') return false;
+  if (precision === 'float32' || inPlaceFor(backend, precision)) return false;
   const sixteen = spec.weightDtype === 'BF16' || spec.weightDtype === 'F16';
   if (precision === 'float16') return sixteen;
   return sixteen && backend !== 'cpu' && backend !== 'auto';
@@ -250,11 +315,13 @@ async function buildSession(
   index: number,
   first: number,
   end: number,
-  options: { seq: number; backend: BackendChoice; threads?: number; logits?: boolean; half: boolean; cancel?: CancelToken },
+  options: { seq: number; backend: BackendChoice; threads?: number; logits?: boolean; half: boolean; inPlace?: boolean; cancel?: CancelToken },
+  timings?: EvalTimings,
 ): Promise<BuiltSegment> {
   const spec = source.spec;
-  const file = new SegmentFile(dir, index, options.half);
+  const file = new SegmentFile(dir, index, options.half, options.inPlace);
   try {
+    let t = performance.now();
     const layers: { index: number; weights: LayerWeights }[] = [];
     for (let i = first; i < end; i++) {
       throwIfCancelled(options.cancel);
@@ -262,10 +329,22 @@ async function buildSession(
     }
     const isFirst = first === 0;
     const isLast = end === spec.layers;
+    const lap = (key: 'readMs' | 'graphMs' | 'sessionMs') => {
+      const now = performance.now();
+      if (timings) timings[key] += now - t;
+      t = now;
+    };
+    lap('readMs');
     const model = buildSegment({ spec, seq: options.seq, layers, outer: isFirst || isLast ? outer : undefined, first: isFirst, last: isLast, logits: options.logits, weights: file });
     layers.length = 0;
     const modelPath = file.finish(model);
-    const session = await createSession(modelPath, { backend: options.backend, threads: options.threads, memoryArena: true, prepacking: true });
+    lap('graphMs');
+    const session = await createSession(modelPath, { backend: options.backend, threads: options.threads, memoryArena: true, prepacking: true, ...(options.inPlace ? { foldConstants: false } : {}) });
+    lap('sessionMs');
+    if (timings) {
+      timings.writtenBytes += file.bytes;
+      timings.linkedBytes += file.linkedBytes;
+    }
     return { first, end, session, file };
   } catch (e) {
     file.remove();
@@ -302,7 +381,7 @@ export interface WeightSizes {
 }
 
 /** Sizes of a source's weights from its checkpoint's headers (no weight is read). */
-export function weightSizes(source: WeightSource, half: boolean): WeightSizes | undefined {
+export function weightSizes(source: WeightSource, half: boolean, inPlace = false): WeightSizes | undefined {
   const ckpt = source.ckpt;
   if (!ckpt) return undefined;
   const spec = source.spec;
@@ -315,7 +394,8 @@ export function weightSizes(source: WeightSource, half: boolean): WeightSizes | 
       const t = ckpt.tensors.get(n)!;
       const count = t.shape.reduce((a, b) => a * b, 1);
       const s = t.end - t.start;
-      const b = half && t.shape.length >= 2 && (t.dtype === 'BF16' || t.dtype === 'F16') ? 2 * count : Math.max(4 * count, s);
+      const sixteen = t.dtype === 'BF16' || t.dtype === 'F16';
+      const b = (inPlace && (sixteen || t.dtype === 'F32')) || (half && t.shape.length >= 2 && sixteen) ? s : Math.max(4 * count, s);
       bytes += b;
       stored += s;
       largestTensor = Math.max(largestTensor, 4 * count);
@@ -389,6 +469,8 @@ export interface StreamPlan {
   /** Whether the hidden states between segments go to a spill file. */
   readonly spill: boolean;
   readonly half: boolean;
+  /** Whether the weights are referenced in their files, in their stored type ({@link inPlaceFor}). */
+  readonly inPlace: boolean;
   /** Estimated peak memory of the process, and its parts. */
   readonly peakBytes: number;
   readonly weightBytes: number;
@@ -439,7 +521,8 @@ export function planStream(source: WeightSource, windows: number, options: Strea
   const seq = options.seq;
   const backend = options.backend ?? 'cpu';
   const half = halfFor(spec, backend, options.precision);
-  const sizes = weightSizes(source, half);
+  const inPlace = inPlaceFor(backend, options.precision);
+  const sizes = weightSizes(source, half, inPlace);
   const available = options.memoryBytes ?? availableMemory();
   const perToken = activationPerToken(spec, sizes, seq);
   const hiddenAll = windows * seq * spec.hidden * 4;
@@ -450,7 +533,7 @@ export function planStream(source: WeightSource, windows: number, options: Strea
   const lastOf = (b: number) => Math.max(1, Math.min(b, logitWindows(spec, seq)));
   const lastActivation = (b: number) => lastOf(b) * seq * (perToken + 2 * 4 * spec.vocab);
   if (!sizes) {
-    return { segments: [[0, spec.layers]], batch, lastBatch: lastOf(batch), spill: false, half, peakBytes: NaN, weightBytes: NaN, activationBytes: NaN, hiddenBytes: hiddenAll, availableBytes: available };
+    return { segments: [[0, spec.layers]], batch, lastBatch: lastOf(batch), spill: false, half, inPlace, peakBytes: NaN, weightBytes: NaN, activationBytes: NaN, hiddenBytes: hiddenAll, availableBytes: available };
   }
   // weights resident while a segment runs: the segment (file-backed), plus, while it loads,
   // one layer as stored and one tensor's conversion
@@ -472,7 +555,7 @@ export function planStream(source: WeightSource, windows: number, options: Strea
     );
   }
   const left = (available - need(0, batch, spill)) / resident;
-  const wanted = options.segmentBytes ?? (backend === 'cpu' ? CPU_SEGMENT_BYTES : GPU_SEGMENT_BYTES);
+  const wanted = options.segmentBytes ?? (backend === 'cpu' ? CPU_SEGMENT_BYTES : inPlace ? GPU_IN_PLACE_SEGMENT_BYTES : GPU_SEGMENT_BYTES);
   const segments = segmentsOf(sizes, spec.layers, Math.max(1, Math.min(wanted, left)));
   let largest = 0;
   for (const [a, b] of segments) {
@@ -489,6 +572,7 @@ export function planStream(source: WeightSource, windows: number, options: Strea
     lastBatch: lastOf(batch),
     spill,
     half,
+    inPlace,
     peakBytes: need(largest, batch, spill),
     weightBytes: largest,
     activationBytes,
@@ -569,6 +653,24 @@ export interface StreamResult {
   readonly plan: StreamPlan;
   /** How `auto` chose the provider, when there was a choice. */
   readonly backendNote?: string;
+  /** Where the wall time went, in milliseconds. */
+  readonly timings: EvalTimings;
+}
+
+/**
+ * Wall time of an evaluation's phases (ms): `auto`'s trial, reading the weights, converting and
+ * writing them with the graphs, creating sessions (onnxruntime's load and the upload to a device),
+ * and the runs themselves (the throughput a warm engine would give); and where the weights went.
+ */
+export interface EvalTimings {
+  trialMs: number;
+  readMs: number;
+  graphMs: number;
+  sessionMs: number;
+  runMs: number;
+  /** Weight bytes written to segment files, and referenced in place in the checkpoint's files. */
+  writtenBytes: number;
+  linkedBytes: number;
 }
 
 let swept = false;
@@ -610,9 +712,12 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
   let backendNote: string | undefined;
   // the embedding and head, read once for every trial candidate and kept for the first segment
   let outer: OuterWeights | undefined;
+  const timings: EvalTimings = { trialMs: 0, readMs: 0, graphMs: 0, sessionMs: 0, runMs: 0, writtenBytes: 0, linkedBytes: 0 };
   try {
     if (options.backend === 'auto') {
+      const trialStarted = performance.now();
       ({ backend, note: backendNote } = await chooseEvalBackend(spec, windows, options, async (b) => timeTrial(source, (outer ??= await source.outer()), ids, windows, dir, options, b)));
+      timings.trialMs = performance.now() - trialStarted;
     } else {
       backend = options.backend ?? 'cpu';
     }
@@ -626,13 +731,18 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
   const backends: BackendName[] = [];
   let fallbackReason: string | undefined;
   const total = windows * plan.segments.length;
+  if (plan.inPlace) source.referInPlace?.(true);
   try {
     for (let k = 0; k < plan.segments.length; k++) {
       const [a, b] = plan.segments[k];
       const isFirst = a === 0;
       const isLast = b === spec.layers;
-      if (isFirst || isLast) outer ??= await source.outer();
-      const seg = await buildSession(source, isFirst || isLast ? outer : undefined, dir, k, a, b, { seq, backend, threads: options.threads, half: plan.half, cancel: options.cancel });
+      if (isFirst || isLast) {
+        const t = performance.now();
+        outer ??= await source.outer();
+        timings.readMs += performance.now() - t;
+      }
+      const seg = await buildSession(source, isFirst || isLast ? outer : undefined, dir, k, a, b, { seq, backend, threads: options.threads, half: plan.half, inPlace: plan.inPlace, cancel: options.cancel }, timings);
       // the embedding is not needed after the first segment unless the head shares it
       if (isFirst && !isLast && outer && outer.head.weight !== outer.embed) outer = { ...outer, embed: { type: outer.embed.type, dims: [0], data: new Uint8Array(0) } };
       try {
@@ -644,7 +754,9 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
           if (isFirst) feeds[IO.ids] = new Tensor('int64', windowIds(ids, seq, first, count, 0), [count, seq]);
           else feeds[IO.hiddenIn] = new Tensor('float32', hidden.read(first, count), [count * seq, spec.hidden]);
           if (isLast) feeds[IO.targets] = new Tensor('int64', windowIds(ids, seq, first, count, 1), [count, seq]);
+          const ran = performance.now();
           const out = await seg.session.run(feeds);
+          timings.runMs += performance.now() - ran;
           if (isLast) nll.set(out[IO.nll].data as Float32Array, first * seq);
           else hidden.write(first, out[IO.hiddenOut].data as Float32Array);
           options.progress?.(k * windows + first + count, total);
@@ -657,11 +769,12 @@ export async function streamNll(source: WeightSource, ids: Int32Array, windows: 
       }
     }
   } finally {
+    if (plan.inPlace) source.referInPlace?.(false);
     hidden.close();
     rmSync(dir, { recursive: true, force: true });
   }
   const used = backends.every((x) => x === backends[0]) ? backends[0] : 'cpu';
-  return { nll, backend: used, fallbackReason, plan, ...(backendNote ? { backendNote } : {}) };
+  return { nll, backend: used, fallbackReason, plan, timings, ...(backendNote ? { backendNote } : {}) };
 }
 
 /**
@@ -674,7 +787,7 @@ async function timeTrial(source: WeightSource, outer: OuterWeights, ids: Int32Ar
   const end = Math.min(TRIAL_LAYERS, spec.layers);
   const count = Math.min(TRIAL_WINDOWS, windows);
   const started = performance.now();
-  const seg = await buildSession(source, outer, dir, -1, 0, end, { seq, backend, threads: options.threads, half: halfFor(spec, backend, options.precision), cancel: options.cancel });
+  const seg = await buildSession(source, outer, dir, -1, 0, end, { seq, backend, threads: options.threads, half: halfFor(spec, backend, options.precision), inPlace: inPlaceFor(backend, options.precision), cancel: options.cancel });
   try {
     const buildMs = performance.now() - started;
     const feeds: Record<string, ort.Tensor> = { [IO.ids]: new Tensor('int64', windowIds(ids, seq, 0, count, 0), [count, seq]) };
@@ -699,7 +812,8 @@ export async function loadForward(source: WeightSource, options: ForwardOptions)
   const spec = source.spec;
   const backend = await resolveBackend(options.backend);
   const half = halfFor(spec, backend, options.precision);
-  const sizes = weightSizes(source, half);
+  const inPlace = inPlaceFor(backend, options.precision);
+  const sizes = weightSizes(source, half, inPlace);
   const budget = options.segmentBytes ?? (backend === 'cpu' ? CPU_SEGMENT_BYTES : GPU_SEGMENT_BYTES);
   const ranges: [number, number][] = sizes ? segmentsOf(sizes, spec.layers, budget) : [[0, spec.layers]];
   const dir = tempDir();

@@ -55,6 +55,8 @@ export type WeightUse = 'matmul' | 'gather' | 'other';
 /** Receives a segment's weights; returns the type each was stored as and where its bytes are. */
 export interface WeightStore {
   put(name: string, t: ConstTensor, use: WeightUse): { readonly type: ElemType; readonly external: ExternalData };
+  /** Whether float16 weights multiply float16 activations (else every weight is widened to float32). */
+  readonly halfProducts: boolean;
 }
 
 /** Graph input/output names shared by the builder and the runner. */
@@ -113,7 +115,7 @@ class Net {
 
   /** The float16 initializer of a weight the store keeps in float16 for 16-bit products, else undefined. */
   half(t: ConstTensor, name: string, use: WeightUse): string | undefined {
-    if (!this.store) return undefined;
+    if (!this.store?.halfProducts) return undefined;
     const init = this.init(t, name, use);
     return init.type === 'float16' ? init.name : undefined;
   }

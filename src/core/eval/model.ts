@@ -3,6 +3,7 @@
  * the forward graph implements, and every weight role resolved to a constant tensor in its
  * stored 16/32-bit form, so the graph can Cast in-graph instead of doubling bytes here.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { describeModel, requireFeatures, type ModelFeature } from '../arch';
 import type { LinearRole, ModelDescription, NormRole } from '../arch/description';
 import type { HeadSlice } from '../arch/layout';
@@ -112,14 +113,52 @@ export function feedType(dtype: Dtype): ElemType {
   return ORT_TYPE[dtype] ?? 'float32';
 }
 
-/** Reads rows [start, end) of a tensor (all when omitted) as a constant: F32/F16/BF16 as stored, other float types decoded. */
-export async function readConst(ckpt: Checkpoint, name: string, rows?: { start: number; count: number }): Promise<ConstTensor> {
+/**
+ * Reads rows [start, end) of a tensor (all when omitted) as a constant: F32/F16/BF16 as stored,
+ * with its `origin`, other float types decoded. `inPlace`: F32/F16/BF16 bytes are read only when
+ * something asks for `data` (a consumer that references the file in place never does).
+ */
+export async function readConst(ckpt: Checkpoint, name: string, rows?: { start: number; count: number }, inPlace = false): Promise<ConstTensor> {
   const t = ckpt.tensor(name);
   const type = ORT_TYPE[t.dtype];
   const dims = rows ? [rows.count, ...t.shape.slice(1)] : t.shape;
   const [a, b] = rows ? [rows.start, rows.start + rows.count] : [0, undefined];
-  if (type) return { type, dims, data: await ckpt.readRows(name, a, b) };
-  return { type: 'float32', dims, data: await ckpt.readRowsF32(name, a, b) };
+  if (!type) return { type: 'float32', dims, data: await ckpt.readRowsF32(name, a, b) };
+  const count = t.shape.length === 0 ? 1 : t.shape[0];
+  const rowBytes = count === 0 ? 0 : (t.end - t.start) / count;
+  const origin = { file: t.file, offset: t.start + a * rowBytes };
+  if (!inPlace) return { type, dims, data: await ckpt.readRows(name, a, b), origin };
+  const end = b ?? count;
+  if (!(Number.isSafeInteger(a) && Number.isSafeInteger(end) && a >= 0 && a <= end && end <= count)) await ckpt.readRows(name, a, b); // throws its one-line range error
+  const length = (end - a) * rowBytes;
+  let data: Uint8Array | undefined;
+  return {
+    type,
+    dims,
+    origin,
+    get data(): Uint8Array {
+      return (data ??= readBytesSync(t.file, origin.offset, length, name));
+    },
+  };
+}
+
+/** `length` bytes at `offset` of `file`, read now (the in-place path's rare fallback). */
+function readBytesSync(file: string, offset: number, length: number, tensor: string): Uint8Array {
+  const out = new Uint8Array(length);
+  let fd = -1;
+  try {
+    fd = openSync(file, 'r');
+    for (let done = 0; done < length; ) {
+      const n = readSync(fd, out, done, length - done, offset + done);
+      if (n <= 0) throw new Error('file ends early');
+      done += n;
+    }
+  } catch (e) {
+    throw new FactoredKeysError(`${file}: tensor "${tensor}" could not be read: ${(e as Error).message}`);
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+  return out;
 }
 
 /** A float32 matrix as a constant in `dtype` (rounded like the exporter writes it). */
@@ -161,29 +200,40 @@ export function assembleHeads(heads: readonly HeadFeatures[], pad: number, d: nu
 
 /** Reads the weights of an unfactored checkpoint by the roles of its description. */
 export class CheckpointWeights {
+  /** Weights keep their file origin and are read only on demand (see {@link readConst}). */
+  private inPlace = false;
   constructor(
     readonly ckpt: Checkpoint,
     readonly spec: ModelSpec,
   ) {}
 
+  /** Whether later reads leave stored bytes in the file for a consumer that references them in place. */
+  referInPlace(on: boolean): void {
+    this.inPlace = on;
+  }
+
+  private read(name: string, rows?: { start: number; count: number }): Promise<ConstTensor> {
+    return readConst(this.ckpt, name, rows, this.inPlace);
+  }
+
   async linear(l: LinearRole): Promise<Linear> {
     const transposed = l.orientation === 'linear';
     if (l.rows && !transposed) throw new FactoredKeysError(`${this.ckpt.dir}: row slices of Conv1D tensor "${l.weight}" are not supported`);
-    const weight = await readConst(this.ckpt, l.weight, l.rows);
-    const bias = l.bias ? await readConst(this.ckpt, l.bias, l.rows) : undefined;
+    const weight = await this.read(l.weight, l.rows);
+    const bias = l.bias ? await this.read(l.bias, l.rows) : undefined;
     return { weight, transposed, bias };
   }
 
   async norm(n: NormRole | null): Promise<Norm | undefined> {
     if (!n) return undefined;
-    return { role: n, weight: await readConst(this.ckpt, n.weight), bias: n.bias ? await readConst(this.ckpt, n.bias) : undefined };
+    return { role: n, weight: await this.read(n.weight), bias: n.bias ? await this.read(n.bias) : undefined };
   }
 
   async outer(): Promise<OuterWeights> {
     const s = this.spec;
-    const embed = await readConst(this.ckpt, s.embedding.tokens);
+    const embed = await this.read(s.embedding.tokens);
     const head = s.head.weight === s.embedding.tokens && !s.head.bias ? { weight: embed, transposed: true } : await this.linear(s.head);
-    return { embed, positions: s.embedding.positions ? await readConst(this.ckpt, s.embedding.positions) : undefined, finalNorm: await this.norm(s.finalNorm), head };
+    return { embed, positions: s.embedding.positions ? await this.read(s.embedding.positions) : undefined, finalNorm: await this.norm(s.finalNorm), head };
   }
 
   /** Layer `i` exactly as stored. */
@@ -225,7 +275,7 @@ export class CheckpointWeights {
       mlpOutputNorm: await this.norm(b.mlpOutputNorm),
       qNorm: await this.norm(a.qNorm?.norm ?? null),
       kNorm: await this.norm(a.kNorm?.norm ?? null),
-      sinks: a.sinks ? await readConst(this.ckpt, a.sinks) : undefined,
+      sinks: a.sinks ? await this.read(a.sinks) : undefined,
       out: await this.linear(a.output),
       mlp: await this.mlp(i),
     };
@@ -247,10 +297,10 @@ export class CheckpointWeights {
         return {
           kind: 'gpt-oss-moe',
           router: await this.linear(m.router),
-          gateUp: await readConst(this.ckpt, m.gateUp.weight),
-          gateUpBias: await readConst(this.ckpt, m.gateUp.bias),
-          down: await readConst(this.ckpt, m.down.weight),
-          downBias: await readConst(this.ckpt, m.down.bias),
+          gateUp: await this.read(m.gateUp.weight),
+          gateUpBias: await this.read(m.gateUp.bias),
+          down: await this.read(m.down.weight),
+          downBias: await this.read(m.down.bias),
         };
     }
   }
