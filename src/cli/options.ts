@@ -153,7 +153,7 @@ export const COMMAND_SPECS: readonly CommandSpec[] = [
       { flag: 'text', value: 'FILE', help: 'training text (required); its last 5 % is held out to compare before and after' },
       TEXT_TOKENIZER_OPTION,
       { flag: 'steps', value: 'N', help: 'AdamW steps (default 300)' },
-      { flag: 'lr', value: 'LR', help: 'peak learning rate (default 0.0005; warm-up, then cosine to a tenth)' },
+      { flag: 'lr', value: 'LR', help: 'peak learning rate (default 0.0005, or 0.003 with --teacher; warm-up, then cosine to a tenth)' },
       { flag: 'batch', value: 'B', help: 'sequences per step (default 32)' },
       { flag: 'seq', value: 'N', help: 'tokens per sequence (default 256)' },
       { flag: 'device', value: 'auto|cuda|cpu', help: 'where PyTorch trains (default auto: CUDA when it sees one)' },

@@ -26,7 +26,10 @@ test('recorded: our eval of each fine-tuned checkpoint matches PyTorch on it and
     assert.ok(c.perplexity_ours < c.export_perplexity_ours, name);
     assert.equal(c.tokens, 65280);
   }
-  // the issue's gpt2-bytes criterion: no worse than key-svd rank 16's 4.3757
+  // the issue's criteria: mistral-bytes (4.30765) within 3 % at rank 16 and 5 % at rank 8, after
+  // 300 steps; gpt2-bytes rank 16 no worse than key-svd's 4.3757
+  assert.ok(REF.checkpoints['mistral-r16'].perplexity_ours <= 4.437);
+  assert.ok(REF.checkpoints['mistral-r8'].perplexity_ours <= 4.523);
   assert.ok(REF.checkpoints['gpt2-r16'].perplexity_ours <= 4.3757);
 });
 

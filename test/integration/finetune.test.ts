@@ -177,7 +177,15 @@ test('--teacher: the export\'s source is passed to the script, and the record an
     const plain = await cli('finetune', EXPORT, path.join(work, 'teacher-kl'), '--text', TEXT, '--tokenizer', 'bytes', '--steps', '3', '--python', fake, '--teacher', teacher, '--json');
     assert.equal(plain.code, 0, plain.err);
     assert.equal(JSON.parse(plain.out).loss, 'kl');
-    assert.equal(JSON.parse(readFileSync(argsFile, 'utf8')).includes('--freeze-key-up'), false);
+    const plainArgs = JSON.parse(readFileSync(argsFile, 'utf8')) as string[];
+    assert.equal(plainArgs.includes('--freeze-key-up'), false);
+    // distilling, the default rate is the sweep's (3e-3); an explicit --lr wins
+    assert.equal(Number(plainArgs[plainArgs.indexOf('--lr') + 1]), 3e-3);
+    assert.equal(Number(args[args.indexOf('--lr') + 1]), 3e-3);
+    const given = await cli('finetune', EXPORT, path.join(work, 'teacher-lr'), '--text', TEXT, '--tokenizer', 'bytes', '--steps', '3', '--python', fake, '--teacher', teacher, '--lr', '0.0002', '--json');
+    assert.equal(given.code, 0, given.err);
+    const givenArgs = JSON.parse(readFileSync(argsFile, 'utf8')) as string[];
+    assert.equal(Number(givenArgs[givenArgs.indexOf('--lr') + 1]), 2e-4);
   } finally {
     delete process.env.FAKE_PY_ARGS_FILE;
   }

@@ -38,13 +38,18 @@ interface CacheRecord {
   original: { cached_tokens: number; key_bytes: number; value_bytes: number };
   savings: { per_token: { key_bytes: { before: number; after: number }; value_bytes: { before: number } }; inputs: { context: number; batch: number } };
 }
-const REF = JSON.parse(readFileSync(path.join(REPO, 'test/reference/runtime/runtime_reference.json'), 'utf8')) as {
+interface RuntimeReference {
+  device: string;
   transformers: string;
   exports: Record<string, RuntimeRecord>;
   cache: Record<string, CacheRecord>;
   extras: Record<string, unknown>;
   failures: string[];
-};
+}
+const readReference = (file: string): RuntimeReference => JSON.parse(readFileSync(path.join(REPO, 'test/reference/runtime', file), 'utf8')) as RuntimeReference;
+/** scripts/reference/check_runtime.py's records: on the CPU (float32, the figures our eval is held to) and on the H200. */
+const REF = readReference('runtime_reference.json');
+const RECORDS: readonly RuntimeReference[] = [REF, readReference('runtime_reference_h200.json')];
 
 function hasPython(): boolean {
   return spawnSync('python3', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -94,7 +99,7 @@ test('exports carry the template unchanged and auto_map (latent GQA, absorbed fu
   assert.match(readFileSync(path.join(gemma2, 'config.json'), 'utf8'), /"final_logit_softcapping": 30\.0,/);
 });
 
-test('recorded transformers run: every export passes, both trained fixtures and every layouts2 family', () => {
+for (const REF of RECORDS) test(`recorded transformers run (${REF.device}): every export passes, both trained fixtures and every layouts2 family`, () => {
   assert.deepEqual(REF.failures, []);
   assert.equal(REF.transformers, '5.17.0');
   const names = Object.keys(REF.exports);
@@ -112,7 +117,7 @@ test('recorded transformers run: every export passes, both trained fixtures and 
   }
 });
 
-test('recorded cache bytes at the model context (1,024 mistral-bytes, 256 gpt2-bytes) x batch 8 equal savings, before and after', () => {
+for (const REF of RECORDS) test(`recorded cache bytes (${REF.device}) at the model context (1,024 mistral-bytes, 256 gpt2-bytes) x batch 8 equal savings, before and after`, () => {
   for (const name of ['mistral-bytes.key-svd.r16', 'gpt2-bytes.key-svd.r16']) {
     const c = REF.cache[name];
     assert.ok(c, name);
