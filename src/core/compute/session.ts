@@ -166,6 +166,28 @@ function probeModel(): Uint8Array {
 
 const probeCache = new Map<BackendName, Promise<BackendProbe>>();
 
+/** Test hooks: how a shared library is loaded (default `process.dlopen`), and a fresh probe cache. */
+export const sessionInternals: { loadLibrary: (file: string) => void; resetProbes: () => void } = {
+  loadLibrary: (file) => process.dlopen({ exports: {} } as NodeJS.Module, file),
+  resetProbes: () => probeCache.clear(),
+};
+
+/**
+ * A system library a provider needs that cannot be loaded, checked before onnxruntime loads the
+ * provider: without the Vulkan loader Dawn prints its own multi-line warning (with build paths)
+ * to stderr, which no caller could catch; this way the user gets one line.
+ */
+function missingSystemLibrary(name: BackendName): string | undefined {
+  if (name !== 'webgpu' || process.platform !== 'linux') return undefined;
+  try {
+    sessionInternals.loadLibrary('libvulkan.so.1');
+  } catch (e) {
+    // a library that loads but is no Node addon fails later, with another message
+    if (/cannot open shared object file/i.test(String((e as Error).message))) return 'the Vulkan loader (libvulkan.so.1) is not installed; WebGPU needs it (e.g. apt install libvulkan1)';
+  }
+  return undefined;
+}
+
 /** Checks one provider by creating and running a tiny session on it (cached per process). */
 export function probeBackend(name: BackendName): Promise<BackendProbe> {
   let p = probeCache.get(name);
@@ -173,6 +195,8 @@ export function probeBackend(name: BackendName): Promise<BackendProbe> {
     p = (async (): Promise<BackendProbe> => {
       const listed = listedBackends().get(name);
       if (!listed) return { name, listed: false, bundled: false, usable: false, reason: `onnxruntime-node has no ${name} provider on ${process.platform}-${process.arch}` };
+      const missing = missingSystemLibrary(name);
+      if (missing) return { name, listed: true, bundled: listed.bundled, usable: false, reason: missing };
       try {
         const session = await ort.InferenceSession.create(probeModel(), { ...ortOptions(name, {}), executionProviders: [ORT_PROVIDER[name]] });
         try {
