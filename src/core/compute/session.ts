@@ -306,7 +306,24 @@ class FallbackSession implements ComputeSession {
 /** A model: its bytes (from {@link GraphBuilder.toModel}), or the path of a model file (external data beside it). */
 export type ModelSource = Uint8Array | string;
 
-function open(model: ModelSource, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+/**
+ * Diagnostics for measurements (docs/BENCHMARKS.md): FK_ORT_PROFILE=<prefix> writes onnxruntime's
+ * own profile of every session (session initialisation and each node's run), and
+ * FK_ORT_OPTIMIZATION=disabled|basic|extended|all overrides the graph optimisation level.
+ */
+function diagnosticOptions(options: ort.InferenceSession.SessionOptions): ort.InferenceSession.SessionOptions {
+  const profile = process.env.FK_ORT_PROFILE;
+  const level = process.env.FK_ORT_OPTIMIZATION;
+  const levels = ['disabled', 'basic', 'extended', 'all'] as const;
+  return {
+    ...options,
+    ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
+    ...(level && (levels as readonly string[]).includes(level) ? { graphOptimizationLevel: level as (typeof levels)[number] } : {}),
+  };
+}
+
+function open(model: ModelSource, given: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  const options = diagnosticOptions(given);
   return typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options);
 }
 
