@@ -2,6 +2,10 @@
 // onnxruntime-node stays external: its native binding is loaded from node_modules at run time.
 import * as esbuild from 'esbuild';
 import { readFileSync } from 'node:fs';
+import { writeRegistry } from './docs/familyRegistry.mjs';
+
+// the family list is generated from src/core/arch/models/ (a new family is one file)
+writeRegistry();
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 const watch = process.argv.includes('--watch');

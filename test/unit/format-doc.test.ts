@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { FORMAT_DOC, formatDocWithTable, tableSources, tensorTable } from '../../scripts/docs/tensorTable';
+import { FORMAT_DOC, formatDocWithTable, README, readmeWithModelTypes, tableSources, tensorTable } from '../../scripts/docs/tensorTable';
 
 test('docs/FORMAT.md tensor table matches the descriptions (regenerate: node --import tsx scripts/docs/tensorTable.ts --write)', async () => {
   assert.equal(readFileSync(FORMAT_DOC, 'utf8'), await formatDocWithTable());
@@ -18,4 +18,9 @@ test('the table reads every layouts2 checkpoint without a hand-kept list: each m
   assert.doesNotMatch(table, /deepseek/);
   // llama3's RoPE scaling shows as its own row
   assert.match(table, /^\| `llama` \|.*\| RoPE llama3 \|$/m);
+});
+
+test('README.md lists every model type the descriptions answer to (regenerate: node --import tsx scripts/docs/tensorTable.ts --write)', () => {
+  assert.equal(readFileSync(README, 'utf8'), readmeWithModelTypes());
+  assert.match(readFileSync(README, 'utf8'), /`qwen3_moe`, `smollm3`/);
 });

@@ -1,26 +1,24 @@
-/** Every architecture family this tool reads, and the model types each answers to. */
-import { cohere2 } from './cohere2';
-import { deepseek } from './deepseek';
-import { falcon } from './falcon';
-import { gemma } from './gemma';
-import { gpt2 } from './gpt2';
-import { gptBigcode } from './gptBigcode';
-import { gptj } from './gptj';
-import { gptNeox } from './gptNeox';
-import { gptOss } from './gptOss';
-import { granite } from './granite';
+/**
+ * Every architecture family this tool reads, and the model types each answers to. The list is
+ * generated from the description files of this folder (registry.generated.ts): a new family is
+ * its description file and a fixture.
+ */
 import type { Family } from './kit';
-import { llama } from './llama';
-import { mixtral } from './mixtral';
-import { olmo2 } from './olmo2';
-import { phi } from './phi';
-import { phi3 } from './phi3';
-import { qwen3 } from './qwen3';
-import { smollm3 } from './smollm3';
-import { stablelm } from './stablelm';
-import { starcoder2 } from './starcoder2';
+import { DESCRIBED_FAMILIES } from './registry.generated';
 
-export const FAMILIES: readonly Family[] = [llama, qwen3, mixtral, granite, smollm3, gemma, olmo2, cohere2, gptOss, phi3, phi, stablelm, starcoder2, gpt2, gptBigcode, gptj, gptNeox, falcon, deepseek];
+export const FAMILIES: readonly Family[] = DESCRIBED_FAMILIES;
 
-/** model_type → family. */
-export const FAMILY_BY_MODEL_TYPE: ReadonlyMap<string, Family> = new Map(FAMILIES.flatMap((f) => f.modelTypes.map((t) => [t, f] as const)));
+/** model_type → family; two descriptions claiming one model type are a mistake in this folder. */
+export function indexByModelType(families: readonly Family[]): ReadonlyMap<string, Family> {
+  const byType = new Map<string, Family>();
+  for (const f of families) {
+    for (const t of f.modelTypes) {
+      const other = byType.get(t);
+      if (other) throw new Error(`model_type "${t}" is claimed by the ${other.name} and ${f.name} descriptions`);
+      byType.set(t, f);
+    }
+  }
+  return byType;
+}
+
+export const FAMILY_BY_MODEL_TYPE: ReadonlyMap<string, Family> = indexByModelType(FAMILIES);
