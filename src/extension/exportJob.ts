@@ -10,7 +10,7 @@ import type { JobRequest, JobResults } from './jobProtocol';
 
 /** Runs the export of `req` (plan built by the host from the panel's validated controls). */
 export async function runExportJob(req: Extract<JobRequest, { kind: 'export' }>, cancel: CancelToken, progress: ProgressFn): Promise<JobResults['export']> {
-  const result = await exportFactored({ source: req.dir, dest: req.dest, method: req.plan.method, plan: req.plan, planSource: 'the panel plan', calibration: req.calibration, cancel, progress });
+  const result = await exportFactored({ source: req.dir, dest: req.dest, method: req.plan.method, plan: req.plan, planSource: 'the panel plan', calibration: req.calibration, threads: req.threads, cancel, progress });
   const files = (await fsp.readdir(result.dest)).sort();
   const mb = (result.bytesWritten / 1e6).toFixed(1);
   return { dest: result.dest, files, notes: [`${mb} MB written, ${result.config.rope_mode} mode, method ${result.plan.method}`] };

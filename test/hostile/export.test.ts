@@ -73,6 +73,30 @@ test('disk full on a real 1 MiB tmpfs: one error line, no destination, --force k
   }
 });
 
+test('disk full on a real tmpfs with the copy and eigensolves on worker threads: FactoredKeysError, nothing left', async (t) => {
+  const mount = scratchDir('fk-enospc-worker-');
+  try {
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mount], { stdio: 'ignore' });
+    } catch {
+      t.skip('cannot mount a tmpfs here (needs root)');
+      return;
+    }
+    try {
+      const dest = path.join(mount, 'out');
+      await assert.rejects(
+        exportFactored({ source: MISTRAL, dest, method: 'key-svd', policy: { kind: 'uniform', rank: 8 } }, { copyInWorker: true, eigenWorkers: true }),
+        (e: unknown) => e instanceof FactoredKeysError && /no space left on the device \(ENOSPC/.test(e.message) && e.message.includes(dest),
+      );
+      assert.deepEqual(fs.readdirSync(mount), [], 'nothing left on the full file system');
+    } finally {
+      execFileSync('umount', [mount]);
+    }
+  } finally {
+    fs.rmSync(mount, { recursive: true, force: true });
+  }
+});
+
 test('injected ENOSPC at many byte positions: FactoredKeysError, no destination, no temporary folder', async (t) => {
   const parent = scratchDir('fk-enospc-inject-');
   // Every write path the exporter uses: FileHandle.write (tensor data), fsp.writeFile (json),

@@ -110,6 +110,21 @@ test('untouched tensors are byte-identical, under the same names, dtypes and sha
   }
 });
 
+test('worker threads (copy, eigensolves) and the main thread write the same bytes', async () => {
+  const { readdirSync, readFileSync } = await import('node:fs');
+  for (const [fixture, method] of [['mistral-bytes', 'key-svd'], ['gpt2-bytes', 'qk-svd']] as const) {
+    const files = async (internals: { copyInWorker: boolean; eigenWorkers: boolean }, tag: string) => {
+      const dest = path.join(work, `${fixture}-${method}-${tag}`);
+      await exportFactored({ source: path.join(fixtures, fixture), dest, method, policy: { kind: 'energy', threshold: 0.9 } }, internals);
+      return Object.fromEntries(readdirSync(dest).sort().map((f) => [f, readFileSync(path.join(dest, f)).toString('base64')]));
+    };
+    const inline = await files({ copyInWorker: false, eigenWorkers: false }, 'inline');
+    const workers = await files({ copyInWorker: true, eigenWorkers: true }, 'workers');
+    assert.deepEqual(Object.keys(workers), Object.keys(inline));
+    for (const f of Object.keys(inline)) assert.ok(workers[f] === inline[f], `${fixture} ${method}: ${f} differs between the worker and main-thread paths`);
+  }
+});
+
 test('report holds plan, per-head retained energy and score error, cache sizes', async () => {
   const dest = path.join(work, 'report');
   const r = await exportFactored({ source: path.join(fixtures, 'mistral-bytes'), dest, method: 'qk-svd', policy: { kind: 'energy', threshold: 0.8 } });

@@ -6,7 +6,7 @@ import { after, test } from 'node:test';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 import { CancelledError } from '../../src/core/errors';
 import { keyUpName } from '../../src/core/export/rewrite';
-import { copyTensors, headerJson, headerPrefix, SourceFiles, writeFullyAt, type CopiedTensor } from '../../src/core/export/writer';
+import { copiedEnd, copyTensors, copyTensorsInWorker, headerJson, runCopyTask, headerPrefix, SourceFiles, writeFullyAt, type CopiedTensor } from '../../src/core/export/writer';
 
 const work = path.join(os.tmpdir(), `fk-writer-${process.pid}`);
 after(() => fsp.rm(work, { recursive: true, force: true }));
@@ -59,4 +59,56 @@ test('two-phase file: copied data after a reserved header, new tensors appended,
 test('key_up tensor names follow the key tensor', () => {
   assert.equal(keyUpName('model.layers.3.self_attn.k_proj.weight'), 'model.layers.3.self_attn.k_up_proj.weight');
   assert.equal(keyUpName('gpt_neox.layers.0.attention.query_key_value.weight'), 'gpt_neox.layers.0.attention.k_up_proj.weight');
+});
+
+test('copyTensorsInWorker: the same bytes and ends as copyTensors, for several files; cancel and write errors reject once the worker stopped', async () => {
+  await fsp.mkdir(work, { recursive: true });
+  const src = path.join(work, 'wsrc.bin');
+  const data = Uint8Array.from({ length: (9 << 20) + 77 }, (_, i) => (i * 13 + (i >> 11)) & 0xff);
+  await fsp.writeFile(src, data);
+  // contiguous tensors (merged into one range, split into 8 MiB chunks), a gap, a short tail
+  const a: CopiedTensor[] = [
+    { name: 'a0', dtype: 'U8', shape: [5 << 20], byteLength: 5 << 20, file: src, start: 0 },
+    { name: 'a1', dtype: 'U8', shape: [4 << 20], byteLength: 4 << 20, file: src, start: 5 << 20 },
+    { name: 'a2', dtype: 'U8', shape: [33], byteLength: 33, file: src, start: (9 << 20) + 40 },
+  ];
+  const b: CopiedTensor[] = [{ name: 'b0', dtype: 'U8', shape: [1000], byteLength: 1000, file: src, start: 123 }];
+  const sources = new SourceFiles();
+  const inThread = [await fsp.open(path.join(work, 'r0'), 'wx'), await fsp.open(path.join(work, 'r1'), 'wx')];
+  const refEnds = [await copyTensors(inThread[0], 96, a, sources), await copyTensors(inThread[1], 8, b, sources)];
+  const viaWorker = [await fsp.open(path.join(work, 'w0'), 'wx'), await fsp.open(path.join(work, 'w1'), 'wx')];
+  const seen = [0, 0];
+  const ends = await copyTensorsInWorker(
+    [
+      { fh: viaWorker[0], position: 96, tensors: a },
+      { fh: viaWorker[1], position: 8, tensors: b },
+    ],
+    sources,
+    undefined,
+    (n, job) => (seen[job] += n),
+  );
+  assert.deepEqual(ends, refEnds);
+  assert.deepEqual(ends, [copiedEnd(96, a), copiedEnd(8, b)]);
+  assert.deepEqual(seen, [(9 << 20) + 33, 1000]);
+  for (const h of [...inThread, ...viaWorker]) await h.close();
+  for (const f of ['0', '1']) assert.ok((await fsp.readFile(path.join(work, `w${f}`))).equals(await fsp.readFile(path.join(work, `r${f}`))), `file ${f} differs`);
+
+  const cancelled = await fsp.open(path.join(work, 'wc'), 'wx');
+  await assert.rejects(copyTensorsInWorker([{ fh: cancelled, position: 0, tensors: a }], sources, { cancelled: true }), (e) => e instanceof CancelledError);
+  // the worker's loop stops between chunks once the shared flag is set
+  const stop = new Int32Array(new SharedArrayBuffer(4));
+  const fd = cancelled.fd;
+  const chunk = (i: number) => ({ job: 0, in: fd, out: fd, file: 'x', src: 0, dst: i * 4, length: 0 });
+  let chunks = 0;
+  const reply = runCopyTask({ id: 7, type: 'copy', chunks: [chunk(0), chunk(1), chunk(2)], stop }, () => {
+    chunks++;
+    Atomics.store(stop, 0, 1);
+  });
+  assert.deepEqual({ reply, chunks }, { reply: { id: 7, cancelled: true }, chunks: 1 });
+  await cancelled.close();
+  // a descriptor opened read-only: the write fails in the worker, with its errno code kept
+  const readOnly = await fsp.open(path.join(work, 'r0'), 'r');
+  await assert.rejects(copyTensorsInWorker([{ fh: readOnly, position: 0, tensors: b }], sources), (e: NodeJS.ErrnoException) => e.code === 'EBADF' && e.syscall === 'write');
+  await readOnly.close();
+  await sources.close();
 });

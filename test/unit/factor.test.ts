@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { basisFromGrams, featureGram, truncateBasis, type HeadGrams } from '../../src/core/factor/basis';
+import { FactoredKeysError } from '../../src/core/errors';
 import { choleskyUpper } from '../../src/core/linalg/cholesky';
 import { matmul, qrThin, transpose } from '../../src/core/linalg/dense';
 
@@ -101,4 +102,30 @@ test('qk-svd refuses a rank-deficient key projection with a message naming the t
   const n = 3;
   const grams: HeadGrams = { keyPlain: new Float64Array(9), keyAug: new Float64Array([1, 1, 0, 1, 1, 0, 0, 0, 1]), queryAug: new Float64Array([1, 0, 0, 0, 1, 0, 0, 0, 1]) };
   assert.throws(() => basisFromGrams('qk-svd', grams, n, 2, 1, 'model.layers.2.self_attn.k_proj.weight'), /k_proj\.weight: layer 2 KV head 1 key projection is rank-deficient/);
+});
+
+test('EigenPool.maps: the workers compute the same bits as the main thread (key-svd, qk-svd), and its errors', async () => {
+  const { EigenPool } = await import('../../src/core/spectrum/eigenPool');
+  const { mapsFromGrams } = await import('../../src/core/factor/maps');
+  const pool = EigenPool.create(2);
+  assert.ok(pool, 'a worker entry exists');
+  try {
+    const heads = [group(11, 40, 16), group(12, 40, 16), group(13, 40, 16)];
+    const grams = heads.map((h) => h.grams);
+    const bits = (a: Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('hex');
+    for (const method of ['key-svd', 'qk-svd'] as const) {
+      const inWorkers = await pool.maps(method, grams, 16, 3, ['k0', 'k1', 'k2']);
+      const inline = grams.map((g, kv) => mapsFromGrams(method, g, 16, 3, kv, `k${kv}`));
+      assert.equal(inWorkers.length, 3);
+      inWorkers.forEach((m, kv) => {
+        assert.deepEqual({ layer: m.layer, kvHead: m.kvHead, method: m.method, headDim: m.headDim }, { layer: 3, kvHead: kv, method, headDim: 16 });
+        for (const f of ['energies', 'queryMap', 'keyMap'] as const) assert.equal(bits(m[f]), bits(inline[kv][f]), `${method} head ${kv} ${f}`);
+      });
+    }
+    const n = 3;
+    const deficient = { keyPlain: new Float64Array(9), keyAug: new Float64Array([1, 1, 0, 1, 1, 0, 0, 0, 1]), queryAug: new Float64Array([1, 0, 0, 0, 1, 0, 0, 0, 1]) };
+    await assert.rejects(pool.maps('qk-svd', [deficient], n, 2, ['model.layers.2.self_attn.k_proj.weight']), (e: Error) => e instanceof FactoredKeysError && /k_proj\.weight: layer 2 KV head 0 key projection is rank-deficient/.test(e.message));
+  } finally {
+    await pool.close();
+  }
 });

@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildLayout } from '../arch';
 import type { AttentionLayout } from '../arch/layout';
@@ -16,12 +17,28 @@ import { modelFingerprint, type TensorShapes } from '../plan/fingerprint';
 import { buildPlan, retainedEnergy, validatePlan } from '../plan/plan';
 import type { FactorMethod, PlanModel, RankOverride, RankPlan, RankPolicy } from '../plan/types';
 import { computeSavings } from '../savings';
+import { EigenPool } from '../spectrum/eigenPool';
 import { defaultCacheDtype, type CacheDtypeChoice } from '../savings/cacheDtype';
 import { checkDestination, commitTempFolder, makeTempFolder, removeStaleTemps } from './destination';
 import { AUTO_MAP, FACTORED_KEYS_FORMAT_VERSION, REPORT_FILE, RUNTIME_FILE, type ExportReport, type ExportSource, type FactoredKeysConfig, type RopeMode } from './format';
 import { configWithAdditions, layerRuntime, runtimeTemplatePath, writeRuntime } from './runtime';
 import { planLayerRewrite, produceLayer, type LayerRewrite, type NewTensor } from './rewrite';
-import { copyTensors, headerJson, headerPrefix, SourceFiles, writeFullyAt, type CopiedTensor, type HeaderEntry } from './writer';
+import { copiedEnd, copyTensors, copyTensorsInWorker, headerJson, headerPrefix, SourceFiles, writeFullyAt, type CopiedTensor, type HeaderEntry } from './writer';
+
+/**
+ * Below these sizes the work stays on the main thread: starting a worker (~30 ms) costs more
+ * than it saves on a small checkpoint.
+ */
+const WORKER_COPY_MIN_BYTES = 64 << 20;
+const EIGEN_WORKERS_MIN_HEADS = 64;
+/** A 7B model has 256 KV heads of ~20 ms each: more eigensolve workers than this gain nothing. */
+const EIGEN_WORKERS_MAX = 4;
+
+/** Test hooks of {@link exportFactored}: force the worker paths on (true) or off (false) for any size. */
+export interface ExportInternals {
+  readonly copyInWorker?: boolean;
+  readonly eigenWorkers?: boolean;
+}
 
 /** Weight files in the source folder that are not copied (they would be unfactored duplicates). */
 const SKIPPED_WEIGHT_EXTENSIONS = ['.safetensors', '.bin', '.pt', '.pth', '.ckpt', '.gguf', '.h5', '.msgpack', '.onnx', '.npz'];
@@ -43,6 +60,8 @@ export interface ExportOptions {
   readonly cache?: CacheDtypeChoice;
   /** The calibration text of method `calibrated` (recorded in the report by file name and hash). */
   readonly calibration?: CalibrationSpec;
+  /** Worker threads for the eigensolves (key-svd, qk-svd), at most 4; default: the cores but one. */
+  readonly threads?: number;
   readonly cancel?: CancelToken;
   readonly progress?: ProgressFn;
 }
@@ -216,15 +235,17 @@ function validateRankSource(layout: AttentionLayout, options: ExportOptions, ten
  * any error or cancellation nothing is left at the destination and the temporary folder is
  * removed; the source is only read.
  *
- * Copying the untouched tensors (most of the bytes) starts at once and runs concurrently with
- * the factorization; the factored tensors and the headers are written when both are done
- * (see ./writer.ts for the file layout).
+ * Copying the untouched tensors (most of the bytes) starts at once on a worker thread and runs
+ * concurrently with the factorization (its eigensolves on an EigenPool's workers); the
+ * factored tensors are written after the copied ones' (known) end as soon as they are computed,
+ * still during the copy, and the headers last (see ./writer.ts for the file layout).
  */
-export async function exportFactored(options: ExportOptions): Promise<ExportResult> {
+export async function exportFactored(options: ExportOptions, internals: ExportInternals = {}): Promise<ExportResult> {
   const ckpt = await openCheckpoint(options.source);
   const sources = new SourceFiles();
   const handles: fsp.FileHandle[] = [];
   let temp: string | undefined;
+  let pool: EigenPool | undefined;
   try {
     if (ckpt.config.factored_keys !== undefined) throw new FactoredKeysError(`${ckpt.dir}/config.json: this checkpoint is already factored (it has a "factored_keys" block)`);
     const layout = buildLayout(ckpt);
@@ -268,73 +289,87 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
         throw e;
       });
     const copiedTotal = shards.reduce((a, sh) => a + sh.copied.reduce((b, t) => b + t.byteLength, 0), 0);
+    // where each shard's copied tensors end, i.e. where its factored tensors go
+    const ends = shards.map((sh) => copiedEnd(8 + sh.reserved, sh.copied));
     let copiedDone = 0;
+    const onCopied = (n: number, i: number) => {
+      copiedDone += n;
+      options.progress?.(copiedDone, copiedTotal, `writing ${shards[i].name}`);
+    };
     const copyPhase = guard(
       (async () => {
-        const ends: number[] = [];
-        for (let i = 0; i < shards.length; i++) {
-          ends.push(
-            await copyTensors(handles[i], 8 + shards[i].reserved, shards[i].copied, sources, cancel, (n) => {
-              copiedDone += n;
-              options.progress?.(copiedDone, copiedTotal, `writing ${shards[i].name}`);
-            }),
-          );
-        }
-        return ends;
+        const jobs = shards.map((sh, i) => ({ fh: handles[i], position: 8 + sh.reserved, tensors: sh.copied }));
+        const inWorker = (internals.copyInWorker ?? copiedTotal >= WORKER_COPY_MIN_BYTES) ? await copyTensorsInWorker(jobs, sources, cancel, onCopied) : undefined;
+        if (inWorker) return inWorker;
+        // no worker entry: the same copy on this thread's event loop
+        const out: number[] = [];
+        for (let i = 0; i < shards.length; i++) out.push(await copyTensors(handles[i], jobs[i].position, jobs[i].tensors, sources, cancel, (n) => onCopied(n, i)));
+        return out;
       })(),
     );
+    if (options.method !== 'calibrated' && (internals.eigenWorkers ?? layout.layers.length * layout.kvHeads >= EIGEN_WORKERS_MIN_HEADS)) {
+      pool = EigenPool.create(Math.max(1, Math.min(EIGEN_WORKERS_MAX, options.threads ?? os.availableParallelism() - 1)));
+    }
     let calibration: CalibrationInfo | undefined;
     const factorPhase = guard(
       (async () => {
-        const bases = await analyzeHeads(ckpt, layout, options.method, { cancel, progress: options.progress, calibration: options.calibration, onCalibrated: (info) => (calibration = info) });
+        const bases = await analyzeHeads(ckpt, layout, options.method, { cancel, progress: options.progress, calibration: options.calibration, onCalibrated: (info) => (calibration = info), pool });
         const plan = resolvePlan(layout, bases, options, ckpt.tensors);
         const rewrites = layout.layers.map((layer) => planLayerRewrite(ckpt, layout, layer, plan.ranks[layer.layer], mode));
-        return { bases, plan, rewrites };
+        // Phase 2, while the copy may still run: factored tensors, computed one layer at a time,
+        // written after the shard's copied tensors and dropped once written.
+        const producer = new Map<string, { layer: number; tensor: NewTensor }>();
+        for (const rw of rewrites) {
+          for (const t of rw.replaced.values()) producer.set(t.name, { layer: rw.layer, tensor: t });
+          for (const a of rw.added) producer.set(a.tensor.name, { layer: rw.layer, tensor: a.tensor });
+        }
+        const pending = new Map<number, Promise<Map<string, Uint8Array>>>();
+        const take = async (name: string): Promise<Uint8Array> => {
+          const { layer } = producer.get(name)!;
+          let p = pending.get(layer);
+          if (!p) {
+            const maps = bases[layer].map((b, g) => truncateBasis(b, plan.ranks[layer][g]));
+            p = produceLayer(ckpt, layout, rewrites[layer], maps);
+            pending.set(layer, p);
+          }
+          const all = await p;
+          const bytes = all.get(name)!;
+          all.delete(name);
+          if (all.size === 0) pending.delete(layer);
+          return bytes;
+        };
+        const created: HeaderEntry[][] = [];
+        for (let i = 0; i < shards.length; i++) {
+          let pos = ends[i];
+          const entries: HeaderEntry[] = [];
+          for (const name of shards[i].created) {
+            throwIfCancelled(cancel);
+            const t = producer.get(name)!.tensor;
+            const bytes = await take(name);
+            if (bytes.byteLength !== t.byteLength) throw new Error(`tensor "${name}": produced ${bytes.byteLength} bytes, expected ${t.byteLength}`);
+            await writeFullyAt(handles[i], bytes, bytes.byteLength, pos);
+            pos += bytes.byteLength;
+            entries.push(t);
+          }
+          created.push(entries);
+        }
+        return { bases, plan, rewrites, created };
       })(),
     );
     const settled = await Promise.allSettled([copyPhase, factorPhase]);
     if (settled.some((r) => r.status === 'rejected')) throw firstRealError(settled);
-    const ends = (settled[0] as PromiseFulfilledResult<number[]>).value;
-    const { bases, plan, rewrites } = (settled[1] as PromiseFulfilledResult<{ bases: HeadBasis[][]; plan: RankPlan; rewrites: LayerRewrite[] }>).value;
+    const copyEnds = (settled[0] as PromiseFulfilledResult<number[]>).value;
+    if (copyEnds.some((e, i) => e !== ends[i])) throw new Error(`copied tensors end at ${copyEnds.join(', ')}, expected ${ends.join(', ')}`);
+    const { bases, plan, rewrites, created } = (settled[1] as PromiseFulfilledResult<{ bases: HeadBasis[][]; plan: RankPlan; rewrites: LayerRewrite[]; created: HeaderEntry[][] }>).value;
+    await pool?.close();
+    pool = undefined;
 
-    // Phase 2: factored tensors, computed one layer at a time and dropped once written.
-    const producer = new Map<string, { layer: number; tensor: NewTensor }>();
-    for (const rw of rewrites) {
-      for (const t of rw.replaced.values()) producer.set(t.name, { layer: rw.layer, tensor: t });
-      for (const a of rw.added) producer.set(a.tensor.name, { layer: rw.layer, tensor: a.tensor });
-    }
-    const pending = new Map<number, Promise<Map<string, Uint8Array>>>();
-    const take = async (name: string): Promise<Uint8Array> => {
-      const { layer } = producer.get(name)!;
-      let p = pending.get(layer);
-      if (!p) {
-        const maps = bases[layer].map((b, g) => truncateBasis(b, plan.ranks[layer][g]));
-        p = produceLayer(ckpt, layout, rewrites[layer], maps);
-        pending.set(layer, p);
-      }
-      const all = await p;
-      const bytes = all.get(name)!;
-      all.delete(name);
-      if (all.size === 0) pending.delete(layer);
-      return bytes;
-    };
     const weightMap: Record<string, string> = {};
     let totalBytes = 0;
     let totalParameters = 0;
     for (let i = 0; i < shards.length; i++) {
       const sh = shards[i];
-      let pos = ends[i];
-      const createdEntries: HeaderEntry[] = [];
-      for (const name of sh.created) {
-        throwIfCancelled(options.cancel);
-        const t = producer.get(name)!.tensor;
-        const bytes = await take(name);
-        if (bytes.byteLength !== t.byteLength) throw new Error(`tensor "${name}": produced ${bytes.byteLength} bytes, expected ${t.byteLength}`);
-        await writeFullyAt(handles[i], bytes, bytes.byteLength, pos);
-        pos += bytes.byteLength;
-        createdEntries.push(t);
-      }
-      const entries: HeaderEntry[] = [...sh.copied, ...createdEntries];
+      const entries: HeaderEntry[] = [...sh.copied, ...created[i]];
       const header = headerJson(entries, sh.metadata, sh.reserved);
       await writeFullyAt(handles[i], headerPrefix(header.byteLength), 8, 0);
       await writeFullyAt(handles[i], header, header.byteLength, 8);
@@ -380,6 +415,7 @@ export async function exportFactored(options: ExportOptions): Promise<ExportResu
   } catch (e) {
     throw fileSystemError(e, options.dest);
   } finally {
+    await pool?.close().catch(() => undefined);
     for (const h of handles) await h.close().catch(() => undefined);
     await sources.close();
     await ckpt.close();

@@ -7,9 +7,11 @@
  *    is written into the reserved area, padded with spaces as the safetensors format allows.
  * A file's data section is therefore: copied tensors in source order, then new tensors.
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readSync, writeSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import type { Dtype } from '../checkpoint/dtypes';
 import { CancelledError, type CancelToken } from '../errors';
+import { workerScript } from '../worker/script';
 
 /** A tensor's header entry. */
 export interface HeaderEntry {
@@ -115,6 +117,32 @@ function ranges(tensors: readonly CopiedTensor[]): Range[] {
   return out;
 }
 
+interface Chunk {
+  readonly file: string;
+  readonly src: number;
+  readonly dst: number;
+  readonly length: number;
+}
+
+/** The copy of `tensors` to `position` on, in chunks of at most CHUNK bytes; `end` is the position after the last byte. */
+function planChunks(position: number, tensors: readonly CopiedTensor[]): { chunks: Chunk[]; end: number } {
+  const chunks: Chunk[] = [];
+  let dst = position;
+  for (const r of ranges(tensors)) {
+    for (let off = 0; off < r.length; off += CHUNK) {
+      const length = Math.min(CHUNK, r.length - off);
+      chunks.push({ file: r.file, src: r.start + off, dst, length });
+      dst += length;
+    }
+  }
+  return { chunks, end: dst };
+}
+
+/** Where {@link copyTensors} of `tensors` to `position` ends (known before any byte is copied). */
+export function copiedEnd(position: number, tensors: readonly CopiedTensor[]): number {
+  return tensors.reduce((a, t) => a + t.byteLength, position);
+}
+
 /**
  * Copies the tensors' bytes, back to back, into `fh` from `position` on. LANES independent
  * read-then-write loops share the chunks (positional writes, so order does not matter): the
@@ -129,15 +157,7 @@ export async function copyTensors(
   cancel?: CancelToken,
   onBytes?: (n: number) => void,
 ): Promise<number> {
-  const chunks: { file: string; src: number; dst: number; length: number }[] = [];
-  let dst = position;
-  for (const r of ranges(tensors)) {
-    for (let off = 0; off < r.length; off += CHUNK) {
-      const length = Math.min(CHUNK, r.length - off);
-      chunks.push({ file: r.file, src: r.start + off, dst, length });
-      dst += length;
-    }
-  }
+  const { chunks, end: dst } = planChunks(position, tensors);
   if (chunks.length === 0) return position;
   const size = Math.max(...chunks.map((c) => c.length));
   let next = 0;
@@ -166,4 +186,103 @@ export async function copyTensors(
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   return dst;
+}
+
+/** One output file's part of {@link copyTensorsInWorker}: `tensors` back to back from `position` on. */
+export interface CopyJob {
+  readonly fh: fsp.FileHandle;
+  readonly position: number;
+  readonly tensors: readonly CopiedTensor[];
+}
+
+/**
+ * Message to a worker thread: copy every chunk from file descriptor `in` to `out` (descriptors
+ * of this process, opened and closed by the main thread). `stop` (an Int32Array on a
+ * SharedArrayBuffer) is set to 1 by the main thread to cancel between chunks.
+ */
+export interface CopyTask {
+  readonly id: number;
+  readonly type: 'copy';
+  readonly chunks: readonly { readonly job: number; readonly in: number; readonly out: number; readonly file: string; readonly src: number; readonly dst: number; readonly length: number }[];
+  readonly stop: Int32Array;
+}
+
+/** Worker messages of a {@link CopyTask}: `bytes` copied for `job` (progress), then one of done / cancelled / error. */
+export interface CopyReply {
+  readonly id: number;
+  readonly job?: number;
+  readonly bytes?: number;
+  readonly done?: boolean;
+  readonly cancelled?: boolean;
+  readonly error?: { readonly message: string; readonly code?: string; readonly errno?: number; readonly syscall?: string; readonly path?: string };
+}
+
+/** Runs a {@link CopyTask} with synchronous reads and writes (what the worker does); never throws. */
+export function runCopyTask(task: CopyTask, onBytes: (bytes: number, job: number) => void): CopyReply {
+  const id = task.id;
+  try {
+    const size = task.chunks.reduce((a, c) => Math.max(a, c.length), 0);
+    const buf = new Uint8Array(size);
+    for (const c of task.chunks) {
+      if (Atomics.load(task.stop, 0) !== 0) return { id, cancelled: true };
+      let done = 0;
+      while (done < c.length) {
+        const n = readSync(c.in, buf, done, c.length - done, c.src + done);
+        if (n === 0) throw new Error(`${c.file}: unexpected end of file at byte ${c.src + done}`);
+        done += n;
+      }
+      for (let w = 0; w < c.length; ) w += writeSync(c.out, buf, w, c.length - w, c.dst + w);
+      onBytes(c.length, c.job);
+    }
+    return { id, done: true };
+  } catch (e) {
+    const x = e as NodeJS.ErrnoException;
+    return { id, error: { message: x?.message ?? String(e), code: x?.code, errno: x?.errno, syscall: x?.syscall, path: x?.path } };
+  }
+}
+
+let nextCopyId = 0;
+
+/**
+ * {@link copyTensors} for several output files, on a worker thread with synchronous I/O, so the
+ * copy never waits for the main thread (onnxruntime runs and eigensolves block it for tens of
+ * milliseconds, during which the main-thread copy's next reads could not be issued). Returns
+ * each job's end position, or undefined when no worker entry exists (then use copyTensors). On
+ * failure or cancellation the worker has stopped touching the files when this rejects.
+ */
+export async function copyTensorsInWorker(jobs: readonly CopyJob[], sources: SourceFiles, cancel?: CancelToken, onBytes?: (n: number, job: number) => void): Promise<number[] | undefined> {
+  const script = workerScript();
+  if (!script) return undefined;
+  const chunks: CopyTask['chunks'][number][] = [];
+  const ends: number[] = [];
+  for (let j = 0; j < jobs.length; j++) {
+    const plan = planChunks(jobs[j].position, jobs[j].tensors);
+    for (const c of plan.chunks) chunks.push({ job: j, in: (await sources.handle(c.file)).fd, out: jobs[j].fh.fd, ...c });
+    ends.push(plan.end);
+  }
+  if (chunks.length === 0) return ends;
+  if (cancel?.cancelled) throw new CancelledError();
+  const stop = new Int32Array(new SharedArrayBuffer(4));
+  const id = nextCopyId++;
+  const worker = new Worker(script);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      worker.on('message', (m: CopyReply) => {
+        if (m.id !== id) return;
+        if (m.bytes !== undefined) {
+          if (cancel?.cancelled) Atomics.store(stop, 0, 1);
+          onBytes?.(m.bytes, m.job ?? 0);
+        } else if (m.done) resolve();
+        else if (m.cancelled) reject(new CancelledError());
+        else if (m.error) reject(Object.assign(new Error(m.error.message), { ...m.error }));
+      });
+      worker.on('error', reject);
+      worker.on('exit', (code) => reject(new Error(`copy worker exited (code ${code})`)));
+      const task: CopyTask = { id, type: 'copy', chunks, stop };
+      worker.postMessage(task);
+    });
+  } finally {
+    await worker.terminate();
+  }
+  return ends;
 }

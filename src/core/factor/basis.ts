@@ -12,9 +12,9 @@
 import type { HeadSlice, AttentionLayout } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { FactoredKeysError, throwIfCancelled, type CancelToken, type ProgressFn } from '../errors';
-import { choleskyUpper } from '../linalg/cholesky';
-import { matmul, solveUpper, transpose } from '../linalg/dense';
-import { symmetricEigen } from '../linalg/eigen';
+import { matmul, transpose } from '../linalg/dense';
+import type { EigenPool } from '../spectrum/eigenPool';
+import { mapsFromGrams, type HeadGrams, type HeadMaps } from './maps';
 import { batchedGram, batchedMatmul, type GramFeed, type GramPrecision } from './products';
 import type { FactorMethod, HeadEnergies } from '../plan/types';
 import type { CalibrationInfo, CalibrationSpec } from '../calibration/moments';
@@ -103,36 +103,7 @@ function scoreErrors(gq: Float64Array, gk: Float64Array, tq: Float64Array, tk: F
   return scoreErrorsFromRotated(gqB, gkB, n);
 }
 
-/** Inputs for one head's basis: Grams over the head's output features. */
-export interface HeadGrams {
-  /** W_Kᵀ W_K without bias (key-svd follows the paper: SVD of the weight alone). */
-  readonly keyPlain: Float64Array;
-  /** W̃_Kᵀ W̃_K with the key bias row (equals keyPlain when there is no bias). */
-  readonly keyAug: Float64Array;
-  /** Σ_i W̃_Qiᵀ W̃_Qi over the query heads sharing this KV head, biases included. */
-  readonly queryAug: Float64Array;
-}
-
-/** The maps and energies of one head (everything but the score errors). */
-type HeadMaps = Omit<HeadBasis, 'scoreError'>;
-
-function mapsFromGrams(method: FactorMethod, grams: HeadGrams, n: number, layer: number, kvHead: number, keyTensor: string): HeadMaps {
-  if (method === 'key-svd') {
-    const eig = symmetricEigen(grams.keyPlain, n, true);
-    return { layer, kvHead, method, headDim: n, energies: eig.values.map((v) => Math.max(0, v)), queryMap: eig.vectors!, keyMap: eig.vectors! };
-  }
-  const r = choleskyUpper(grams.keyAug, n);
-  if (!r) {
-    throw new FactoredKeysError(`${keyTensor}: layer ${layer} KV head ${kvHead} key projection is rank-deficient, so qk-svd is undefined for it (use key-svd)`);
-  }
-  const rt = transpose(r, n, n);
-  const m = matmul(matmul(r, grams.queryAug, n, n, n), rt, n, n, n);
-  // symmetrize against round-off before the eigensolver
-  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) m[i * n + j] = m[j * n + i] = 0.5 * (m[i * n + j] + m[j * n + i]);
-  const eig = symmetricEigen(m, n, true);
-  const e = eig.vectors!;
-  return { layer, kvHead, method, headDim: n, energies: eig.values.map((v) => Math.max(0, v)), queryMap: matmul(rt, e, n, n, n), keyMap: solveUpper(r, e, n, n) };
-}
+export type { HeadGrams } from './maps';
 
 /** Computes one head's basis from its Grams (pure math; exported for tests). */
 export function basisFromGrams(method: FactorMethod, grams: HeadGrams, n: number, layer: number, kvHead: number, keyTensor: string): HeadBasis {
@@ -140,9 +111,18 @@ export function basisFromGrams(method: FactorMethod, grams: HeadGrams, n: number
   return { ...maps, scoreError: scoreErrors(grams.queryAug, grams.keyAug, maps.queryMap, maps.keyMap, n) };
 }
 
-/** Bases of a layer's heads, with the score-error products batched on onnxruntime. */
-async function basesFromGrams(method: FactorMethod, grams: readonly HeadGrams[], n: number, layer: number, keyTensors: readonly string[]): Promise<HeadBasis[]> {
-  const maps = grams.map((g, kv) => mapsFromGrams(method, g, n, layer, kv, keyTensors[kv]));
+/**
+ * Bases of a layer's heads: the eigensolves on the pool's workers when one is given (the same
+ * `mapsFromGrams`, so the same bits), else inline; then the score-error products batched on
+ * onnxruntime.
+ */
+async function basesFromGrams(method: FactorMethod, grams: readonly HeadGrams[], n: number, layer: number, keyTensors: readonly string[], pool?: EigenPool): Promise<HeadBasis[]> {
+  const maps = pool && method !== 'calibrated' ? await pool.maps(method, grams, n, layer, keyTensors) : grams.map((g, kv) => mapsFromGrams(method, g, n, layer, kv, keyTensors[kv]));
+  return withScoreErrors(maps, grams, n);
+}
+
+/** Adds the score errors of every rank to a layer's maps (products batched on onnxruntime). */
+async function withScoreErrors(maps: readonly HeadMaps[], grams: readonly HeadGrams[], n: number): Promise<HeadBasis[]> {
   const count = grams.length;
   // X = [G_q T_q ; G_k T_k] per head, then Tᵀ X
   const gs = new Float64Array(2 * count * n * n);
@@ -234,6 +214,12 @@ export interface AnalyzeOptions {
   readonly calibration?: CalibrationSpec;
   /** Called with the calibration's provenance once `calibrated` has its statistics. */
   readonly onCalibrated?: (info: CalibrationInfo) => void;
+  /**
+   * Worker threads for the per-head eigensolves (key-svd, qk-svd). A layer's eigensolves then
+   * run while the next layers' Grams are computed and the main thread stays free (the export
+   * copies files meanwhile); results are bit-identical to the inline path.
+   */
+  readonly pool?: EigenPool;
 }
 
 /**
@@ -261,8 +247,10 @@ export async function analyzeHeads(ckpt: Checkpoint, layout: AttentionLayout, me
     return bases;
   }
   const n = layout.headDim;
-  const out: HeadBasis[][] = [];
+  const out: Promise<HeadBasis[]>[] = [];
+  let failed = false;
   for (const layer of layout.layers) {
+    if (failed) break;
     throwIfCancelled(options.cancel);
     options.progress?.(layer.layer, layout.layers.length, `factoring layer ${layer.layer}`);
     const cache = new LayerTensorCache(ckpt);
@@ -282,10 +270,16 @@ export async function analyzeHeads(ckpt: Checkpoint, layout: AttentionLayout, me
       grams.push({ keyPlain: keyPlain[g], keyAug: bias ? addOuter(keyPlain[g], bias, n) : keyPlain[g], queryAug: queryAug[g] });
     }
     cache.clear();
-    out.push(await basesFromGrams(method, grams, n, layer.layer, layer.keyHeads.map((k) => k.tensor)));
+    const bases = basesFromGrams(method, grams, n, layer.layer, layer.keyHeads.map((k) => k.tensor), options.pool);
+    // with a pool this layer's eigensolves run while the next layer's Grams are computed; a
+    // failure stops the loop and is thrown by the Promise.all below
+    bases.catch(() => (failed = true));
+    out.push(bases);
+    if (!options.pool) await bases;
   }
+  const all = await Promise.all(out);
   options.progress?.(layout.layers.length, layout.layers.length, 'factored');
-  return out;
+  return all;
 }
 
 /** G + b bᵀ (a copy). */

@@ -3,9 +3,10 @@
  * eigensolves (1,280 heads x ~1.3 ms) cost more CPU than the Gram products, and
  * onnxruntime's `run` blocks the main thread, so workers let both proceed at once.
  */
-import { existsSync } from 'node:fs';
-import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { FactoredKeysError } from '../errors';
+import { mapsTaskGrams, type HeadGrams, type HeadMaps, type MapsReply, type MapsTask } from '../factor/maps';
+import { workerScript } from '../worker/script';
 import { EigenWorkspace } from './eigenvalues';
 
 /**
@@ -85,20 +86,6 @@ export function solveEigenTask(grams: Float32Array, n: number, count: number): F
   return values;
 }
 
-/** Where the worker entry lives: next to the bundle (dist/worker.js) or as TypeScript (dev, tests). */
-function workerScript(): string | undefined {
-  // bundled next to us (dist/), else the built bundle when running from sources (it starts much
-  // faster than a TypeScript entry), else the TypeScript entry itself through tsx
-  const candidates = [path.join(__dirname, 'worker.js'), path.resolve(__dirname, '../../../dist/worker.js'), path.resolve(__dirname, '../worker/dev-bootstrap.mjs')];
-  for (const c of candidates) {
-    if (!existsSync(c)) continue;
-    // the TypeScript entry only loads when this process runs under tsx
-    if (c.endsWith('.mjs') && !process.execArgv.some((a) => a.includes('tsx'))) continue;
-    return c;
-  }
-  return undefined;
-}
-
 /** A fixed set of eigensolver workers; tasks are split evenly and answered in order. */
 export class EigenPool {
   private readonly workers: Worker[] = [];
@@ -114,12 +101,13 @@ export class EigenPool {
       const w = new Worker(script);
       w.unref();
       this.queued.push(0);
-      w.on('message', (reply: EigenReply & SpectraReply) => {
+      w.on('message', (reply: EigenReply & SpectraReply & MapsReply) => {
         const p = this.pending.get(reply.id);
         if (!p) return;
         this.pending.delete(reply.id);
         this.queued[i]--;
-        if (reply.error !== undefined) p.reject(new Error(reply.error));
+        if (reply.error !== undefined) p.reject(reply.userError ? new FactoredKeysError(reply.error) : new Error(reply.error));
+        else if (reply.maps) p.resolve(reply.maps as never);
         else if (reply.buffer) p.resolve({ values: reply.values ?? new Float64Array(0), buffer: reply.buffer } as never);
         else if (reply.values) p.resolve(reply.values as never);
         else p.reject(new Error('eigen worker failed'));
@@ -170,6 +158,24 @@ export class EigenPool {
       this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
       const task: SpectraTask = { id, type: 'spectra', feed, count, headDim, dModel, buffer };
       this.workers[w].postMessage(task, [buffer]);
+    });
+  }
+
+  /**
+   * The maps and energies of one layer's heads (key-svd or qk-svd), on the least loaded worker:
+   * the worker runs factor/maps.ts's `mapsFromGrams`, the code the main thread would run, so the
+   * result is bit-identical. The Grams are copied, not transferred (the caller still needs them).
+   */
+  maps(method: 'key-svd' | 'qk-svd', grams: readonly HeadGrams[], n: number, layer: number, keyTensors: readonly string[]): Promise<HeadMaps[]> {
+    if (this.failed) return Promise.reject(this.failed);
+    let w = 0;
+    for (let i = 1; i < this.workers.length; i++) if (this.queued[i] < this.queued[w]) w = i;
+    const id = this.nextId++;
+    this.queued[w]++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
+      const task: MapsTask = { id, type: 'maps', method, n, layer, keyTensors: [...keyTensors], grams: mapsTaskGrams(method, grams) };
+      this.workers[w].postMessage(task);
     });
   }
 

@@ -1,11 +1,24 @@
 /**
  * Worker-thread entry (bundled to dist/worker.js). Handles the CPU-heavy per-head tasks the
- * main thread hands off; today the spectrum engine's eigensolves.
+ * main thread hands off: the spectrum engine's eigensolves, the factorization's maps (the
+ * export's eigensolves) and the export's byte-range copy of the untouched tensors.
  */
 import { parentPort } from 'node:worker_threads';
+import { runCopyTask, type CopyTask } from '../export/writer';
+import { mapsTransferList, solveMapsTask, type MapsTask } from '../factor/maps';
 import { solveEigenTask, warmUpEigen, type EigenReply, type EigenTask, type SpectraTask } from '../spectrum/eigenPool';
 
-parentPort?.on('message', (task: EigenTask | SpectraTask) => {
+parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask) => {
+  if (task.type === 'maps') {
+    const reply = solveMapsTask(task);
+    parentPort?.postMessage(reply, mapsTransferList(reply.maps));
+    return;
+  }
+  if (task.type === 'copy') {
+    // synchronous reads and writes in this thread: the copy never waits for the main thread
+    parentPort?.postMessage(runCopyTask(task, (bytes, job) => parentPort?.postMessage({ id: task.id, bytes, job })));
+    return;
+  }
   if (task.type === 'spectra') {
     // the spectrum engine's many-core path: Gram + eigensolves of a few heads (loads onnxruntime)
     import('../spectrum/workerGram')
