@@ -120,6 +120,17 @@ class Net {
     return init.type === 'float16' ? init.name : undefined;
   }
 
+  /**
+   * Rows `ids` of a table as float32: gathered in the type the table is kept in, then only those
+   * rows widened (a 16-bit table in place is never widened whole for a lookup). Same values as
+   * gathering from the widened table.
+   */
+  rows(t: ConstTensor, name: string, ids: string): string {
+    const init = this.init(t, name, 'gather');
+    const picked = this.g.op('Gather', [init.name, ids], { axis: 0 });
+    return init.type === 'float32' ? picked : this.g.op('Cast', [picked], { to: dataTypeCode('float32') });
+  }
+
   ints(values: readonly number[]): string {
     return this.g.int64s(values);
   }
@@ -359,8 +370,7 @@ export function buildSegment(s: SegmentSpec): Uint8Array {
   if (s.first) {
     if (!s.outer) throw new Error('first segment needs the outer weights');
     const ids = g.input(IO.ids, 'int64', ['batch', seq]);
-    const e16 = net.half(s.outer.embed, 'embed', 'gather');
-    let e = e16 ? g.op('Cast', [g.op('Gather', [e16, ids], { axis: 0 })], { to: dataTypeCode('float32') }) : g.op('Gather', [net.weight(s.outer.embed, 'embed', 'gather'), ids], { axis: 0 }); // [B, S, d]
+    let e = net.rows(s.outer.embed, 'embed', ids); // [B, S, d]
     if (spec.embedding.multiplier !== 1) e = g.op('Mul', [e, net.scalar(spec.embedding.multiplier)]);
     if (s.outer.positions) {
       const pos = g.op('Slice', [net.weight(s.outer.positions, 'positions'), net.ints([0]), net.ints([seq]), net.ints([0])]);
