@@ -61,6 +61,11 @@ const ELEM_BYTES: Record<ElemType, number> = {
   int32: 4, uint32: 4, int64: 8, uint64: 8, bool: 1,
 };
 
+/** Bytes of a dense tensor of `type` with `dims`. */
+export function byteLengthOf(type: ElemType, dims: readonly number[]): number {
+  return dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[type];
+}
+
 /** The ONNX DataType code of an element type (for `Cast`'s `to` attribute, for instance). */
 export function dataTypeCode(type: ElemType): number {
   return ELEM_CODES[type];
@@ -221,7 +226,7 @@ class ProtoWriter {
 
 function rawBytes(t: ConstTensor, what: string): Uint8Array {
   const count = t.dims.reduce((a, b) => a * b, 1);
-  const expected = count * ELEM_BYTES[t.type];
+  const expected = byteLengthOf(t.type, t.dims);
   let bytes: Uint8Array;
   if (ArrayBuffer.isView(t.data)) {
     bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
@@ -423,7 +428,7 @@ export class GraphBuilder {
    * stays small and the weights travel as one buffer (`SessionOptions.externalData`).
    */
   externalInitializer(name: string, type: ElemType, dims: readonly number[], external: ExternalData): string {
-    const expected = dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[type];
+    const expected = byteLengthOf(type, dims);
     if (expected !== external.length) throw new Error(`${name}: ${external.length} external bytes for ${type} [${dims.join(', ')}]`);
     this.initializers.push({ name: this.claim(name), tensor: { type, dims, data: new Uint8Array(0) }, external });
     return name;

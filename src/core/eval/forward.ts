@@ -26,7 +26,7 @@ import * as path from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { decodeToFloat32, encodeFromFloat32 } from '../checkpoint/dtypes';
-import type { ConstTensor, ElemType, ExternalData } from '../compute/onnx';
+import { byteLengthOf, type ConstTensor, type ElemType, type ExternalData } from '../compute/onnx';
 import { createSession, Tensor, usableBackends, type BackendChoice, type BackendName, type ComputeSession } from '../compute/session';
 import { FactoredKeysError, throwIfCancelled, type CancelToken } from '../errors';
 import { chooseEvalBackend, TRIAL_LAYERS, TRIAL_WINDOWS, type TrialTiming } from './backendTrial';
@@ -231,16 +231,16 @@ class SegmentFile implements WeightStore {
   put(_name: string, t: ConstTensor, use: WeightUse): { type: ElemType; external: ExternalData } {
     const hit = this.written.get(t);
     if (hit) return hit;
-    if (this.inPlace && STORED_TYPES.has(t.type)) {
-      const link = t.origin ? this.linkTo(t.origin.file) : null;
-      if (link !== null && t.origin) {
-        const r = { type: t.type, external: { location: link, offset: t.origin.offset, length: elementCount(t.dims) * ELEMENT_BYTES[t.type] } };
-        this.linkedBytes += r.external.length;
-        this.written.set(t, r);
-        return r;
-      }
+    const asStored = this.inPlace && STORED_TYPES.has(t.type);
+    const link = asStored && t.origin ? this.linkTo(t.origin.file) : null;
+    if (link !== null && t.origin) {
+      const r = { type: t.type, external: { location: link, offset: t.origin.offset, length: byteLengthOf(t.type, t.dims) } };
+      this.linkedBytes += r.external.length;
+      this.written.set(t, r);
+      return r;
     }
-    const { type, bytes } = this.inPlace && STORED_TYPES.has(t.type) ? { type: t.type, bytes: bytesOf(t) } : convertWeight(t, this.half && use !== 'other');
+    // no link (another file system, or a tensor assembled in memory): the bytes as stored, or converted
+    const { type, bytes } = asStored ? { type: t.type, bytes: bytesOf(t) } : convertWeight(t, this.half && use !== 'other');
     const at = Math.ceil(this.offset / ALIGN) * ALIGN;
     for (let done = 0; done < bytes.byteLength; ) done += writeSync(this.fd, bytes, done, bytes.byteLength - done, at + done);
     this.offset = at + bytes.byteLength;
@@ -270,8 +270,6 @@ class SegmentFile implements WeightStore {
 
 /** Weight types the in-place path hands to onnxruntime as stored. */
 const STORED_TYPES: ReadonlySet<ElemType> = new Set(['float32', 'float16', 'bfloat16']);
-const ELEMENT_BYTES: Readonly<Record<string, number>> = { float32: 4, float16: 2, bfloat16: 2 };
-const elementCount = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
 
 /**
  * Whether weights go to `backend` in place: referenced in their checkpoint files in their stored
