@@ -35,6 +35,8 @@ export interface Checkpoint {
   /** The hub cache snapshot that was opened, when the input was a `models--org--name/` folder. */
   readonly hub?: HubRevision;
   tensor(name: string): TensorInfo;
+  /** Where rows [rowStart, rowEnd) of a tensor (first axis) lie: file, absolute offset, length; checks the range. */
+  rowSpan(name: string, rowStart?: number, rowEnd?: number): { readonly file: string; readonly offset: number; readonly length: number };
   /** Raw little-endian bytes of rows [rowStart, rowEnd) of a tensor (first axis). */
   readRows(name: string, rowStart?: number, rowEnd?: number, target?: Uint8Array): Promise<Uint8Array>;
   /** Rows decoded to float32. */
@@ -199,7 +201,7 @@ class OpenCheckpoint implements Checkpoint {
     return t;
   }
 
-  async readRows(name: string, rowStart = 0, rowEnd?: number, target?: Uint8Array): Promise<Uint8Array> {
+  rowSpan(name: string, rowStart = 0, rowEnd?: number): { readonly file: string; readonly offset: number; readonly length: number } {
     const t = this.tensor(name);
     const rows = t.shape.length === 0 ? 1 : t.shape[0];
     const end = rowEnd ?? rows;
@@ -208,7 +210,12 @@ class OpenCheckpoint implements Checkpoint {
       throw new FactoredKeysError(`${t.file}: rows [${rowStart}, ${end}) are outside tensor "${name}" with ${rows} rows`);
     }
     const rowBytes = rows === 0 ? 0 : (t.end - t.start) / rows;
-    return this.reader.read(t.file, t.start + rowStart * rowBytes, (end - rowStart) * rowBytes, target);
+    return { file: t.file, offset: t.start + rowStart * rowBytes, length: (end - rowStart) * rowBytes };
+  }
+
+  async readRows(name: string, rowStart = 0, rowEnd?: number, target?: Uint8Array): Promise<Uint8Array> {
+    const span = this.rowSpan(name, rowStart, rowEnd);
+    return this.reader.read(span.file, span.offset, span.length, target);
   }
 
   async readRowsF32(name: string, rowStart = 0, rowEnd?: number): Promise<Float32Array> {

@@ -124,20 +124,16 @@ export async function readConst(ckpt: Checkpoint, name: string, rows?: { start: 
   const dims = rows ? [rows.count, ...t.shape.slice(1)] : t.shape;
   const [a, b] = rows ? [rows.start, rows.start + rows.count] : [0, undefined];
   if (!type) return { type: 'float32', dims, data: await ckpt.readRowsF32(name, a, b) };
-  const count = t.shape.length === 0 ? 1 : t.shape[0];
-  const rowBytes = count === 0 ? 0 : (t.end - t.start) / count;
-  const origin = { file: t.file, offset: t.start + a * rowBytes };
+  const span = ckpt.rowSpan(name, a, b);
+  const origin = { file: span.file, offset: span.offset };
   if (!inPlace) return { type, dims, data: await ckpt.readRows(name, a, b), origin };
-  const end = b ?? count;
-  if (!(Number.isSafeInteger(a) && Number.isSafeInteger(end) && a >= 0 && a <= end && end <= count)) await ckpt.readRows(name, a, b); // throws its one-line range error
-  const length = (end - a) * rowBytes;
   let data: Uint8Array | undefined;
   return {
     type,
     dims,
     origin,
     get data(): Uint8Array {
-      return (data ??= readBytesSync(t.file, origin.offset, length, name));
+      return (data ??= readBytesSync(span.file, span.offset, span.length, name));
     },
   };
 }
