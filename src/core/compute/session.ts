@@ -130,6 +130,32 @@ export function autoCandidates(): BackendName[] {
   return order.filter((b) => listed.has(b));
 }
 
+/** onnxruntime's session config entries (`extra`, keys as nested objects) that the options ask for, if any. */
+function configEntries(options: SessionOptions): { extra?: Record<string, unknown> } {
+  const session = {
+    ...(options.spinning === false ? { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } : {}),
+    ...(options.prepacking === false ? { disable_prepacking: '1' } : {}),
+  };
+  const extra = {
+    ...(Object.keys(session).length > 0 ? { session } : {}),
+    ...(options.foldConstants === false ? { optimization: { disable_specified_optimizers: 'ConstantFolding' } } : {}),
+  };
+  return Object.keys(extra).length > 0 ? { extra } : {};
+}
+
+const OPTIMIZATION_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
+
+/**
+ * Diagnostics for measurements (docs/BENCHMARKS.md): FK_ORT_PROFILE=<prefix> writes onnxruntime's
+ * own profile of every session (its initialisation and each node's run), and
+ * FK_ORT_OPTIMIZATION=disabled|basic|extended|all overrides the graph optimisation level.
+ */
+function diagnostics(): ort.InferenceSession.SessionOptions {
+  const profile = process.env.FK_ORT_PROFILE;
+  const level = OPTIMIZATION_LEVELS.find((l) => l === process.env.FK_ORT_OPTIMIZATION);
+  return { ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}), ...(level ? { graphOptimizationLevel: level } : {}) };
+}
+
 function ortOptions(backend: BackendName, options: SessionOptions): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: backend === 'cpu' ? ['cpu'] : [ORT_PROVIDER[backend], 'cpu'],
@@ -137,21 +163,8 @@ function ortOptions(backend: BackendName, options: SessionOptions): ort.Inferenc
     ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
     ...(options.parallelBranches && options.parallelBranches > 1 ? { executionMode: 'parallel' as const, interOpNumThreads: options.parallelBranches } : {}),
     ...(options.memoryArena === false ? { enableCpuMemArena: false } : {}),
-    ...(options.spinning === false || options.prepacking === false || options.foldConstants === false
-      ? {
-          extra: {
-            ...(options.spinning === false || options.prepacking === false
-              ? {
-                  session: {
-                    ...(options.spinning === false ? { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } : {}),
-                    ...(options.prepacking === false ? { disable_prepacking: '1' } : {}),
-                  },
-                }
-              : {}),
-            ...(options.foldConstants === false ? { optimization: { disable_specified_optimizers: 'ConstantFolding' } } : {}),
-          },
-        }
-      : {}),
+    ...configEntries(options),
+    ...diagnostics(),
     logSeverityLevel: 3,
   };
 }
@@ -306,24 +319,7 @@ class FallbackSession implements ComputeSession {
 /** A model: its bytes (from {@link GraphBuilder.toModel}), or the path of a model file (external data beside it). */
 export type ModelSource = Uint8Array | string;
 
-/**
- * Diagnostics for measurements (docs/BENCHMARKS.md): FK_ORT_PROFILE=<prefix> writes onnxruntime's
- * own profile of every session (session initialisation and each node's run), and
- * FK_ORT_OPTIMIZATION=disabled|basic|extended|all overrides the graph optimisation level.
- */
-function diagnosticOptions(options: ort.InferenceSession.SessionOptions): ort.InferenceSession.SessionOptions {
-  const profile = process.env.FK_ORT_PROFILE;
-  const level = process.env.FK_ORT_OPTIMIZATION;
-  const levels = ['disabled', 'basic', 'extended', 'all'] as const;
-  return {
-    ...options,
-    ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
-    ...(level && (levels as readonly string[]).includes(level) ? { graphOptimizationLevel: level as (typeof levels)[number] } : {}),
-  };
-}
-
-function open(model: ModelSource, given: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
-  const options = diagnosticOptions(given);
+function open(model: ModelSource, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
   return typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options);
 }
 
