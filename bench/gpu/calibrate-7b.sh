@@ -25,8 +25,8 @@ export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ORT_
 xz -dc .gpu/pack/node.xz > /tmp/node && chmod +x /tmp/node
 mkdir -p /tmp/ort130 && tar xJf .gpu/pack/ort.tar.xz -C /tmp/ort130
 if [ -f .gpucuda/ort129-cuda.tar.xz ]; then
-  mkdir -p /tmp/ort129 && xz -dc .gpucuda/ort129-cuda.tar.xz | tar xf - -C /tmp/ort129
-  NV=$(python3 -c 'import nvidia, os, glob; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(d + "/**/lib*.so*", recursive=True)})))' 2>/dev/null)
+  . bench/gpu/cuda-env.sh && unpack_ort_cuda
+  NV=$(torch_cuda_libs 2>/dev/null)
 fi
 { date -u; git log -1 --format='commit %h %s' 2>/dev/null; nproc; free -g | head -2; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo "backends: ${backends[*]}"; } > $R 2>&1
 t=$(date +%s); /tmp/node $C/gen.js mistral-7b /tmp/m7 >> $R 2>&1; echo "7b generated in $(( $(date +%s) - t )) s" >> $R

@@ -30,10 +30,7 @@ if [ "$phase" = setup ]; then
   du -sh /tmp/m7 /tmp/w/* >> $R; df -h /tmp >> $R
 elif [ "$phase" = cuda ]; then
   R=$OUT/cuda.txt
-  mkdir -p /tmp/ort129 && xz -dc .gpucuda/ort129-cuda.tar.xz | tar xf - -C /tmp/ort129
-  ln -sfn /tmp/ort129/node_modules node_modules
-  NV=$(python3 -c 'import nvidia, os, glob; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(d + "/**/lib*.so*", recursive=True)})))')
-  export LD_LIBRARY_PATH=$NV:${LD_LIBRARY_PATH:-}
+  . bench/gpu/cuda-env.sh && use_ort_cuda
   { date -u; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; ldd node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_cuda.so | grep -i "not found\|cu"; } > $R 2>&1
   /tmp/node -e "const o=require('onnxruntime-node');console.log(JSON.stringify(o.listSupportedBackends()))" >> $R 2>&1
   /tmp/node dist/cli.js analyze .gpu/data/mistral-bytes --backend cuda --json > /tmp/probe.json 2>> $R; head -c 300 /tmp/probe.json >> $R; echo >> $R

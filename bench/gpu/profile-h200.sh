@@ -6,10 +6,8 @@ set -u
 cd "$(dirname "$0")/../.."
 [ -x /tmp/node ] || { echo "error: run tune-h200.sh base first"; exit 3; }
 tar xJf .gpu/dist.tar.xz
-mkdir -p /tmp/ort129 && [ -f /tmp/ort129/node_modules/onnxruntime-node/package.json ] || xz -dc .gpucuda/ort129-cuda.tar.xz | tar xf - -C /tmp/ort129
-ln -sfn /tmp/ort129/node_modules node_modules
-NV=$(python3 -c 'import nvidia, os, glob; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(d + "/**/lib*.so*", recursive=True)})))')
-export LD_LIBRARY_PATH=$NV ORT_DISABLE_TELEMETRY=1
+. bench/gpu/cuda-env.sh && use_ort_cuda
+export ORT_DISABLE_TELEMETRY=1
 M=/tmp/w/llama-1.1b-synthetic H=.gpu/data/heldout.txt
 /tmp/node .gpu/cal/generate.js llama-1.1b $M > /dev/null
 one() { /tmp/node .gpu/cal/eval-model.js $M $H cuda:auto:255:${B:-16} | cut -c1-600 | sed "s/^/$1 /" >> $OUT/profile.jsonl; }

@@ -28,10 +28,7 @@ if [ "$phase" = base ]; then
   run 'cpu again' 3 -- --backend cpu
 elif [ "$phase" = eval ]; then
   [ -x /tmp/node ] || { echo "error: run the base phase first"; exit 3; }
-  mkdir -p /tmp/ort129 && [ -f /tmp/ort129/node_modules/onnxruntime-node/package.json ] || xz -dc .gpucuda/ort129-cuda.tar.xz | tar xf - -C /tmp/ort129
-  ln -sfn /tmp/ort129/node_modules node_modules
-  NV=$(python3 -c 'import nvidia, os, glob; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(d + "/**/lib*.so*", recursive=True)})))')
-  export LD_LIBRARY_PATH=$NV:${LD_LIBRARY_PATH:-}
+  . bench/gpu/cuda-env.sh && use_ort_cuda
   /tmp/node .gpu/cal/eval-gpu.js $H .gpu/data/mistral-bytes /tmp/w ${EVAL_CONFIGS:-cuda:auto:255:16,cuda:auto:255:64,cuda:float16:255:64,cuda:auto:255:32} > $OUT/eval-tune.jsonl 2> $OUT/eval.err
   gpumem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > "$1" & echo $!; }
   P=$(gpumem $OUT/gpumem-7b.txt)
