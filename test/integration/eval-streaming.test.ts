@@ -12,6 +12,10 @@ import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 import { FactoredKeysError } from '../../src/core/errors';
 import { decodeToFloat32, encodeFromFloat32 } from '../../src/core/checkpoint/dtypes';
 import { checkpointSource, convertWeight, evaluateCheckpoint, planStream } from '../../src/core/eval';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { generateSyntheticCheckpoint } from '../../bench/synthetic';
 import { CLI, fixture } from '../helpers/fixtures';
 
 const HELDOUT = Int32Array.from(readFileSync(fixture('heldout.txt')));
@@ -72,4 +76,31 @@ test('weights convert once, bit-identical to the float32 round trip, on every 16
   assert.deepEqual(Buffer.from(half.bytes), Buffer.from(encodeFromFloat32('F16', decodeToFloat32('BF16', new Uint8Array(finite.buffer)))));
   // a value beyond float16's range keeps the tensor in float32
   assert.equal(convertWeight({ type: 'bfloat16', dims: [2], data: new Uint8Array(Uint16Array.of(0x3f80, 0x4780).buffer) }, true).type, 'float32');
+});
+
+test('the last segment: a GPU provider runs the batch it was given (the vocabulary stays on the device); the CPU keeps host memory small', async () => {
+  // vocabulary 32,000 at seq 256: 65.5 MB of logits and log-probabilities per window
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fk-plan-'));
+  try {
+    await generateSyntheticCheckpoint('mistral-tiny', dir, { qkOnly: true });
+    const ckpt = await openCheckpoint(dir);
+    try {
+      const source = checkpointSource(ckpt);
+      const memoryBytes = 64 * 2 ** 30;
+      const cpu = planStream(source, 255, { seq: 256, backend: 'cpu', batch: 16, memoryBytes });
+      assert.equal(cpu.batch, 16);
+      assert.equal(cpu.lastBatch, 4, 'at most 256 MiB of full-vocabulary values in host memory');
+      for (const backend of ['cuda', 'webgpu'] as const) {
+        const gpu = planStream(source, 255, { seq: 256, backend, batch: 16, memoryBytes });
+        assert.equal(gpu.lastBatch, 16, backend);
+        assert.ok(gpu.peakBytes < cpu.peakBytes, `${backend}: host estimate ${gpu.peakBytes} vs ${cpu.peakBytes}`);
+        // and still bounded on the device: 2 GiB of them
+        assert.equal(planStream(source, 255, { seq: 256, backend, batch: 64, memoryBytes }).lastBatch, 32, backend);
+      }
+    } finally {
+      await ckpt.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

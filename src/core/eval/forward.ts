@@ -100,8 +100,14 @@ const GPU_SEGMENT_BYTES = 4 * GiB;
 const GPU_IN_PLACE_SEGMENT_BYTES = 2.5 * GiB;
 /** Node, onnxruntime and the tokenised text: what a process needs before any weight. */
 const BASELINE_BYTES = 320 * MiB;
-/** Full-vocabulary float32 values one run of the last segment may hold (logits, log-probabilities). */
+/** Full-vocabulary float32 values one run of the last segment may hold (logits, log-probabilities) in host memory. */
 const LOGIT_BYTES = 256 * MiB;
+/**
+ * The same on a GPU provider, where they stay on the device (the run returns only the NLL): at
+ * host memory's bound a 1.1B model ran 4 windows at a time, 64 small runs that each widen every
+ * weight again, so the GPU gets the batch it was asked for up to this much.
+ */
+const GPU_LOGIT_BYTES = 2 * GiB;
 
 const formatBytes = (b: number): string => (b >= GiB ? `${(b / GiB).toFixed(1)} GiB` : `${Math.max(1, Math.round(b / MiB))} MiB`);
 
@@ -504,9 +510,9 @@ function activationPerToken(spec: ModelSpec, sizes: WeightSizes | undefined, seq
   return 4 * (10 * spec.hidden + 4 * widest * moe + 3 * heads * seq);
 }
 
-/** Windows per run of the last segment: full-vocabulary values of at most LOGIT_BYTES. */
-function logitWindows(spec: ModelSpec, seq: number): number {
-  return Math.max(1, Math.floor(LOGIT_BYTES / (2 * 4 * spec.vocab * seq)));
+/** Windows per run of the last segment: full-vocabulary values of at most LOGIT_BYTES (GPU_LOGIT_BYTES on a GPU provider). */
+function logitWindows(spec: ModelSpec, seq: number, backend: BackendChoice): number {
+  return Math.max(1, Math.floor((backend === 'cpu' ? LOGIT_BYTES : GPU_LOGIT_BYTES) / (2 * 4 * spec.vocab * seq)));
 }
 
 /**
@@ -528,8 +534,9 @@ export function planStream(source: WeightSource, windows: number, options: Strea
   // when memory is short; the last segment's runs also keep full-vocabulary values small
   const preferred = options.batch ?? (backend === 'cpu' ? Math.max(1, Math.floor(4096 / seq)) : 16);
   let batch = Math.max(1, Math.min(64, preferred, windows));
-  const lastOf = (b: number) => Math.max(1, Math.min(b, logitWindows(spec, seq)));
-  const lastActivation = (b: number) => lastOf(b) * seq * (perToken + 2 * 4 * spec.vocab);
+  const lastOf = (b: number) => Math.max(1, Math.min(b, logitWindows(spec, seq, backend)));
+  // host memory: a GPU provider keeps the full-vocabulary values on the device
+  const lastActivation = (b: number) => lastOf(b) * seq * (perToken + (backend === 'cpu' ? 2 * 4 * spec.vocab : 0));
   if (!sizes) {
     return { segments: [[0, spec.layers]], batch, lastBatch: lastOf(batch), spill: false, half, inPlace, peakBytes: NaN, weightBytes: NaN, activationBytes: NaN, hiddenBytes: hiddenAll, availableBytes: available };
   }

@@ -8,6 +8,7 @@ import { FactoredKeysError } from '../errors';
 import { mapsTaskGrams, type HeadGrams, type HeadMaps, type MapsReply, type MapsTask } from '../factor/maps';
 import { workerScript } from '../worker/script';
 import { EigenWorkspace } from './eigenvalues';
+import type { TaskTiming } from './trace';
 
 /**
  * Message to the worker: eigenvalues of `count` symmetric n x n matrices packed in `grams`;
@@ -36,6 +37,8 @@ export interface SpectraTask {
   readonly headDim: number;
   readonly dModel: number;
   readonly buffer: ArrayBuffer;
+  /** With `count` 0: the heads per task to prepare a session for. */
+  readonly prepareCount?: number;
 }
 
 /** Worker reply to a {@link SpectraTask}: count x headDim eigenvalues and the buffer back. */
@@ -44,6 +47,8 @@ export interface SpectraReply {
   readonly values?: Float64Array;
   readonly buffer?: ArrayBuffer;
   readonly error?: string;
+  /** With FK_SPECTRUM_TRACE set: when the worker got the task and finished its steps. */
+  readonly timing?: TaskTiming;
 }
 
 /** Solves a few synthetic problems of size n (the `warmup` task). */
@@ -108,7 +113,7 @@ export class EigenPool {
         this.queued[i]--;
         if (reply.error !== undefined) p.reject(reply.userError ? new FactoredKeysError(reply.error) : new Error(reply.error));
         else if (reply.maps) p.resolve(reply.maps as never);
-        else if (reply.buffer) p.resolve({ values: reply.values ?? new Float64Array(0), buffer: reply.buffer } as never);
+        else if (reply.buffer) p.resolve({ values: reply.values ?? new Float64Array(0), buffer: reply.buffer, timing: reply.timing } as never);
         else if (reply.values) p.resolve(reply.values as never);
         else p.reject(new Error('eigen worker failed'));
       });
@@ -148,7 +153,7 @@ export class EigenPool {
    * The spectra of `count` heads in `buffer` (see {@link SpectraTask}), on the least loaded
    * worker; the buffer is transferred (detached here) and comes back with the eigenvalues.
    */
-  spectra(feed: SpectraTask['feed'], buffer: ArrayBuffer, count: number, headDim: number, dModel: number, worker?: number): Promise<{ values: Float64Array; buffer: ArrayBuffer }> {
+  spectra(feed: SpectraTask['feed'], buffer: ArrayBuffer, count: number, headDim: number, dModel: number, worker?: number, prepareCount?: number): Promise<{ values: Float64Array; buffer: ArrayBuffer; timing?: TaskTiming }> {
     if (this.failed) return Promise.reject(this.failed);
     let w = worker ?? 0;
     if (worker === undefined) for (let i = 1; i < this.workers.length; i++) if (this.queued[i] < this.queued[w]) w = i;
@@ -156,7 +161,7 @@ export class EigenPool {
     this.queued[w]++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
-      const task: SpectraTask = { id, type: 'spectra', feed, count, headDim, dModel, buffer };
+      const task: SpectraTask = { id, type: 'spectra', feed, count, headDim, dModel, buffer, ...(prepareCount ? { prepareCount } : {}) };
       this.workers[w].postMessage(task, [buffer]);
     });
   }
@@ -179,9 +184,9 @@ export class EigenPool {
     });
   }
 
-  /** Prepares every worker's Gram session for this shape (in the background; errors ignored). */
-  warmUpSpectra(feed: SpectraTask['feed'], headDim: number, dModel: number): void {
-    for (let i = 0; i < this.workers.length; i++) this.spectra(feed, new ArrayBuffer(0), 0, headDim, dModel, i).catch(() => undefined);
+  /** Prepares every worker's Gram session for this shape and tasks of `count` heads (in the background; errors ignored): one promise per worker. */
+  warmUpSpectra(feed: SpectraTask['feed'], headDim: number, dModel: number, count: number): Promise<TaskTiming | undefined>[] {
+    return this.workers.map((_, i) => this.spectra(feed, new ArrayBuffer(0), 0, headDim, dModel, i, count).then((r) => r.timing, () => undefined));
   }
 
   /** Eigenvalues of `count` n x n matrices, spread over the workers. */

@@ -7,13 +7,14 @@ import * as os from 'node:os';
 import type { AttentionLayout, HeadSlice } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { decodeToFloat32 } from '../checkpoint/dtypes';
-import { gpuCandidates, usableBackends, type BackendName } from '../compute/session';
+import { createSession, gpuCandidates, usableBackends, type BackendName } from '../compute/session';
 import { FactoredKeysError, throwIfCancelled } from '../errors';
 import { EigenPool, solveEigenTask } from './eigenPool';
-import { GramRunner, type GramFeed } from './gram';
+import { GramRunner, gramModel, type GramFeed } from './gram';
 import type { HeadSpectrum, SpectrumKind, SpectrumOptions, SpectrumResult } from './index';
 import { choiceKey, recalledChoice, rememberChoice } from '../compute/backendChoice';
 import { cumulativeEnergy, effectiveRanks, stableRank } from './metrics';
+import { SpectrumTrace, tracing } from './trace';
 
 /** One head to analyse. */
 interface HeadJob {
@@ -76,6 +77,20 @@ function gramInWorkers(workers: number, forcedByTest?: boolean): boolean {
 /** Below this many workers the main-thread batched Gram is used. */
 const MIN_WORKERS_FOR_WORKER_GRAM = 8;
 
+/**
+ * Cores the many-core path leaves to the main thread and the reading threads (libuv's pool of
+ * 4), unless --threads says otherwise: on the H200's 16 vCPUs 12 workers beat 16 in every
+ * interleaved round (their compute is bound by memory bandwidth, and the reads and the task
+ * posting then wait for no core; docs/BENCHMARKS.md).
+ */
+const READER_CORES = 4;
+
+/** Eigensolver workers for `cores` ({@link READER_CORES} fewer on the many-core path unless `explicit`). */
+function poolSize(cores: number, explicit: boolean, forcedWorkerGram?: boolean): number {
+  if (explicit || cores - READER_CORES < MIN_WORKERS_FOR_WORKER_GRAM) return cores;
+  return gramInWorkers(cores - READER_CORES, forcedWorkerGram) ? cores - READER_CORES : cores;
+}
+
 /** Heads per worker task: a few, so every worker gets work from each layer (FK_SPECTRUM_PART_HEADS overrides). */
 function partHeads(layerHeads: number, workers: number, forcedByTest?: number): number {
   if (forcedByTest !== undefined && forcedByTest > 0) return forcedByTest;
@@ -117,7 +132,7 @@ function sliceDModel(ckpt: Checkpoint, slice: HeadSlice): number {
  * feed buffer, and adjacent heads of one tensor are read in one request. Otherwise (GPT-2
  * Conv1D columns, F64/F8 weights) the tensor is decoded to float32 and the blocks gathered.
  */
-async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: number, kinds: readonly SpectrumKind[], ring: BufferRing, workers?: { pool: EigenPool; per: number }): Promise<LayerBatch> {
+async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: number, kinds: readonly SpectrumKind[], ring: BufferRing, workers?: { pool: EigenPool; per: number }, trace?: SpectrumTrace): Promise<LayerBatch> {
   const jobs = layerJobs(layout, layer, kinds);
   const hd = layout.headDim;
   const dModel = jobs.length > 0 ? sliceDModel(ckpt, jobs[0].slice) : layout.hiddenSize;
@@ -145,10 +160,14 @@ async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: numbe
       const buffer = ring.acquire(count * block * bytesPerElement);
       const first = jobs[i].slice;
       const last = jobs[k - 1].slice;
+      trace?.mark('read', { layer, part: counts.length });
       const read = ckpt.readRows(first.tensor, first.offset, last.offset + hd, new Uint8Array(buffer));
+      const part = counts.length;
       eigen.push(
         read.then(async () => {
+          trace?.mark('posted', { layer, part, count });
           const r = await workers.pool.spectra(feed, buffer, count, hd, dModel);
+          if (trace && r.timing) trace.mark('solved', { layer, part, ...trace.relative(r.timing) });
           ring.release(r.buffer);
           return r.values;
         }),
@@ -172,7 +191,9 @@ async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: numbe
       reads.push(ckpt.readRows(jobs[i].slice.tensor, jobs[i].slice.offset, jobs[k - 1].slice.offset + hd, target));
       i = k;
     }
+    trace?.mark('read', { layer });
     await Promise.all(reads);
+    trace?.mark('read done', { layer });
     return { layer, jobs, feed, dModel, data: feed === 'float32' ? new Float32Array(buffer) : new Uint16Array(buffer) };
   }
   const data = new Float32Array(jobs.length * block);
@@ -309,7 +330,9 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
 
   const cores = Math.max(1, threads ?? os.availableParallelism());
   const useWorkers = internals.workers ?? (totalHeads >= MIN_HEADS_FOR_WORKERS && n >= 32);
-  const pool = useWorkers ? EigenPool.create(cores, n) : undefined;
+  const trace = tracing() ? new SpectrumTrace() : undefined;
+  const pool = useWorkers ? EigenPool.create(poolSize(cores, threads !== undefined, internals.workerGram), n) : undefined;
+  trace?.mark('pool', { workers: pool?.size ?? 0 });
   let runner: GramRunner | undefined;
   let trial: BackendTrial | undefined;
   let trialKey = '';
@@ -368,14 +391,30 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined));
     // parts of the layers in flight plus the one finishing; tensor ends add a part each
     if (workerPool() && layers > 0) ring.capacity = (prefetchDepth(true) + 1) * (Math.ceil(perLayer / per) + 2 * kinds.length);
+    let primeOnnxruntime: (() => void) | undefined;
     if (workerPool() && perLayer > 0) {
       const t = ckpt.tensor(layerJobs(layout, 0, kinds)[0].slice.tensor);
       const feed = t.dtype === 'F32' ? 'float32' : t.dtype === 'F16' ? 'float16' : t.dtype === 'BF16' ? 'bfloat16' : undefined;
-      if (feed) pool!.warmUpSpectra(feed, n, sliceDModel(ckpt, layerJobs(layout, 0, kinds)[0].slice));
+      if (feed) {
+        const ready = pool!.warmUpSpectra(feed, n, sliceDModel(ckpt, layerJobs(layout, 0, kinds)[0].slice), per);
+        if (trace) ready.forEach((p, worker) => void p.then((timing) => trace.mark('worker ready', { worker, ...(timing ? trace.relative(timing) : {}) })));
+        if (process.env.FK_SPECTRUM_PRIME !== '0') primeOnnxruntime = () => {
+          // onnxruntime's one-time set-up of a process (its first session anywhere) serialises
+          // the workers' first sessions; done here while they are still starting, it is off
+          // their path (the H200's traces: ready ~100 ms after loading, all at once, before)
+          trace?.mark('prime');
+          void createSession(gramModel(feed, n, sliceDModel(ckpt, layerJobs(layout, 0, kinds)[0].slice)), { backend: 'cpu', threads: 1, spinning: false })
+            .then((s) => {
+              trace?.mark('primed');
+              return s.dispose();
+            })
+            .catch(() => undefined);
+        };
+      }
     }
     const load = (layer: number): Promise<LayerBatch> => {
       const via = workerPool();
-      return via ? loadLayer(ckpt, layout, layer, kinds, ring, { pool: via, per }) : loadLayer(ckpt, layout, layer, kinds, ring);
+      return via ? loadLayer(ckpt, layout, layer, kinds, ring, { pool: via, per }, trace) : loadLayer(ckpt, layout, layer, kinds, ring, undefined, trace);
     };
     const ahead: Promise<LayerBatch>[] = [];
     const prefetch = (layer: number): void => {
@@ -390,6 +429,8 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
       while (nextToLoad < layers && nextToLoad <= layer + depth()) prefetch(nextToLoad++);
     };
     fill(-1);
+    // after the first reads are issued: creating a session blocks this thread
+    primeOnnxruntime?.();
     for (let layer = 0; layer < layers; layer++) {
       const batch = await ahead.shift()!;
       fill(layer);
@@ -431,7 +472,9 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
           first += counts[k];
         });
       } else {
+        trace?.mark('gram', { layer: batch.layer, backend: active.backend });
         const grams = await active.run(batch.feed, batch.data, batch.jobs.length, n, batch.dModel);
+        trace?.mark('gram done', { layer: batch.layer });
         ring.release(batch.data.buffer);
         solve(grams, 0, batch.jobs.length);
       }
@@ -454,9 +497,12 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
           }
         }
       }
+      trace?.mark('layer', { layer });
       options.progress?.(layer + 1, layers, `layer ${layer + 1}/${layers}`);
     }
     await drain();
+    trace?.mark('done');
+    trace?.write({ backend: runner?.backend ?? 'cpu', workers: pool?.size ?? 0, heads: heads.length });
     throwIfCancelled(options.cancel);
     if (runner) for (const note of runner.notes) if (!notes.includes(note)) notes.push(note);
     return { backend: runner?.backend ?? 'cpu', seconds: (performance.now() - started) / 1000, heads, ...(notes.length > 0 ? { notes } : {}) };

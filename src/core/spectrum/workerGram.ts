@@ -5,52 +5,70 @@
  * heads, with no serial Gram step on the main thread and no oversubscribed thread pools.
  * Loaded lazily by the worker entry (onnxruntime loads only in workers that get such tasks).
  *
- * The Gram is the batched `MatMul(X, Transpose(X))` of the task's heads. FK_SPECTRUM_WORKER_GRAPH=half
- * instead assembles each head's G = W^T W, with W^T = [A; B] split into its top and bottom
- * halves of rows, from three `Gemm`s (transB, no transposed copy): A·Aᵀ, A·Bᵀ and B·Bᵀ, three
- * quarters of the arithmetic (B·Aᵀ = (A·Bᵀ)ᵀ), A and B fed as views of the transferred buffer.
- * It was 25 % faster per head on one thread of the 2-core dev machine, but slower end to end on
- * the H200's 16 vCPUs (0.85-0.95 s vs 0.81 s, docs/BENCHMARKS.md), so it is opt-in.
+ * One `run` per task, with one of three Gram graphs (FK_SPECTRUM_WORKER_GRAPH; benchmarks):
+ * - `gemm` (the default): each head split off, widened and multiplied by one `Gemm` with
+ *   transB (no transposed copy, and each head's float32 copy is small enough to stay in cache);
+ * - `batched`: the batched `MatMul(X, Transpose(X))` of the task's heads (the same bits);
+ * - `half`: as `gemm`, but each head's G = W^T W assembled from three `Gemm`s over the top
+ *   and bottom halves A, B of W^T's rows (A·Aᵀ, A·Bᵀ, B·Bᵀ; B·Aᵀ = (A·Bᵀ)ᵀ): three quarters
+ *   of the arithmetic.
  */
 import { DataType, GraphBuilder } from '../compute/onnx';
 import { createSession, Tensor, type ComputeSession } from '../compute/session';
 import { solveEigenTask, type SpectraReply, type SpectraTask } from './eigenPool';
 import { gramModel } from './gram';
+import { sharedClock, tracing } from './trace';
 
 type Feed = SpectraTask['feed'];
 
 const sessions = new Map<string, Promise<ComputeSession>>();
+/** When this module (and onnxruntime with it) finished loading in this worker. */
+const loaded = sharedClock();
 
-/** The three-`Gemm` half-split Gram of one head (inputs `a`: top rows, `b`: bottom rows). */
-export function halfGramModel(feed: Feed, headDim: number, dModel: number): Uint8Array {
-  const g = new GraphBuilder(`gram_half_${feed}`);
-  const top = headDim >> 1;
-  const bottom = headDim - top;
-  const type = feed === 'bfloat16' ? 'uint16' : feed;
+/** The Gram graphs a worker can run (see the module comment). */
+export type WorkerGramGraph = 'batched' | 'gemm' | 'half';
+
+/** `gemm` unless FK_SPECTRUM_WORKER_GRAPH names another (same bits as `batched`, and faster on the H200: docs/BENCHMARKS.md). */
+function workerGraph(headDim: number): WorkerGramGraph {
+  const v = process.env.FK_SPECTRUM_WORKER_GRAPH;
+  return v === 'batched' || (v === 'half' && headDim >= 2) ? v : 'gemm';
+}
+
+/** The per-head `gemm` or `half` Gram of `count` heads (input `w`: count x headDim x dModel; output `gram`: count x headDim x headDim). */
+export function perHeadGramModel(graph: 'gemm' | 'half', feed: Feed, count: number, headDim: number, dModel: number): Uint8Array {
+  const g = new GraphBuilder(`gram_${graph}_${feed}`);
+  const w = g.input('w', feed === 'bfloat16' ? 'uint16' : feed, [count, headDim, dModel]);
   const widen = (x: string): string => {
     if (feed === 'float32') return x;
     if (feed === 'float16') return g.op('Cast', [x], { to: DataType.FLOAT });
     return g.op('Cast', [g.op('BitCast', [x], { to: DataType.BFLOAT16 })], { to: DataType.FLOAT });
   };
-  const a = widen(g.input('a', type, [top, dModel]));
-  const b = widen(g.input('b', type, [bottom, dModel]));
-  for (const [name, x, y, rows, cols] of [['aa', a, a, top, top], ['ab', a, b, top, bottom], ['bb', b, b, bottom, bottom]] as const) {
-    g.op('Gemm', [x, y], { transB: 1 }, { outputs: [name] });
-    g.output(name, 'float32', [rows, cols]);
-  }
+  const heads = count === 1 ? [w] : g.opMulti('Split', [w, g.int64s(new Array<number>(count).fill(1))], { axis: 0 }, { outputCount: count });
+  const grams = heads.map((h) => {
+    // split and reshape the 16-bit rows first, so each head is widened just before its product
+    const x = widen(g.op('Reshape', [h, g.int64s([headDim, dModel])]));
+    if (graph === 'gemm') return g.op('Gemm', [x, x], { transB: 1 });
+    const top = headDim >> 1;
+    const [a, b] = g.opMulti('Split', [x, g.int64s([top, headDim - top])], { axis: 0 }, { outputCount: 2 });
+    const ab = g.op('Gemm', [a, b], { transB: 1 });
+    const upper = g.op('Concat', [g.op('Gemm', [a, a], { transB: 1 }), ab], { axis: 1 });
+    const lower = g.op('Concat', [g.op('Transpose', [ab], { perm: [1, 0] }), g.op('Gemm', [b, b], { transB: 1 })], { axis: 1 });
+    return g.op('Concat', [upper, lower], { axis: 0 });
+  });
+  const all = grams.length === 1 ? grams[0] : g.op('Concat', grams, { axis: 0 });
+  g.op('Reshape', [all, g.int64s([count, headDim, headDim])], {}, { outputs: ['gram'] });
+  g.output('gram', 'float32', [count, headDim, headDim]);
   return g.toModel({ opset: feed === 'bfloat16' ? 26 : 17 });
 }
 
-function useHalfGram(headDim: number): boolean {
-  return process.env.FK_SPECTRUM_WORKER_GRAPH === 'half' && headDim >= 2;
-}
-
-function session(feed: Feed, headDim: number, dModel: number): Promise<ComputeSession> {
-  const half = useHalfGram(headDim);
-  const key = `${feed}:${headDim}:${dModel}:${half}`;
+function session(feed: Feed, count: number, headDim: number, dModel: number): Promise<ComputeSession> {
+  const graph = workerGraph(headDim);
+  // the per-head graphs split a fixed number of heads; the batched one takes any
+  const key = graph === 'batched' ? `${feed}:${headDim}:${dModel}` : `${graph}:${feed}:${count}:${headDim}:${dModel}`;
   let s = sessions.get(key);
   if (!s) {
-    s = createSession(half ? halfGramModel(feed, headDim, dModel) : gramModel(feed, headDim, dModel), { backend: 'cpu', threads: 1, spinning: false });
+    const model = graph === 'batched' || count === 0 ? gramModel(feed, headDim, dModel) : perHeadGramModel(graph, feed, count, headDim, dModel);
+    s = createSession(model, { backend: 'cpu', threads: 1, spinning: false });
     sessions.set(key, s);
   }
   return s;
@@ -62,31 +80,15 @@ function tensor(feed: Feed, buffer: ArrayBuffer, elementOffset: number, elements
 }
 
 /** Runs one {@link SpectraTask}; the reply carries the buffer back (transfer it). */
-export async function solveSpectraTask(task: SpectraTask): Promise<SpectraReply> {
+export async function solveSpectraTask(task: SpectraTask, booted?: number): Promise<SpectraReply> {
   const { feed, headDim: n, dModel, count } = task;
-  const s = await session(feed, n, dModel);
-  if (count === 0) return { id: task.id, values: new Float64Array(0), buffer: task.buffer };
-  let grams: Float32Array;
-  if (useHalfGram(n)) {
-    const top = n >> 1;
-    const bottom = n - top;
-    const block = n * dModel;
-    grams = new Float32Array(count * n * n);
-    for (let h = 0; h < count; h++) {
-      const out = await s.run({ a: tensor(feed, task.buffer, h * block, top * dModel, [top, dModel]), b: tensor(feed, task.buffer, h * block + top * dModel, bottom * dModel, [bottom, dModel]) });
-      const aa = out.aa.data as Float32Array;
-      const ab = out.ab.data as Float32Array;
-      const bb = out.bb.data as Float32Array;
-      const g = grams.subarray(h * n * n, (h + 1) * n * n);
-      for (let i = 0; i < top; i++) {
-        for (let j = 0; j < top; j++) g[i * n + j] = aa[i * top + j];
-        for (let j = 0; j < bottom; j++) g[i * n + top + j] = g[(top + j) * n + i] = ab[i * bottom + j];
-      }
-      for (let i = 0; i < bottom; i++) for (let j = 0; j < bottom; j++) g[(top + i) * n + top + j] = bb[i * bottom + j];
-    }
-  } else {
-    const out = await s.run({ w: tensor(feed, task.buffer, 0, count * n * dModel, [count, n, dModel]) });
-    grams = out.gram.data as Float32Array;
-  }
-  return { id: task.id, values: solveEigenTask(grams, n, count), buffer: task.buffer };
+  const received = sharedClock();
+  const s = await session(feed, count || (task.prepareCount ?? 0), n, dModel);
+  const ready = sharedClock();
+  if (count === 0) return { id: task.id, values: new Float64Array(0), buffer: task.buffer, ...(tracing() ? { timing: { received, ready, gram: ready, eigen: ready, booted, loaded } } : {}) };
+  const out = await s.run({ w: tensor(feed, task.buffer, 0, count * n * dModel, [count, n, dModel]) });
+  const grams = out.gram.data as Float32Array;
+  const gram = sharedClock();
+  const values = solveEigenTask(grams, n, count);
+  return { id: task.id, values, buffer: task.buffer, ...(tracing() ? { timing: { received, ready, gram, eigen: sharedClock() } } : {}) };
 }

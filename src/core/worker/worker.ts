@@ -7,6 +7,10 @@ import { parentPort } from 'node:worker_threads';
 import { runCopyTask, type CopyTask } from '../export/writer';
 import { mapsTransferList, solveMapsTask, type MapsTask } from '../factor/maps';
 import { solveEigenTask, warmUpEigen, type EigenReply, type EigenTask, type SpectraTask } from '../spectrum/eigenPool';
+import { sharedClock } from '../spectrum/trace';
+
+/** When this worker's entry started (the spectrum trace's worker start-up). */
+const booted = sharedClock();
 
 parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask) => {
   if (task.type === 'maps') {
@@ -22,7 +26,7 @@ parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask) 
   if (task.type === 'spectra') {
     // the spectrum engine's many-core path: Gram + eigensolves of a few heads (loads onnxruntime)
     import('../spectrum/workerGram')
-      .then(({ solveSpectraTask }) => solveSpectraTask(task))
+      .then(({ solveSpectraTask }) => solveSpectraTask(task, booted))
       .then(
         (reply) => parentPort?.postMessage(reply, [...(reply.buffer ? [reply.buffer] : []), ...(reply.values ? [reply.values.buffer as ArrayBuffer] : [])]),
         (e: unknown) => parentPort?.postMessage({ id: task.id, error: (e as Error)?.message ?? String(e) }),

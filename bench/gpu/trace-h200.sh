@@ -1,0 +1,76 @@
+#!/bin/bash
+# Timelines of analyze and eval on the GPU machine (issues 14 and 16), two calls on one warm machine:
+#   base  (carry .gpu/pack .gpu/cal .gpu/data .gpu/dist.tar.xz .gl) Node, onnxruntime-node 1.30,
+#         dist; the 7B shape (Q/K bytes only: analyze reads nothing else) and the 1.1B shape;
+#         analyze (cpu) with FK_SPECTRUM_TRACE, and PyTorch's best spectrum path in the same run
+#   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
+#   cuda  (carry .gpucuda only) onnxruntime-node 1.29 with the CUDA EP: analyze --backend cuda
+#         traced, and the 1.1B eval in fresh processes (provider start-up split off, profiled)
+set -u
+cd "$(dirname "$0")/../.."
+phase=$1
+export FACTORED_KEYS_CACHE_DIR=/tmp/fkcache-trace ORT_DISABLE_TELEMETRY=1
+H=.gpu/data/heldout.txt M=/tmp/w/llama-1.1b-synthetic
+run() { python3 bench/gpu/runs.py /tmp/node /tmp/m7 $OUT/analyze.jsonl "$@" >> $OUT/$phase.txt 2>&1; }
+setup() {
+  xz -dc .gpu/pack/node.xz > /tmp/node && chmod +x /tmp/node
+  mkdir -p /tmp/ort130 && tar xJf .gpu/pack/ort.tar.xz -C /tmp/ort130 && tar xJf .gpu/dist.tar.xz
+  ln -sfn /tmp/ort130/node_modules node_modules
+  { date -u; nproc; uptime; } >> $OUT/$phase.txt
+  [ -d /tmp/m7 ] || /tmp/node .gpu/cal/generate.js mistral-7b /tmp/m7 --qk-only >> $OUT/$phase.txt 2>&1
+  [ -d $M ] || /tmp/node .gpu/cal/generate.js llama-1.1b $M >> $OUT/$phase.txt 2>&1
+  cat /tmp/m7/*.safetensors $M/*.safetensors > /dev/null
+}
+if [ "$phase" = variants ]; then
+  # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
+  setup
+  for r in 1 2 3; do
+    for g in batched gemm half; do
+      run "$g" 1 FK_SPECTRUM_WORKER_GRAPH=$g FK_SPECTRUM_TRACE=$OUT/trace-$g-$r.json -- --backend cpu
+      run "$g threads 12" 1 FK_SPECTRUM_WORKER_GRAPH=$g -- --backend cpu --threads 12
+    done
+  done
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = check ]; then
+  # the defaults (gemm graph, cores - 4 workers, onnxruntime primed) against the previous ones, interleaved
+  setup
+  for r in 1 2 3; do
+    run 'default' 1 FK_SPECTRUM_TRACE=$OUT/trace-default-$r.json -- --backend cpu
+    run 'previous (batched, 16 workers, not primed)' 1 FK_SPECTRUM_WORKER_GRAPH=batched FK_SPECTRUM_PRIME=0 -- --backend cpu --threads 16
+    run 'auto' 1 -- --backend auto
+  done
+  run 'default, not primed' 2 FK_SPECTRUM_PRIME=0 -- --backend cpu
+  run 'half' 2 FK_SPECTRUM_WORKER_GRAPH=half -- --backend cpu
+  run 'threads 10' 1 -- --backend cpu --threads 10
+  run 'threads 14' 1 -- --backend cpu --threads 14
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = base ]; then
+  setup
+  for i in 1 2 3; do run "cpu $i" 1 FK_SPECTRUM_TRACE=$OUT/trace-cpu-$i.json -- --backend cpu; done
+  run 'auto' 2 -- --backend auto
+  run 'cpu threads 12' 1 FK_SPECTRUM_TRACE=$OUT/trace-cpu-t12.json -- --backend cpu --threads 12
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/base.txt 2>&1
+elif [ "$phase" = cuda ]; then
+  [ -x /tmp/node ] || { echo "error: run the base phase first"; exit 3; }
+  . bench/gpu/cuda-env.sh && use_ort_cuda
+  one() { /tmp/node .gpu/cal/eval-model.js $M $H cuda:auto:255:${B:-16} | cut -c1-900 | sed "s/^/$1 /" >> $OUT/eval.jsonl 2>> $OUT/cuda.txt; }
+  for i in 1 2 3; do one "fresh-$i"; done
+  for i in 1 2; do FK_BENCH_PREWARM=1 one "prewarm-$i"; done
+  for i in 1 2; do B=32 one "batch32-$i"; done
+  mkdir -p /tmp/prof && FK_ORT_PROFILE=/tmp/prof/p one profiled
+  FK_ORT_OPTIMIZATION=basic one opt-basic
+  cat /tmp/m7/*.safetensors > /dev/null
+  for i in 1 2; do run "cuda $i" 1 FK_SPECTRUM_TRACE=$OUT/trace-cuda-$i.json -- --backend cuda; done
+  run 'cpu (ort 1.29)' 1 FK_SPECTRUM_TRACE=$OUT/trace-cpu129.json -- --backend cpu
+  python3 - <<'PY' > $OUT/profile-summary.txt 2>&1
+import json, glob, collections
+for f in sorted(glob.glob('/tmp/prof/p*.json')):
+    ev = json.load(open(f))
+    sess = collections.Counter(); ops = collections.Counter(); runs = 0
+    for e in ev:
+        if e.get('cat') == 'Session': sess[e['name']] += e.get('dur', 0)
+        elif e.get('cat') == 'Node': ops[e.get('args', {}).get('op_name', '?')] += e.get('dur', 0)
+    print(f, 'session phases (ms):', {k: round(v / 1000, 1) for k, v in sess.most_common(14)})
+    print('  node time by op (ms):', {k: round(v / 1000, 1) for k, v in ops.most_common(14)})
+PY
+fi
