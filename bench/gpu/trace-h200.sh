@@ -44,6 +44,36 @@ elif [ "$phase" = check ]; then
   run 'threads 10' 1 -- --backend cpu --threads 10
   run 'threads 14' 1 -- --backend cpu --threads 14
   python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = cpu16 ]; then
+  setup
+  for r in 1 2; do
+    run 'cpu' 1 -- --backend cpu
+    run 'half' 1 FK_SPECTRUM_WORKER_GRAPH=half -- --backend cpu
+    run 'threads 10' 1 -- --backend cpu --threads 10
+    run 'half, threads 10' 1 FK_SPECTRUM_WORKER_GRAPH=half -- --backend cpu --threads 10
+  done
+elif [ "$phase" = cuda16 ]; then
+  # the CUDA Gram (bfloat16 widened by the value table, no TF32), calibrated auto, accuracy
+  [ -x /tmp/node ] || { echo "error: run a set-up phase first"; exit 3; }
+  . bench/gpu/cuda-env.sh && use_ort_cuda
+  KEEP_JSON=/tmp/analyze-cuda.json run 'cuda' 1 FK_SPECTRUM_TRACE=$OUT/trace-cuda-1.json -- --backend cuda
+  for d in 1 2 3; do run "cuda prefetch $d" 1 FK_SPECTRUM_PREFETCH=$d FK_SPECTRUM_TRACE=$OUT/trace-cuda-p$d.json -- --backend cuda; done
+  run 'cpu' 2 -- --backend cpu
+  run 'auto --calibrate' 1 -- --backend auto --calibrate
+  run 'auto (remembered)' 3 -- --backend auto
+  run 'cuda' 2 -- --backend cuda
+  mkdir -p /tmp/sprof && run 'cuda profiled' 1 FK_ORT_PROFILE=/tmp/sprof/p -- --backend cuda
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --check /tmp/analyze-cuda.json --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+  python3 - <<'PY' > $OUT/profile-summary.txt 2>&1
+import json, glob, collections
+ops = collections.Counter(); count = collections.Counter()
+for f in sorted(glob.glob('/tmp/sprof/p*.json')):
+    for e in json.load(open(f)):
+        if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
+            a = e.get('args', {}); k = (a.get('op_name', '?'), a.get('provider', '?'))
+            ops[k] += e.get('dur', 0); count[k] += 1
+for k, v in ops.most_common(20): print(f'  {k[0]:24s} {k[1]:28s} {v / 1000:8.1f} ms  {count[k]} kernels')
+PY
 elif [ "$phase" = base ]; then
   setup
   for i in 1 2 3; do run "cpu $i" 1 FK_SPECTRUM_TRACE=$OUT/trace-cpu-$i.json -- --backend cpu; done
@@ -54,23 +84,28 @@ elif [ "$phase" = cuda ]; then
   [ -x /tmp/node ] || { echo "error: run the base phase first"; exit 3; }
   . bench/gpu/cuda-env.sh && use_ort_cuda
   one() { /tmp/node .gpu/cal/eval-model.js $M $H cuda:auto:255:${B:-16} | cut -c1-900 | sed "s/^/$1 /" >> $OUT/eval.jsonl 2>> $OUT/cuda.txt; }
-  for i in 1 2 3; do one "fresh-$i"; done
-  for i in 1 2; do FK_BENCH_PREWARM=1 one "prewarm-$i"; done
-  for i in 1 2; do B=32 one "batch32-$i"; done
+  for i in 1 2 3; do one "fresh-$i"; FK_EVAL_FUSED=0 one "unfused-$i"; done
+  FK_BENCH_PREWARM=1 one prewarm
+  B=32 one batch32
   mkdir -p /tmp/prof && FK_ORT_PROFILE=/tmp/prof/p one profiled
-  FK_ORT_OPTIMIZATION=basic one opt-basic
-  cat /tmp/m7/*.safetensors > /dev/null
-  for i in 1 2; do run "cuda $i" 1 FK_SPECTRUM_TRACE=$OUT/trace-cuda-$i.json -- --backend cuda; done
-  run 'cpu (ort 1.29)' 1 FK_SPECTRUM_TRACE=$OUT/trace-cpu129.json -- --backend cpu
+  python3 scripts/reference/eval_speed.py $M $H --batch 16 --dtypes float32,bfloat16 > $OUT/torch-eval.jsonl 2>> $OUT/cuda.txt
   python3 - <<'PY' > $OUT/profile-summary.txt 2>&1
 import json, glob, collections
-for f in sorted(glob.glob('/tmp/prof/p*.json')):
+for f in sorted(glob.glob('/tmp/prof/p*.json'))[-1:]:
     ev = json.load(open(f))
-    sess = collections.Counter(); ops = collections.Counter(); runs = 0
+    sess = collections.Counter(); ops = collections.Counter(); count = collections.Counter()
     for e in ev:
         if e.get('cat') == 'Session': sess[e['name']] += e.get('dur', 0)
-        elif e.get('cat') == 'Node': ops[e.get('args', {}).get('op_name', '?')] += e.get('dur', 0)
+        elif e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
+            a = e.get('args', {}); k = (a.get('op_name', '?'), a.get('provider', '?'))
+            ops[k] += e.get('dur', 0); count[k] += 1
     print(f, 'session phases (ms):', {k: round(v / 1000, 1) for k, v in sess.most_common(14)})
-    print('  node time by op (ms):', {k: round(v / 1000, 1) for k, v in ops.most_common(14)})
+    for k, v in ops.most_common(40): print(f'  {k[0]:32s} {k[1]:28s} {v / 1000:8.1f} ms  {count[k]} kernels')
 PY
+  # the 7B shape in full (eval reads every weight), GPU memory sampled
+  [ -f /tmp/m7full/.complete ] || /tmp/node .gpu/cal/generate.js mistral-7b /tmp/m7full >> $OUT/cuda.txt 2>&1
+  cat /tmp/m7full/*.safetensors > /dev/null
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > $OUT/gpumem-7b.txt & P=$!
+  /tmp/node .gpu/cal/eval-model.js /tmp/m7full $H cuda:auto > $OUT/eval-7b.jsonl 2>> $OUT/cuda.txt
+  kill $P
 fi

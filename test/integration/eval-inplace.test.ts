@@ -71,3 +71,22 @@ test('no hard link possible (another file system): the stored bytes are copied, 
   process.env.FK_EVAL_TMPDIR = shm;
   await both(fixture('mistral-bytes'), false, 0);
 });
+
+test('fused RMSNorms (the GPU providers\' SimplifiedLayerNormalization) agree with the elementwise form, on the CPU through the test hook', async () => {
+  // mistral-bytes: RMSNorm; gemma3: (1 + w) RMSNorms, per-head q/k norms on 4-D inputs; qwen3: per-head q/k norms
+  for (const dir of [fixture('mistral-bytes'), fixture('layouts2/gemma3'), fixture('layouts2/qwen3')]) {
+    const plain = await evaluateCheckpoint(dir, HELDOUT, { seq: 64, backend: 'cpu', threads: 2, maxWindows: 4 });
+    forwardInternals.fusedNormBackends.add('cpu');
+    try {
+      const fused = await evaluateCheckpoint(dir, HELDOUT, { seq: 64, backend: 'cpu', threads: 2, maxWindows: 4 });
+      assert.equal(fused.windowNll.length, plain.windowNll.length);
+      fused.windowNll.forEach((v, i) => {
+        const rel = Math.abs(v - plain.windowNll[i]) / Math.abs(plain.windowNll[i]);
+        assert.ok(rel < 1e-5, `${path.basename(dir)} window ${i}: ${v} vs ${plain.windowNll[i]} (${rel.toExponential(2)} relative)`);
+      });
+      assert.notDeepEqual(fused.windowNll, [], path.basename(dir));
+    } finally {
+      forwardInternals.fusedNormBackends.delete('cpu');
+    }
+  }
+});

@@ -9,7 +9,9 @@ import { Matrix, SVD } from 'ml-matrix';
 import { CancelledError } from '../../src/core/errors';
 import { analyzeSpectra, cumulativeEnergy, effectiveRanks, rankForEnergy, stableRank, type SpectrumResult } from '../../src/core/spectrum';
 import { EigenWorkspace, symmetricEigenvalues } from '../../src/core/spectrum/eigenvalues';
-import { runSpectrumEngine } from '../../src/core/spectrum/engine';
+import { fastestByPrediction, runSpectrumEngine } from '../../src/core/spectrum/engine';
+import { bf16Values, gramModel } from '../../src/core/spectrum/gram';
+import { createSession, Tensor } from '../../src/core/compute/session';
 import { symmetricEigen } from '../../src/core/linalg';
 import { ALL_FIXTURES, REPO_ROOT, fixture, tempDir } from '../helpers/fixtures';
 import { writeSafetensors } from '../helpers/safetensors';
@@ -175,7 +177,7 @@ describe('auto backend choice', () => {
         const plain = await analyzeSpectra(ckpt, layout, { backend: 'cpu' });
         // two candidates that are both the CPU provider: the trial machinery without a GPU
         const first = await runSpectrumEngine(ckpt, layout, { backend: 'auto' }, { autoCandidates: ['cpu', 'cpu'] });
-        assert.match(first.notes?.join(' ') ?? '', /auto: measured cpu [\d.]+ ms, cpu [\d.]+ ms per layer; using cpu/);
+        assert.match(first.notes?.join(' ') ?? '', /auto: measured cpu [\d.]+ ms per layer after \d+ ms of start-up, cpu [\d.]+ ms per layer after \d+ ms of start-up; using cpu/);
         assert.equal(first.heads.length, 24 * 6);
         assert.deepEqual(first.heads.map((h) => h.singularValues), plain.heads.map((h) => h.singularValues));
         const second = await runSpectrumEngine(ckpt, layout, { backend: 'auto' }, { autoCandidates: ['cpu', 'cpu'] });
@@ -192,6 +194,19 @@ describe('auto backend choice', () => {
       else process.env.FACTORED_KEYS_CACHE_DIR = saved;
       cleanup();
     }
+  });
+});
+
+describe('auto: the choice counts start-up', () => {
+  test('a GPU a hair faster per layer but with a context to create loses a 7B, and wins where its layers save more', () => {
+    // the H200's calibration (CUDA EP): cpu 14.0 ms per layer after ~200 ms, cuda 13.9 after ~560 ms
+    assert.equal(fastestByPrediction([14.0, 13.9], [200, 560], 32), 0);
+    // per-layer time alone would have picked cuda
+    assert.equal(fastestByPrediction([14.0, 13.9], [0, 0], 32), 1);
+    // a 70B-sized run (80 layers) where the GPU is twice as fast per layer
+    assert.equal(fastestByPrediction([30, 15], [200, 560], 80), 1);
+    // a failed candidate never wins
+    assert.equal(fastestByPrediction([Number.POSITIVE_INFINITY, 20], [100, 100], 32), 1);
   });
 });
 
@@ -304,7 +319,7 @@ describe('auto trial with the workers computing the CPU candidate', () => {
           const plain = await runSpectrumEngine(ckpt, layout, { backend: 'cpu' }, { workers: false });
           const r = await runSpectrumEngine(ckpt, layout, { backend: 'auto', threads: 2 }, { autoCandidates: candidates, workers: true, workerGram: true });
           assert.equal(r.backend, 'cpu');
-          assert.match(r.notes?.join(' ') ?? '', /auto: measured cpu [\d.]+ ms, /);
+          assert.match(r.notes?.join(' ') ?? '', /auto: measured cpu [\d.]+ ms per layer after \d+ ms of start-up, /);
           assert.equal(r.heads.length, plain.heads.length);
           r.heads.forEach((h, i) => {
             const p = plain.heads[i];
@@ -356,5 +371,69 @@ describe('eigenvalue solver and metrics', () => {
     assert.deepEqual(cumulativeEnergy([0, 0]), [0, 0]);
     assert.deepEqual(effectiveRanks(cumulativeEnergy([0, 0])), { p90: 0, p95: 0, p99: 0 });
     assert.equal(stableRank([0, 0]), 0);
+  });
+});
+
+describe('the Gram graphs', () => {
+  test('the workers\' graphs: per-head Gemm (the default) gives the batched MatMul\'s bits, the half split agrees within 1e-6·σ_max', async () => {
+    const ckpt = await openCheckpoint(fixture('mistral-bytes'));
+    const saved = process.env.FK_SPECTRUM_WORKER_GRAPH;
+    try {
+      const layout = buildLayout(ckpt);
+      const run = async (graph: string | undefined) => {
+        if (graph === undefined) delete process.env.FK_SPECTRUM_WORKER_GRAPH;
+        else process.env.FK_SPECTRUM_WORKER_GRAPH = graph;
+        return runSpectrumEngine(ckpt, layout, { backend: 'cpu', threads: 2 }, { workers: true, workerGram: true, partHeads: 3 });
+      };
+      const gemm = await run(undefined);
+      const batched = await run('batched');
+      const half = await run('half');
+      assert.deepEqual(
+        gemm.heads.map((h) => h.singularValues),
+        batched.heads.map((h) => h.singularValues),
+      );
+      half.heads.forEach((h, i) => {
+        const g = gemm.heads[i];
+        h.singularValues.forEach((v, j) => assert.ok(Math.abs(v - g.singularValues[j]) <= 1e-6 * g.singularValues[0], `${h.layer}/${h.kind}/${h.head} σ${j}`));
+      });
+    } finally {
+      if (saved === undefined) delete process.env.FK_SPECTRUM_WORKER_GRAPH;
+      else process.env.FK_SPECTRUM_WORKER_GRAPH = saved;
+      await ckpt.close();
+    }
+  });
+
+  test('bfloat16 widened by the value table (GPU providers) gives the same Grams as BitCast + Cast, special values included', async () => {
+    const [batch, hd, dm] = [3, 8, 64];
+    const bits = new Uint16Array(batch * hd * dm);
+    let x = 0x2545f491;
+    for (let i = 0; i < bits.length; i++) {
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
+      bits[i] = (x & 0x807f) | ((110 + ((x >>> 7) & 15)) << 7);
+    }
+    // zeros and subnormals; the third head holds the largest finite values and an infinity
+    bits.set([0x0000, 0x8000, 0x0001, 0x807f], 5);
+    bits.set([0x7f7f, 0xff7f, 0x7f80], 2 * hd * dm + 7);
+    const table = bf16Values();
+    assert.equal(table[0x3f80], 1);
+    assert.equal(table[0xc000], -2);
+    assert.ok(Number.isNaN(table[0x7fc0]));
+    const grams: Float32Array[] = [];
+    for (const widening of ['bitcast', 'table'] as const) {
+      const s = await createSession(gramModel('bfloat16', hd, dm, 1, 1, widening), { backend: 'cpu', threads: 1 });
+      try {
+        grams.push((await s.run({ w: new Tensor('uint16', bits, [batch, hd, dm]) })).gram.data as Float32Array);
+      } finally {
+        await s.dispose();
+      }
+    }
+    assert.equal(grams[0].length, batch * hd * hd);
+    assert.ok(grams[0].subarray(0, 2 * hd * hd).every(Number.isFinite));
+    assert.ok(grams[0].subarray(2 * hd * hd).some((v) => !Number.isFinite(v)));
+    assert.deepEqual(Array.from(grams[1], (v) => (Number.isNaN(v) ? 'NaN' : v)), Array.from(grams[0], (v) => (Number.isNaN(v) ? 'NaN' : v)));
   });
 });

@@ -15,6 +15,8 @@ export type ChoiceTask = 'spectrum' | 'eval';
 interface Entry {
   readonly backend: BackendName;
   readonly perLayerMs: Record<string, number>;
+  /** Each candidate's start-up (session creation, a GPU's context), when the trial timed it. */
+  readonly startUpMs?: Record<string, number>;
   readonly measured: string;
 }
 
@@ -46,10 +48,10 @@ export function recalledChoice(task: ChoiceTask, key: string, candidates: readon
 }
 
 /** Stores a measured choice (best effort). */
-export function rememberChoice(task: ChoiceTask, key: string, backend: BackendName, perLayerMs: Record<string, number>): void {
+export function rememberChoice(task: ChoiceTask, key: string, backend: BackendName, perLayerMs: Record<string, number>, startUpMs?: Record<string, number>): void {
   try {
     const all = readAll(task);
-    all[key] = { backend, perLayerMs, measured: new Date().toISOString() };
+    all[key] = { backend, perLayerMs, ...(startUpMs ? { startUpMs } : {}), measured: new Date().toISOString() };
     mkdirSync(cacheDir(), { recursive: true });
     const tmp = `${file(task)}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(all, null, 2));

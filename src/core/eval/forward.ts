@@ -288,7 +288,12 @@ export function inPlaceFor(backend: BackendChoice, precision: Precision = 'auto'
 }
 
 /** Test hooks: the providers that get weights in place (tests add the CPU, which has no CUDA here). */
-export const forwardInternals: { inPlaceBackends: Set<BackendChoice> } = { inPlaceBackends: new Set(['cuda']) };
+export const forwardInternals: { inPlaceBackends: Set<BackendChoice>; fusedNormBackends: Set<BackendChoice> } = { inPlaceBackends: new Set(['cuda']), fusedNormBackends: new Set(['cuda', 'webgpu']) };
+
+/** Whether a segment's RMSNorms are one fused node ({@link SegmentSpec.fusedNorms}); FK_EVAL_FUSED=0 turns it off (benchmarks). */
+function fusedNormsFor(backend: BackendChoice): boolean {
+  return forwardInternals.fusedNormBackends.has(backend) && process.env.FK_EVAL_FUSED !== '0';
+}
 
 /** Whether `backend` computes 16-bit products for a model stored as `spec.weightDtype` (`auto` unresolved: no). */
 function halfFor(spec: ModelSpec, backend: BackendChoice, precision: Precision = 'auto'): boolean {
@@ -339,7 +344,7 @@ async function buildSession(
       t = now;
     };
     lap('readMs');
-    const model = buildSegment({ spec, seq: options.seq, layers, outer: isFirst || isLast ? outer : undefined, first: isFirst, last: isLast, logits: options.logits, weights: file });
+    const model = buildSegment({ spec, seq: options.seq, layers, outer: isFirst || isLast ? outer : undefined, first: isFirst, last: isLast, logits: options.logits, weights: file, fusedNorms: fusedNormsFor(options.backend) });
     layers.length = 0;
     const modelPath = file.finish(model);
     lap('graphMs');

@@ -42,6 +42,12 @@ export interface SegmentSpec {
    */
   readonly captureProjections?: boolean;
   /**
+   * RMSNorms as onnxruntime's one `SimplifiedLayerNormalization` node instead of seven
+   * elementwise ones (GPU providers: fewer kernel launches and passes over the activations; the
+   * CPU keeps the exact elementwise form its results were checked with).
+   */
+  readonly fusedNorms?: boolean;
+  /**
    * Where the weights go: without one they are initializers in their stored type, Cast to
    * float32 in the graph; with one, each is converted once (per load) to the type the store
    * chooses and kept as external data (src/core/eval/forward.ts).
@@ -86,6 +92,7 @@ class Net {
     readonly g: GraphBuilder,
     readonly seq: number,
     readonly store?: WeightStore,
+    private readonly fusedNorms = false,
   ) {}
 
   /** The initializer of a weight, in the type it is kept in (stored type, or the store's choice). */
@@ -163,10 +170,12 @@ class Net {
       return g.op('LayerNormalization', inputs, { axis: -1, epsilon: floatAttr(eps) });
     }
     // RMSNorm: x / sqrt(mean(x²) + eps), times w (Llama) or (1 + w) (Gemma)
-    const ms = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
-    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [ms, this.scalar(eps)])])]);
     let w = this.weight(n.weight, `${name}_w`);
     if (kind === 'rms-offset') w = g.op('Add', [w, this.scalar(1)]);
+    // float32 statistics either way (stash_type 1)
+    if (this.fusedNorms) return g.op('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: floatAttr(eps), stash_type: 1 });
+    const ms = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [ms, this.scalar(eps)])])]);
     return g.op('Mul', [g.op('Mul', [x, inv]), w]);
   }
 
@@ -364,7 +373,7 @@ function block(net: Net, x: string, w: LayerWeights, b: LayerDescription, spec: 
 export function buildSegment(s: SegmentSpec): Uint8Array {
   const { spec, seq } = s;
   const g = new GraphBuilder(`forward_${s.layers[0]?.index ?? 'head'}`);
-  const net = new Net(g, seq, s.weights);
+  const net = new Net(g, seq, s.weights, s.fusedNorms === true);
   const d = spec.hidden;
   let x: string;
   if (s.first) {

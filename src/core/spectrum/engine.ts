@@ -99,11 +99,14 @@ function partHeads(layerHeads: number, workers: number, forcedByTest?: number): 
   return Math.max(1, Math.min(4, Math.ceil(layerHeads / Math.max(1, workers))));
 }
 
-/** Layers in flight: 3 when the workers compute, else 1 (FK_SPECTRUM_PREFETCH overrides). */
-function prefetchDepth(workerGram: boolean): number {
+/**
+ * Layers in flight: 3 when the workers compute, 2 for a GPU provider (its product takes about as
+ * long as reading a layer), else 1 (FK_SPECTRUM_PREFETCH overrides).
+ */
+function prefetchDepth(workerGram: boolean, gpu = false): number {
   const v = Number(process.env.FK_SPECTRUM_PREFETCH);
   if (Number.isInteger(v) && v >= 1 && v <= 8) return v;
-  return workerGram ? 3 : 1;
+  return workerGram ? 3 : gpu ? 2 : 1;
 }
 
 /** Below this many heads in the whole model, worker start-up costs more than it saves. */
@@ -243,18 +246,25 @@ class BackendTrial {
   private index = 0;
   private timedLayers = 0;
   private windowStart = 0;
+  private warmUpStart = 0;
   private readonly perLayerMs: number[] = [];
+  /** Each candidate's warm-up layer, start-up included (session creation, a GPU's context). */
+  private readonly startUpMs: number[] = [];
   private readonly runners: GramRunner[] = [];
 
   constructor(
     private readonly candidates: readonly BackendName[],
     private readonly threads: number | undefined,
+    private readonly layers: number,
   ) {}
 
   /** The runner for the next layer, or undefined once the trial is over. */
   current(): GramRunner | undefined {
     if (this.index >= this.candidates.length) return undefined;
-    if (this.runners.length === this.index) this.runners.push(new GramRunner(this.candidates[this.index], this.threads));
+    if (this.runners.length === this.index) {
+      this.runners.push(new GramRunner(this.candidates[this.index], this.threads));
+      this.warmUpStart = performance.now();
+    }
     return this.runners[this.index];
   }
 
@@ -266,6 +276,7 @@ class BackendTrial {
   /** Marks the start of the timed window (call after draining the warm-up's eigensolves). */
   startWindow(): void {
     this.windowStart = performance.now();
+    this.startUpMs[this.index] = this.windowStart - this.warmUpStart;
   }
 
   /** Counts a finished timed layer; true when the window is full (drain, then call {@link closeWindow}). */
@@ -282,23 +293,40 @@ class BackendTrial {
     this.windowStart = 0;
   }
 
-  /** The winner (others disposed), the measured per-layer times and a note saying how it was chosen. */
-  async finish(): Promise<{ runner: GramRunner; note: string; perLayerMs: Record<string, number> }> {
+  /**
+   * The winner (others disposed), the measured times and a note saying how it was chosen. The
+   * choice is by a whole analysis' predicted time, start-up + (layers - 1) × per layer: every
+   * later run pays the start-up again, and a GPU's (its context, ~0.45 s for CUDA on the H200)
+   * can cost more than its faster layers save on a 7B.
+   */
+  async finish(): Promise<{ runner: GramRunner; note: string; perLayerMs: Record<string, number>; startUpMs: Record<string, number> }> {
     const ms = this.runners.map((_, i) => this.perLayerMs[i] ?? Number.POSITIVE_INFINITY);
-    let best = 0;
-    for (let i = 1; i < ms.length; i++) if (ms[i] < ms[best]) best = i;
-    const note = `auto: measured ${this.runners.map((r, i) => `${r.requested} ${Number.isFinite(ms[i]) ? `${ms[i].toFixed(1)} ms` : 'failed'}`).join(', ')} per layer; using ${this.runners[best].backend}`;
+    const start = this.runners.map((_, i) => this.startUpMs[i] ?? Number.POSITIVE_INFINITY);
+    const best = fastestByPrediction(ms, start, this.layers);
+    const timing = (i: number) => (Number.isFinite(ms[i] + start[i]) ? `${ms[i].toFixed(1)} ms per layer after ${start[i].toFixed(0)} ms of start-up` : 'failed');
+    const note = `auto: measured ${this.runners.map((r, i) => `${r.requested} ${timing(i)}`).join(', ')}; using ${this.runners[best].backend}`;
     const losers = this.runners.filter((_, i) => i !== best);
     const winner = this.runners[best];
     this.runners.length = 0;
     await Promise.all(losers.map((r) => r.dispose()));
-    return { runner: winner, note, perLayerMs: Object.fromEntries(this.candidates.map((c, i) => [c, ms[i]])) };
+    return { runner: winner, note, perLayerMs: Object.fromEntries(this.candidates.map((c, i) => [c, ms[i]])), startUpMs: Object.fromEntries(this.candidates.map((c, i) => [c, start[i]])) };
   }
 
   /** Disposes every runner (on errors). */
   async dispose(): Promise<void> {
     await Promise.all(this.runners.map((r) => r.dispose()));
   }
+}
+
+/**
+ * The index of the candidate whose whole analysis of `layers` layers is predicted fastest:
+ * start-up + (layers - 1) × per layer (the first layer is the start-up's warm-up layer).
+ */
+export function fastestByPrediction(perLayerMs: readonly number[], startUpMs: readonly number[], layers: number): number {
+  let best = 0;
+  const predicted = perLayerMs.map((m, i) => startUpMs[i] + Math.max(0, layers - 1) * m);
+  for (let i = 1; i < predicted.length; i++) if (predicted[i] < predicted[best]) best = i;
+  return best;
 }
 
 /** Timed layers per candidate in an `auto` trial. */
@@ -348,7 +376,8 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
       runner = new GramRunner('cpu', threads);
     } else if (known) {
       runner = new GramRunner(known.backend, threads);
-      notes.push(`auto: using ${known.backend}, measured fastest here on ${known.measured.slice(0, 10)} (${Object.entries(known.perLayerMs).map(([b, ms]) => `${b} ${ms === null || !Number.isFinite(ms) ? 'failed' : `${ms.toFixed(1)} ms`}`).join(', ')} per layer)`);
+      const start = (b: string): string => (known.startUpMs?.[b] !== undefined && Number.isFinite(known.startUpMs[b]) ? ` after ${known.startUpMs[b].toFixed(0)} ms of start-up` : '');
+      notes.push(`auto: using ${known.backend}, measured fastest here on ${known.measured.slice(0, 10)} (${Object.entries(known.perLayerMs).map(([b, ms]) => `${b} ${ms === null || !Number.isFinite(ms) ? 'failed' : `${ms.toFixed(1)} ms per layer${start(b)}`}`).join(', ')})`);
     } else if (!options.calibrate && !internals.autoCandidates) {
       // Unmeasured machine: the Gram step does ~2·head_dim flop per uploaded weight, so GPU
       // providers fed from host memory lost to the CPU on every machine measured (H200 included,
@@ -364,7 +393,7 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
         notes.push('auto: no GPU provider is usable here; using cpu');
       } else if (layers >= 4 * candidates.length * (TRIAL_LAYERS + 1)) {
         // enough layers for a trial to pay for itself
-        trial = new BackendTrial(candidates, threads);
+        trial = new BackendTrial(candidates, threads, layers);
       } else {
         runner = new GramRunner('cpu', threads);
         notes.push(`auto: ${layers} layers are too few to time ${candidates.join(' and ')}; using cpu`);
@@ -388,7 +417,8 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     const workerPool = (): EigenPool | undefined => (pool && gramInWorkers(pool.size, internals.workerGram) && (trial ? trial.current() : runner)?.requested === 'cpu' ? pool : undefined);
     const perLayer = layers > 0 ? layerJobs(layout, 0, kinds).length : 0;
     const per = partHeads(perLayer, pool?.size ?? 1, internals.partHeads);
-    const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined));
+    const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined, runner !== undefined && runner.requested !== 'cpu'));
+    ring.capacity = Math.max(ring.capacity, depth() + 1);
     // parts of the layers in flight plus the one finishing; tensor ends add a part each
     if (workerPool() && layers > 0) ring.capacity = (prefetchDepth(true) + 1) * (Math.ceil(perLayer / per) + 2 * kinds.length);
     let primeOnnxruntime: (() => void) | undefined;
@@ -489,11 +519,11 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
           await drain();
           trial.closeWindow();
           if (!trial.current()) {
-            const { runner: best, note, perLayerMs } = await trial.finish();
+            const { runner: best, note, perLayerMs, startUpMs } = await trial.finish();
             runner = best;
             notes.push(note);
             trial = undefined;
-            rememberChoice('spectrum', trialKey, best.backend, perLayerMs);
+            rememberChoice('spectrum', trialKey, best.backend, perLayerMs, startUpMs);
           }
         }
       }

@@ -21,13 +21,14 @@ export type GramFeed = 'float32' | 'float16' | 'bfloat16';
  * on CPUs without native bf16 conversion, and on a 16-core host it otherwise costs more than
  * the product itself.
  */
-export function gramModel(feed: GramFeed, headDim: number, dModel: number, branches = 1, batch = branches): Uint8Array {
+export function gramModel(feed: GramFeed, headDim: number, dModel: number, branches = 1, batch = branches, widening: Bf16Widening = 'bitcast'): Uint8Array {
   const g = new GraphBuilder(`gram_${feed}`);
   let opset = 17;
   const input = g.input('w', feed === 'bfloat16' ? 'uint16' : feed, ['batch', headDim, dModel]);
   const widen = (x: string): string => {
     if (feed === 'float16') return g.op('Cast', [x], { to: DataType.FLOAT });
     if (feed === 'float32') return x;
+    if (widening === 'table') return g.op('Gather', [g.initializer('bf16_values', 'float32', [65536], bf16Values()), g.op('Cast', [x], { to: DataType.INT32 })], { axis: 0 });
     // reinterpret the uint16 bits as bfloat16 (BitCast, ai.onnx opset 26), then widen exactly;
     // measured faster on 16 cores than widening the bits by Cast + BitShift + BitCast
     opset = 26;
@@ -44,6 +45,26 @@ export function gramModel(feed: GramFeed, headDim: number, dModel: number, branc
   }
   g.output('gram', 'float32', ['batch', headDim, headDim]);
   return g.toModel({ opset });
+}
+
+/**
+ * How bfloat16 bit patterns become float32 in the graph: `bitcast` (BitCast to bfloat16, then
+ * Cast; ai.onnx opset 26) or `table` (Gather from a table of all 65,536 values, each exact). GPU
+ * providers get the table: one without a BitCast kernel would run that node on the CPU and copy
+ * the layer up afterwards.
+ */
+export type Bf16Widening = 'bitcast' | 'table';
+
+let bf16Table: Float32Array | undefined;
+
+/** The float32 value of every bfloat16 bit pattern (its bits shifted up by 16: exact). */
+export function bf16Values(): Float32Array {
+  if (!bf16Table) {
+    const bits = new Uint32Array(65536);
+    for (let i = 0; i < 65536; i++) bits[i] = i << 16;
+    bf16Table = new Float32Array(bits.buffer);
+  }
+  return bf16Table;
 }
 
 /** How many parallel branches a bf16 Gram on the CPU provider uses (1 on small machines). */
@@ -78,7 +99,12 @@ export class GramRunner {
     if (!s) {
       // no spinning: idle onnxruntime threads would otherwise busy-wait on the cores the
       // eigensolver workers need between Gram products
-      s = createSession(gramModel(feed, headDim, dModel, branches, batch), { backend: this.requested, threads: this.threads, spinning: false, parallelBranches: branches });
+      if (this.requested === 'cuda' && process.env.NVIDIA_TF32_OVERRIDE === undefined) {
+        // spectra are exact products: no TensorFloat-32 in cuBLAS (onnxruntime's CUDA provider
+        // uses it for float32 by default, and the Node API cannot pass its use_tf32 option)
+        process.env.NVIDIA_TF32_OVERRIDE = '0';
+      }
+      s = createSession(gramModel(feed, headDim, dModel, branches, batch, this.requested === 'cpu' ? 'bitcast' : 'table'), { backend: this.requested, threads: this.threads, spinning: false, parallelBranches: branches });
       this.sessions.set(key, s);
     }
     return s;
