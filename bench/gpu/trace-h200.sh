@@ -74,6 +74,42 @@ for f in sorted(glob.glob('/tmp/sprof/p*.json')):
             ops[k] += e.get('dur', 0); count[k] += 1
 for k, v in ops.most_common(20): print(f'  {k[0]:24s} {k[1]:28s} {v / 1000:8.1f} ms  {count[k]} kernels')
 PY
+elif [ "$phase" = setup ]; then
+  setup
+  for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
+elif [ "$phase" = final-cpu ]; then
+  # issue 16's bar, onnxruntime-node 1.30 (CPU + WebGPU): auto with nothing measured vs each backend, PyTorch's best in the same run
+  setup
+  for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  for r in 1 2 3; do
+    run 'auto' 1 -- --backend auto
+    run 'cpu' 1 -- --backend cpu
+  done
+  run 'webgpu' 1 -- --backend webgpu
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig,gram --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = final-cuda ]; then
+  # the same with onnxruntime-node 1.29 and its CUDA EP: calibration, then auto as remembered
+  [ -x /tmp/node ] || { echo "error: run a set-up phase first"; exit 3; }
+  . bench/gpu/cuda-env.sh && use_ort_cuda
+  export FACTORED_KEYS_CACHE_DIR=/tmp/fkcache-final-cuda VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  run 'auto, nothing measured' 1 -- --backend auto
+  run 'auto --calibrate' 1 -- --backend auto --calibrate
+  for r in 1 2 3; do run 'auto (remembered)' 1 -- --backend auto; run 'cpu' 1 -- --backend cpu; done
+  run 'cuda' 2 -- --backend cuda
+  run 'cuda, BitCast widening' 1 FK_SPECTRUM_GPU_WIDENING=bitcast -- --backend cuda
+  mkdir -p /tmp/bprof && run 'cuda, BitCast widening, profiled' 1 FK_SPECTRUM_GPU_WIDENING=bitcast FK_ORT_PROFILE=/tmp/bprof/p -- --backend cuda
+  python3 - <<'PY' > $OUT/profile-bitcast.txt 2>&1
+import json, glob, collections
+ops = collections.Counter(); count = collections.Counter()
+for f in sorted(glob.glob('/tmp/bprof/p*.json')):
+    for e in json.load(open(f)):
+        if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
+            a = e.get('args', {}); k = (a.get('op_name', '?'), a.get('provider', '?'))
+            ops[k] += e.get('dur', 0); count[k] += 1
+for k, v in ops.most_common(20): print(f'  {k[0]:24s} {k[1]:28s} {v / 1000:8.1f} ms  {count[k]} kernels')
+PY
+  cat $FACTORED_KEYS_CACHE_DIR/spectrum-backend.json >> $OUT/$phase.txt
 elif [ "$phase" = base ]; then
   setup
   for i in 1 2 3; do run "cpu $i" 1 FK_SPECTRUM_TRACE=$OUT/trace-cpu-$i.json -- --backend cpu; done

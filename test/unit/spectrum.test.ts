@@ -186,6 +186,12 @@ describe('auto backend choice', () => {
         const few = await runSpectrumEngine(ckpt, { ...layout, layers: layout.layers.slice(0, 3) }, { backend: 'auto' }, { autoCandidates: ['cpu', 'webgpu'] });
         assert.equal(few.backend, 'cpu');
         assert.match(few.notes?.join(' ') ?? '', /too few/);
+        // three candidates over 24 layers: too few to pay for itself, but enough when asked to calibrate
+        const three = await runSpectrumEngine(ckpt, layout, { backend: 'auto' }, { autoCandidates: ['cpu', 'cpu', 'cpu'] });
+        assert.match(three.notes?.join(' ') ?? '', /24 layers are too few/);
+        const calibrated = await runSpectrumEngine(ckpt, layout, { backend: 'auto', calibrate: true }, { autoCandidates: ['cpu', 'cpu', 'cpu'] });
+        assert.match(calibrated.notes?.join(' ') ?? '', /auto: measured cpu [^,]+, cpu [^,]+, cpu [^;]+; using cpu/);
+        assert.deepEqual(calibrated.heads.map((h) => h.singularValues), plain.heads.map((h) => h.singularValues));
       } finally {
         await ckpt.close();
       }

@@ -391,8 +391,9 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
       if (candidates.length === 1) {
         runner = new GramRunner('cpu', threads);
         notes.push('auto: no GPU provider is usable here; using cpu');
-      } else if (layers >= 4 * candidates.length * (TRIAL_LAYERS + 1)) {
-        // enough layers for a trial to pay for itself
+      } else if (layers >= (options.calibrate ? 1 : 4) * candidates.length * (TRIAL_LAYERS + 1) + (options.calibrate ? 1 : 0)) {
+        // enough layers for a trial to pay for itself; asked to calibrate, enough to time each
+        // candidate at all (a 7B's 32 layers and three providers)
         trial = new BackendTrial(candidates, threads, layers);
       } else {
         runner = new GramRunner('cpu', threads);

@@ -104,7 +104,9 @@ export class GramRunner {
         // uses it for float32 by default, and the Node API cannot pass its use_tf32 option)
         process.env.NVIDIA_TF32_OVERRIDE = '0';
       }
-      s = createSession(gramModel(feed, headDim, dModel, branches, batch, this.requested === 'cpu' ? 'bitcast' : 'table'), { backend: this.requested, threads: this.threads, spinning: false, parallelBranches: branches });
+      // FK_SPECTRUM_GPU_WIDENING=bitcast: the BitCast graph on a GPU provider too (benchmarks)
+      const widening = this.requested === 'cpu' || process.env.FK_SPECTRUM_GPU_WIDENING === 'bitcast' ? 'bitcast' : 'table';
+      s = createSession(gramModel(feed, headDim, dModel, branches, batch, widening), { backend: this.requested, threads: this.threads, spinning: false, parallelBranches: branches });
       this.sessions.set(key, s);
     }
     return s;
