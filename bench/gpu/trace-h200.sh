@@ -77,6 +77,26 @@ PY
 elif [ "$phase" = setup ]; then
   setup
   for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
+elif [ "$phase" = webgpu-eval ]; then
+  # fused RMSNorms on the WebGPU EP: the trained fixture's perplexity, and the 1.1B's speed, fused or not
+  setup
+  for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  w() { /tmp/node .gpu/cal/eval-model.js "$@" | cut -c1-700 >> $OUT/webgpu-eval.jsonl 2>> $OUT/$phase.txt; }
+  w .gpu/data/mistral-bytes $H webgpu:auto,webgpu:float32,cpu:auto
+  FK_EVAL_FUSED=0 w .gpu/data/mistral-bytes $H webgpu:auto
+  w $M $H webgpu:auto:64:16
+  FK_EVAL_FUSED=0 w $M $H webgpu:auto:64:16
+  mkdir -p /tmp/wprof && FK_ORT_PROFILE=/tmp/wprof/p w .gpu/data/mistral-bytes $H webgpu:auto:16:16
+  python3 - <<'PY' > $OUT/profile-webgpu.txt 2>&1
+import json, glob, collections
+ops = collections.Counter()
+for f in sorted(glob.glob('/tmp/wprof/p*.json')):
+    for e in json.load(open(f)):
+        if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
+            a = e.get('args', {}); ops[(a.get('op_name', '?'), a.get('provider', '?'))] += e.get('dur', 0)
+for k, v in ops.most_common(30): print(f'  {k[0]:32s} {k[1]:28s} {v / 1000:8.1f} ms')
+PY
 elif [ "$phase" = final-cpu ]; then
   # issue 16's bar, onnxruntime-node 1.30 (CPU + WebGPU): auto with nothing measured vs each backend, PyTorch's best in the same run
   setup

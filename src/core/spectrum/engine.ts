@@ -100,13 +100,13 @@ function partHeads(layerHeads: number, workers: number, forcedByTest?: number): 
 }
 
 /**
- * Layers in flight: 3 when the workers compute, 2 for a GPU provider (its product takes about as
- * long as reading a layer), else 1 (FK_SPECTRUM_PREFETCH overrides).
+ * Layers in flight: 3 when the workers compute, else 1 (FK_SPECTRUM_PREFETCH overrides; on the
+ * H200's CUDA Gram 2 and 3 layers were no faster than 1, docs/BENCHMARKS.md).
  */
-function prefetchDepth(workerGram: boolean, gpu = false): number {
+function prefetchDepth(workerGram: boolean): number {
   const v = Number(process.env.FK_SPECTRUM_PREFETCH);
   if (Number.isInteger(v) && v >= 1 && v <= 8) return v;
-  return workerGram ? 3 : gpu ? 2 : 1;
+  return workerGram ? 3 : 1;
 }
 
 /** Below this many heads in the whole model, worker start-up costs more than it saves. */
@@ -418,7 +418,7 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     const workerPool = (): EigenPool | undefined => (pool && gramInWorkers(pool.size, internals.workerGram) && (trial ? trial.current() : runner)?.requested === 'cpu' ? pool : undefined);
     const perLayer = layers > 0 ? layerJobs(layout, 0, kinds).length : 0;
     const per = partHeads(perLayer, pool?.size ?? 1, internals.partHeads);
-    const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined, runner !== undefined && runner.requested !== 'cpu'));
+    const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined));
     ring.capacity = Math.max(ring.capacity, depth() + 1);
     // parts of the layers in flight plus the one finishing; tensor ends add a part each
     if (workerPool() && layers > 0) ring.capacity = (prefetchDepth(true) + 1) * (Math.ceil(perLayer / per) + 2 * kinds.length);
