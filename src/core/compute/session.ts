@@ -36,6 +36,12 @@ export interface BackendProbe {
   readonly usable: boolean;
   /** Why it is not usable (first line of onnxruntime's error), when it is not. */
   readonly reason?: string;
+  /**
+   * How long the test session took to create and run, when it worked: for a GPU provider mostly
+   * its one-time start-up in this process (a CUDA context: ~0.45 s on the H200), which every
+   * fresh process pays again.
+   */
+  readonly startMs?: number;
 }
 
 /** Session-wide options. */
@@ -211,15 +217,16 @@ export function probeBackend(name: BackendName): Promise<BackendProbe> {
       const missing = missingSystemLibrary(name);
       if (missing) return { name, listed: true, bundled: listed.bundled, usable: false, reason: missing };
       try {
+        const started = performance.now();
         const session = await ort.InferenceSession.create(probeModel(), { ...ortOptions(name, {}), executionProviders: [ORT_PROVIDER[name]] });
         try {
           const r = await session.run({ x: new ort.Tensor('float32', Float32Array.from([1, 2, 3, 4]), [2, 2]) });
           const y = r[session.outputNames[0]].data as Float32Array;
           if (y[0] !== 7 || y[3] !== 22) return { name, listed: true, bundled: listed.bundled, usable: false, reason: 'test product gave a wrong result' };
+          return { name, listed: true, bundled: listed.bundled, usable: true, startMs: performance.now() - started };
         } finally {
           await session.release();
         }
-        return { name, listed: true, bundled: listed.bundled, usable: true };
       } catch (e) {
         return { name, listed: true, bundled: listed.bundled, usable: false, reason: firstLine(e) };
       }

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import type { AttentionLayout, HeadSlice } from '../arch/layout';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { decodeToFloat32 } from '../checkpoint/dtypes';
-import { createSession, gpuCandidates, usableBackends, type BackendName } from '../compute/session';
+import { createSession, gpuCandidates, probeBackend, usableBackends, type BackendName } from '../compute/session';
 import { FactoredKeysError, throwIfCancelled } from '../errors';
 import { EigenPool, solveEigenTask } from './eigenPool';
 import { GramRunner, gramModel, type GramFeed } from './gram';
@@ -256,6 +256,8 @@ class BackendTrial {
     private readonly candidates: readonly BackendName[],
     private readonly threads: number | undefined,
     private readonly layers: number,
+    /** Whether the candidates were probed in this process (not a test's list). */
+    private readonly probed = true,
   ) {}
 
   /** The runner for the next layer, or undefined once the trial is over. */
@@ -297,11 +299,15 @@ class BackendTrial {
    * The winner (others disposed), the measured times and a note saying how it was chosen. The
    * choice is by a whole analysis' predicted time, start-up + (layers - 1) × per layer: every
    * later run pays the start-up again, and a GPU's (its context, ~0.45 s for CUDA on the H200)
-   * can cost more than its faster layers save on a 7B.
+   * can cost more than its faster layers save on a 7B. A GPU's start-up includes its probe's,
+   * where the context was created.
    */
   async finish(): Promise<{ runner: GramRunner; note: string; perLayerMs: Record<string, number>; startUpMs: Record<string, number> }> {
     const ms = this.runners.map((_, i) => this.perLayerMs[i] ?? Number.POSITIVE_INFINITY);
-    const start = this.runners.map((_, i) => this.startUpMs[i] ?? Number.POSITIVE_INFINITY);
+    // a GPU provider's context was created by its usability probe before the trial began: count
+    // it, as a later run pays it inside the analysis
+    const probed = await Promise.all(this.candidates.map(async (c) => (c === 'cpu' || !this.probed ? 0 : ((await probeBackend(c)).startMs ?? 0))));
+    const start = this.runners.map((_, i) => (this.startUpMs[i] ?? Number.POSITIVE_INFINITY) + probed[i]);
     const best = fastestByPrediction(ms, start, this.layers);
     const timing = (i: number) => (Number.isFinite(ms[i] + start[i]) ? `${ms[i].toFixed(1)} ms per layer after ${start[i].toFixed(0)} ms of start-up` : 'failed');
     const note = `auto: measured ${this.runners.map((r, i) => `${r.requested} ${timing(i)}`).join(', ')}; using ${this.runners[best].backend}`;
@@ -394,7 +400,7 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
       } else if (layers >= (options.calibrate ? 1 : 4) * candidates.length * (TRIAL_LAYERS + 1) + (options.calibrate ? 1 : 0)) {
         // enough layers for a trial to pay for itself; asked to calibrate, enough to time each
         // candidate at all (a 7B's 32 layers and three providers)
-        trial = new BackendTrial(candidates, threads, layers);
+        trial = new BackendTrial(candidates, threads, layers, !internals.autoCandidates);
       } else {
         runner = new GramRunner('cpu', threads);
         notes.push(`auto: ${layers} layers are too few to time ${candidates.join(' and ')}; using cpu`);
