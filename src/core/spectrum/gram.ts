@@ -101,7 +101,9 @@ export class GramRunner {
       // eigensolver workers need between Gram products
       if (this.requested === 'cuda' && process.env.NVIDIA_TF32_OVERRIDE === undefined) {
         // spectra are exact products: no TensorFloat-32 in cuBLAS (onnxruntime's CUDA provider
-        // uses it for float32 by default, and the Node API cannot pass its use_tf32 option)
+        // uses it for float32 by default, and the Node API cannot pass its use_tf32 option). The
+        // variable is process-wide: a later CUDA evaluation in this process runs without TF32 too
+        // (slower, never less exact); the CLI and the extension's jobs run one task per process.
         process.env.NVIDIA_TF32_OVERRIDE = '0';
       }
       // FK_SPECTRUM_GPU_WIDENING=bitcast: the BitCast graph on a GPU provider too (benchmarks)
