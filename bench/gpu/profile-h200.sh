@@ -15,15 +15,5 @@ one warmup
 mkdir -p /tmp/prof && FK_ORT_PROFILE=/tmp/prof/p one profiled
 for l in all extended basic disabled; do FK_ORT_OPTIMIZATION=$l one "opt-$l"; done
 for l in all basic; do FK_ORT_OPTIMIZATION=$l one "opt-$l-again"; done
-python3 - <<'PY' > $OUT/profile-summary.txt
-import json, glob, collections
-for f in sorted(glob.glob('/tmp/prof/p*.json')):
-    ev = json.load(open(f))
-    sess = collections.Counter(); ops = collections.Counter()
-    for e in ev:
-        if e.get('cat') == 'Session': sess[e['name']] += e.get('dur', 0)
-        elif e.get('cat') == 'Node': ops[e.get('args', {}).get('op_name', '?')] += e.get('dur', 0)
-    print(f, 'session phases (ms):', {k: round(v / 1000, 1) for k, v in sess.most_common(12)})
-    print('  node time by op (ms):', {k: round(v / 1000, 1) for k, v in ops.most_common(12)})
-PY
+for f in /tmp/prof/p*.json; do python3 bench/gpu/profile_ops.py "$f" --top 12; done > $OUT/profile-summary.txt
 cat $OUT/profile-summary.txt

@@ -64,16 +64,7 @@ elif [ "$phase" = cuda16 ]; then
   run 'cuda' 2 -- --backend cuda
   mkdir -p /tmp/sprof && run 'cuda profiled' 1 FK_ORT_PROFILE=/tmp/sprof/p -- --backend cuda
   python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --check /tmp/analyze-cuda.json --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
-  python3 - <<'PY' > $OUT/profile-summary.txt 2>&1
-import json, glob, collections
-ops = collections.Counter(); count = collections.Counter()
-for f in sorted(glob.glob('/tmp/sprof/p*.json')):
-    for e in json.load(open(f)):
-        if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
-            a = e.get('args', {}); k = (a.get('op_name', '?'), a.get('provider', '?'))
-            ops[k] += e.get('dur', 0); count[k] += 1
-for k, v in ops.most_common(20): print(f'  {k[0]:24s} {k[1]:28s} {v / 1000:8.1f} ms  {count[k]} kernels')
-PY
+  python3 bench/gpu/profile_ops.py '/tmp/sprof/p*.json' --top 20 > $OUT/profile-summary.txt 2>&1
 elif [ "$phase" = setup ]; then
   setup
   for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
@@ -88,15 +79,7 @@ elif [ "$phase" = webgpu-eval ]; then
   w $M $H webgpu:auto:64:16
   FK_EVAL_FUSED=0 w $M $H webgpu:auto:64:16
   mkdir -p /tmp/wprof && FK_ORT_PROFILE=/tmp/wprof/p w .gpu/data/mistral-bytes $H webgpu:auto:16:16
-  python3 - <<'PY' > $OUT/profile-webgpu.txt 2>&1
-import json, glob, collections
-ops = collections.Counter()
-for f in sorted(glob.glob('/tmp/wprof/p*.json')):
-    for e in json.load(open(f)):
-        if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
-            a = e.get('args', {}); ops[(a.get('op_name', '?'), a.get('provider', '?'))] += e.get('dur', 0)
-for k, v in ops.most_common(30): print(f'  {k[0]:32s} {k[1]:28s} {v / 1000:8.1f} ms')
-PY
+  python3 bench/gpu/profile_ops.py '/tmp/wprof/p*.json' > $OUT/profile-webgpu.txt 2>&1
 elif [ "$phase" = final-cpu ]; then
   # issue 16's bar, onnxruntime-node 1.30 (CPU + WebGPU): auto with nothing measured vs each backend, PyTorch's best in the same run
   setup
@@ -119,16 +102,7 @@ elif [ "$phase" = final-cuda ]; then
   run 'cuda' 2 -- --backend cuda
   run 'cuda, BitCast widening' 1 FK_SPECTRUM_GPU_WIDENING=bitcast -- --backend cuda
   mkdir -p /tmp/bprof && run 'cuda, BitCast widening, profiled' 1 FK_SPECTRUM_GPU_WIDENING=bitcast FK_ORT_PROFILE=/tmp/bprof/p -- --backend cuda
-  python3 - <<'PY' > $OUT/profile-bitcast.txt 2>&1
-import json, glob, collections
-ops = collections.Counter(); count = collections.Counter()
-for f in sorted(glob.glob('/tmp/bprof/p*.json')):
-    for e in json.load(open(f)):
-        if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
-            a = e.get('args', {}); k = (a.get('op_name', '?'), a.get('provider', '?'))
-            ops[k] += e.get('dur', 0); count[k] += 1
-for k, v in ops.most_common(20): print(f'  {k[0]:24s} {k[1]:28s} {v / 1000:8.1f} ms  {count[k]} kernels')
-PY
+  python3 bench/gpu/profile_ops.py '/tmp/bprof/p*.json' --top 20 > $OUT/profile-bitcast.txt 2>&1
   cat $FACTORED_KEYS_CACHE_DIR/spectrum-backend.json >> $OUT/$phase.txt
 elif [ "$phase" = base ]; then
   setup
@@ -145,19 +119,7 @@ elif [ "$phase" = cuda ]; then
   B=32 one batch32
   mkdir -p /tmp/prof && FK_ORT_PROFILE=/tmp/prof/p one profiled
   python3 scripts/reference/eval_speed.py $M $H --batch 16 --dtypes float32,bfloat16 > $OUT/torch-eval.jsonl 2>> $OUT/cuda.txt
-  python3 - <<'PY' > $OUT/profile-summary.txt 2>&1
-import json, glob, collections
-for f in sorted(glob.glob('/tmp/prof/p*.json'))[-1:]:
-    ev = json.load(open(f))
-    sess = collections.Counter(); ops = collections.Counter(); count = collections.Counter()
-    for e in ev:
-        if e.get('cat') == 'Session': sess[e['name']] += e.get('dur', 0)
-        elif e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
-            a = e.get('args', {}); k = (a.get('op_name', '?'), a.get('provider', '?'))
-            ops[k] += e.get('dur', 0); count[k] += 1
-    print(f, 'session phases (ms):', {k: round(v / 1000, 1) for k, v in sess.most_common(14)})
-    for k, v in ops.most_common(40): print(f'  {k[0]:32s} {k[1]:28s} {v / 1000:8.1f} ms  {count[k]} kernels')
-PY
+  python3 bench/gpu/profile_ops.py '/tmp/prof/p*.json' --last --top 40 > $OUT/profile-summary.txt 2>&1
   # the 7B shape in full (eval reads every weight), GPU memory sampled
   [ -f /tmp/m7full/.complete ] || /tmp/node .gpu/cal/generate.js mistral-7b /tmp/m7full >> $OUT/cuda.txt 2>&1
   cat /tmp/m7full/*.safetensors > /dev/null
