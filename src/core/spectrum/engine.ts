@@ -122,6 +122,11 @@ function layerJobs(layout: AttentionLayout, layer: number, kinds: readonly Spect
   return jobs;
 }
 
+/** How a stored weight type is fed to the Gram (16-bit stays 16-bit); undefined when it needs decoding first. */
+function gramFeedOf(dtype: string | undefined): GramFeed | undefined {
+  return dtype === 'F32' ? 'float32' : dtype === 'F16' ? 'float16' : dtype === 'BF16' ? 'bfloat16' : undefined;
+}
+
 /** d_model of a head slice, from its tensor's shape. */
 function sliceDModel(ckpt: Checkpoint, slice: HeadSlice): number {
   const t = ckpt.tensor(slice.tensor);
@@ -147,12 +152,12 @@ async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: numbe
   }
   const dtypes = new Set(jobs.map((j) => ckpt.tensor(j.slice.tensor).dtype));
   const dtype = dtypes.size === 1 ? [...dtypes][0] : undefined;
-  const direct = jobs.every((j) => j.slice.orientation === 'linear') && (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16');
+  const directFeed = jobs.every((j) => j.slice.orientation === 'linear') ? gramFeedOf(dtype) : undefined;
   const block = hd * dModel;
-  if (direct && workers) {
+  if (directFeed && workers) {
     // parts of at most `per` heads, never across tensors, each read into its own buffer and
     // handed to the least busy worker as soon as it arrives (this thread never blocks)
-    const feed: GramFeed = dtype === 'F32' ? 'float32' : dtype === 'F16' ? 'float16' : 'bfloat16';
+    const feed = directFeed;
     const bytesPerElement = dtype === 'F32' ? 4 : 2;
     const counts: number[] = [];
     const eigen: Promise<Float64Array>[] = [];
@@ -181,8 +186,8 @@ async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: numbe
     for (const e of eigen) e.catch(() => undefined);
     return { layer, jobs, feed, dModel, data: new Float32Array(0), solved: { counts, eigen } };
   }
-  if (direct) {
-    const feed: GramFeed = dtype === 'F32' ? 'float32' : dtype === 'F16' ? 'float16' : 'bfloat16';
+  if (directFeed) {
+    const feed = directFeed;
     const bytesPerElement = dtype === 'F32' ? 4 : 2;
     const buffer = ring.acquire(jobs.length * block * bytesPerElement);
     const reads: Promise<Uint8Array>[] = [];
@@ -430,17 +435,18 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     if (workerPool() && layers > 0) ring.capacity = (prefetchDepth(true) + 1) * (Math.ceil(perLayer / per) + 2 * kinds.length);
     let primeOnnxruntime: (() => void) | undefined;
     if (workerPool() && perLayer > 0) {
-      const t = ckpt.tensor(layerJobs(layout, 0, kinds)[0].slice.tensor);
-      const feed = t.dtype === 'F32' ? 'float32' : t.dtype === 'F16' ? 'float16' : t.dtype === 'BF16' ? 'bfloat16' : undefined;
+      const first = layerJobs(layout, 0, kinds)[0].slice;
+      const feed = gramFeedOf(ckpt.tensor(first.tensor).dtype);
+      const dModel = sliceDModel(ckpt, first);
       if (feed) {
-        const ready = pool!.warmUpSpectra(feed, n, sliceDModel(ckpt, layerJobs(layout, 0, kinds)[0].slice), per);
+        const ready = pool!.warmUpSpectra(feed, n, dModel, per);
         if (trace) ready.forEach((p, worker) => void p.then((timing) => trace.mark('worker ready', { worker, ...(timing ? trace.relative(timing) : {}) })));
         if (process.env.FK_SPECTRUM_PRIME !== '0') primeOnnxruntime = () => {
           // onnxruntime's one-time set-up of a process (its first session anywhere) serialises
           // the workers' first sessions; done here while they are still starting, it is off
           // their path (the H200's traces: ready ~100 ms after loading, all at once, before)
           trace?.mark('prime');
-          void createSession(gramModel(feed, n, sliceDModel(ckpt, layerJobs(layout, 0, kinds)[0].slice)), { backend: 'cpu', threads: 1, spinning: false })
+          void createSession(gramModel(feed, n, dModel), { backend: 'cpu', threads: 1, spinning: false })
             .then((s) => {
               trace?.mark('primed');
               return s.dispose();

@@ -13,10 +13,10 @@
  *   and bottom halves A, B of W^T's rows (A·Aᵀ, A·Bᵀ, B·Bᵀ; B·Aᵀ = (A·Bᵀ)ᵀ): three quarters
  *   of the arithmetic.
  */
-import { DataType, GraphBuilder } from '../compute/onnx';
+import { GraphBuilder } from '../compute/onnx';
 import { createSession, Tensor, type ComputeSession } from '../compute/session';
 import { solveEigenTask, type SpectraReply, type SpectraTask } from './eigenPool';
-import { gramModel } from './gram';
+import { gramModel, widenOpset, widenToFloat32 } from './gram';
 import { sharedClock, tracing } from './trace';
 
 type Feed = SpectraTask['feed'];
@@ -38,15 +38,10 @@ function workerGraph(headDim: number): WorkerGramGraph {
 export function perHeadGramModel(graph: 'gemm' | 'half', feed: Feed, count: number, headDim: number, dModel: number): Uint8Array {
   const g = new GraphBuilder(`gram_${graph}_${feed}`);
   const w = g.input('w', feed === 'bfloat16' ? 'uint16' : feed, [count, headDim, dModel]);
-  const widen = (x: string): string => {
-    if (feed === 'float32') return x;
-    if (feed === 'float16') return g.op('Cast', [x], { to: DataType.FLOAT });
-    return g.op('Cast', [g.op('BitCast', [x], { to: DataType.BFLOAT16 })], { to: DataType.FLOAT });
-  };
   const heads = count === 1 ? [w] : g.opMulti('Split', [w, g.int64s(new Array<number>(count).fill(1))], { axis: 0 }, { outputCount: count });
   const grams = heads.map((h) => {
     // split and reshape the 16-bit rows first, so each head is widened just before its product
-    const x = widen(g.op('Reshape', [h, g.int64s([headDim, dModel])]));
+    const x = widenToFloat32(g, g.op('Reshape', [h, g.int64s([headDim, dModel])]), feed);
     if (graph === 'gemm') return g.op('Gemm', [x, x], { transB: 1 });
     const top = headDim >> 1;
     const [a, b] = g.opMulti('Split', [x, g.int64s([top, headDim - top])], { axis: 0 }, { outputCount: 2 });
@@ -58,7 +53,7 @@ export function perHeadGramModel(graph: 'gemm' | 'half', feed: Feed, count: numb
   const all = grams.length === 1 ? grams[0] : g.op('Concat', grams, { axis: 0 });
   g.op('Reshape', [all, g.int64s([count, headDim, headDim])], {}, { outputs: ['gram'] });
   g.output('gram', 'float32', [count, headDim, headDim]);
-  return g.toModel({ opset: feed === 'bfloat16' ? 26 : 17 });
+  return g.toModel({ opset: widenOpset(feed) });
 }
 
 function session(feed: Feed, count: number, headDim: number, dModel: number): Promise<ComputeSession> {
