@@ -515,9 +515,9 @@ function activationPerToken(spec: ModelSpec, sizes: WeightSizes | undefined, seq
   return 4 * (10 * spec.hidden + 4 * widest * moe + 3 * heads * seq);
 }
 
-/** Windows per run of the last segment: full-vocabulary values of at most LOGIT_BYTES (GPU_LOGIT_BYTES on a GPU provider). */
-function logitWindows(spec: ModelSpec, seq: number, backend: BackendChoice): number {
-  return Math.max(1, Math.floor((backend === 'cpu' ? LOGIT_BYTES : GPU_LOGIT_BYTES) / (2 * 4 * spec.vocab * seq)));
+/** Windows per run of the last segment: full-vocabulary values of at most LOGIT_BYTES in host memory, GPU_LOGIT_BYTES on a device. */
+function logitWindows(spec: ModelSpec, seq: number, onHost: boolean): number {
+  return Math.max(1, Math.floor((onHost ? LOGIT_BYTES : GPU_LOGIT_BYTES) / (2 * 4 * spec.vocab * seq)));
 }
 
 /**
@@ -539,9 +539,10 @@ export function planStream(source: WeightSource, windows: number, options: Strea
   // when memory is short; the last segment's runs also keep full-vocabulary values small
   const preferred = options.batch ?? (backend === 'cpu' ? Math.max(1, Math.floor(4096 / seq)) : 16);
   let batch = Math.max(1, Math.min(64, preferred, windows));
-  const lastOf = (b: number) => Math.max(1, Math.min(b, logitWindows(spec, seq, backend)));
-  // host memory: a GPU provider keeps the full-vocabulary values on the device
-  const lastActivation = (b: number) => lastOf(b) * seq * (perToken + (backend === 'cpu' ? 2 * 4 * spec.vocab : 0));
+  // a GPU provider keeps the full-vocabulary values on the device: not in host memory
+  const logitsOnHost = backend === 'cpu';
+  const lastOf = (b: number) => Math.max(1, Math.min(b, logitWindows(spec, seq, logitsOnHost)));
+  const lastActivation = (b: number) => lastOf(b) * seq * (perToken + (logitsOnHost ? 2 * 4 * spec.vocab : 0));
   if (!sizes) {
     return { segments: [[0, spec.layers]], batch, lastBatch: lastOf(batch), spill: false, half, inPlace, peakBytes: NaN, weightBytes: NaN, activationBytes: NaN, hiddenBytes: hiddenAll, availableBytes: available };
   }
