@@ -84,7 +84,8 @@ test('fused RMSNorms (the GPU providers\' SimplifiedLayerNormalization) agree wi
         const rel = Math.abs(v - plain.windowNll[i]) / Math.abs(plain.windowNll[i]);
         assert.ok(rel < 1e-5, `${path.basename(dir)} window ${i}: ${v} vs ${plain.windowNll[i]} (${rel.toExponential(2)} relative)`);
       });
-      assert.notDeepEqual(fused.windowNll, [], path.basename(dir));
+      // and the fused graph really ran: its rounding differs in the last bits
+      assert.ok(fused.windowNll.some((v, i) => v !== plain.windowNll[i]), `${path.basename(dir)}: fused NLL equals the elementwise form bit for bit`);
     } finally {
       forwardInternals.fusedNormBackends.delete('cpu');
     }
