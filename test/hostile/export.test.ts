@@ -43,58 +43,55 @@ async function isCompleteExport(dir: string, reference: Record<string, number>):
   return undefined;
 }
 
-test('disk full on a real 1 MiB tmpfs: one error line, no destination, --force keeps the old one', async (t) => {
-  ensureBuilt();
-  const mount = scratchDir('fk-enospc-');
+/**
+ * Runs `body` with a fresh 1 MiB tmpfs mounted at a scratch folder (skipping the test, with
+ * `skipReason`, where mounting needs a root this process lacks); unmounts and removes it after.
+ */
+async function withFullDisk(t: { skip: (reason: string) => void }, prefix: string, skipReason: string, body: (mount: string) => Promise<void>): Promise<void> {
+  const mount = scratchDir(prefix);
   try {
     try {
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mount], { stdio: 'ignore' });
     } catch {
-      t.skip('cannot mount a tmpfs here (needs root); the injected ENOSPC test below still runs');
+      t.skip(skipReason);
       return;
     }
     try {
-      const dest = path.join(mount, 'out');
-      const run = await runCli(['export', MISTRAL, dest, ...EXPORT_ARGS], 60_000);
-      assert.deepEqual(cleanErrorProblems(run, [dest, 'no space left', 'ENOSPC']), []);
-      assert.deepEqual(fs.readdirSync(mount), [], 'nothing left on the full file system');
-
-      fs.mkdirSync(dest);
-      fs.writeFileSync(path.join(dest, 'keep.txt'), 'previous export');
-      const forced = await runCli(['export', MISTRAL, dest, ...EXPORT_ARGS, '--force'], 60_000);
-      assert.deepEqual(cleanErrorProblems(forced, [dest, 'no space left']), []);
-      assert.deepEqual(fs.readdirSync(mount), ['out']);
-      assert.deepEqual(fs.readdirSync(dest), ['keep.txt'], 'the old destination survives a failed --force export');
+      await body(mount);
     } finally {
       execFileSync('umount', [mount]);
     }
   } finally {
     fs.rmSync(mount, { recursive: true, force: true });
   }
+}
+
+test('disk full on a real 1 MiB tmpfs: one error line, no destination, --force keeps the old one', async (t) => {
+  ensureBuilt();
+  await withFullDisk(t, 'fk-enospc-', 'cannot mount a tmpfs here (needs root); the injected ENOSPC test below still runs', async (mount) => {
+    const dest = path.join(mount, 'out');
+    const run = await runCli(['export', MISTRAL, dest, ...EXPORT_ARGS], 60_000);
+    assert.deepEqual(cleanErrorProblems(run, [dest, 'no space left', 'ENOSPC']), []);
+    assert.deepEqual(fs.readdirSync(mount), [], 'nothing left on the full file system');
+
+    fs.mkdirSync(dest);
+    fs.writeFileSync(path.join(dest, 'keep.txt'), 'previous export');
+    const forced = await runCli(['export', MISTRAL, dest, ...EXPORT_ARGS, '--force'], 60_000);
+    assert.deepEqual(cleanErrorProblems(forced, [dest, 'no space left']), []);
+    assert.deepEqual(fs.readdirSync(mount), ['out']);
+    assert.deepEqual(fs.readdirSync(dest), ['keep.txt'], 'the old destination survives a failed --force export');
+  });
 });
 
 test('disk full on a real tmpfs with the copy and eigensolves on worker threads: FactoredKeysError, nothing left', async (t) => {
-  const mount = scratchDir('fk-enospc-worker-');
-  try {
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mount], { stdio: 'ignore' });
-    } catch {
-      t.skip('cannot mount a tmpfs here (needs root)');
-      return;
-    }
-    try {
-      const dest = path.join(mount, 'out');
-      await assert.rejects(
-        exportFactored({ source: MISTRAL, dest, method: 'key-svd', policy: { kind: 'uniform', rank: 8 } }, { copyInWorker: true, eigenWorkers: true }),
-        (e: unknown) => e instanceof FactoredKeysError && /no space left on the device \(ENOSPC/.test(e.message) && e.message.includes(dest),
-      );
-      assert.deepEqual(fs.readdirSync(mount), [], 'nothing left on the full file system');
-    } finally {
-      execFileSync('umount', [mount]);
-    }
-  } finally {
-    fs.rmSync(mount, { recursive: true, force: true });
-  }
+  await withFullDisk(t, 'fk-enospc-worker-', 'cannot mount a tmpfs here (needs root)', async (mount) => {
+    const dest = path.join(mount, 'out');
+    await assert.rejects(
+      exportFactored({ source: MISTRAL, dest, method: 'key-svd', policy: { kind: 'uniform', rank: 8 } }, { copyInWorker: true, eigenWorkers: true }),
+      (e: unknown) => e instanceof FactoredKeysError && /no space left on the device \(ENOSPC/.test(e.message) && e.message.includes(dest),
+    );
+    assert.deepEqual(fs.readdirSync(mount), [], 'nothing left on the full file system');
+  });
 });
 
 test('injected ENOSPC at many byte positions: FactoredKeysError, no destination, no temporary folder', async (t) => {
