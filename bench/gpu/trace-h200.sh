@@ -4,6 +4,7 @@
 #         dist; the 7B shape (Q/K bytes only: analyze reads nothing else) and the 1.1B shape;
 #         analyze (cpu) with FK_SPECTRUM_TRACE, and PyTorch's best spectrum path in the same run
 #   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
+#   workers-read (carry as base) the workers reading their own rows: worker counts, graphs, main-thread path
 #   cuda  (carry .gpucuda only) onnxruntime-node 1.29 with the CUDA EP: analyze --backend cuda
 #         traced, and the 1.1B eval in fresh processes (provider start-up split off, profiled)
 set -u
@@ -18,10 +19,26 @@ setup() {
   ln -sfn /tmp/ort130/node_modules node_modules
   { date -u; nproc; uptime; } >> $OUT/$phase.txt
   [ -d /tmp/m7 ] || /tmp/node .gpu/cal/generate.js mistral-7b /tmp/m7 --qk-only >> $OUT/$phase.txt 2>&1
-  [ -d $M ] || /tmp/node .gpu/cal/generate.js llama-1.1b $M >> $OUT/$phase.txt 2>&1
-  cat /tmp/m7/*.safetensors $M/*.safetensors > /dev/null
+  [ -n "${SKIP_1B:-}" ] || [ -d $M ] || /tmp/node .gpu/cal/generate.js llama-1.1b $M >> $OUT/$phase.txt 2>&1
+  cat /tmp/m7/*.safetensors > /dev/null
+  [ -n "${SKIP_1B:-}" ] || cat $M/*.safetensors > /dev/null
 }
-if [ "$phase" = variants ]; then
+if [ "$phase" = workers-read ]; then
+  # the workers reading their own rows (no layer bytes cross threads): worker counts and Gram
+  # graphs against the main-thread path, interleaved, and PyTorch's best path in the same run
+  SKIP_1B=1 setup
+  for r in 1 2 3; do
+    run 'default' 1 FK_SPECTRUM_TRACE=$OUT/trace-default-$r.json -- --backend cpu
+    run 'spare 0 (16 workers)' 1 FK_SPECTRUM_SPARE_CORES=0 -- --backend cpu
+    run 'spare 2 (14 workers)' 1 FK_SPECTRUM_SPARE_CORES=2 -- --backend cpu
+    run 'half' 1 FK_SPECTRUM_WORKER_GRAPH=half -- --backend cpu
+    run 'half, spare 0' 1 FK_SPECTRUM_WORKER_GRAPH=half FK_SPECTRUM_SPARE_CORES=0 -- --backend cpu
+    run 'main-thread Gram' 1 FK_SPECTRUM_GRAM=main -- --backend cpu
+    run 'auto' 1 -- --backend auto
+  done
+  run 'not primed' 2 FK_SPECTRUM_PRIME=0 -- --backend cpu
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = variants ]; then
   # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
   setup
   for r in 1 2 3; do

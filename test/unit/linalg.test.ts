@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { gram, matmul, qrThin, solveUpper, symmetricEigen, transpose } from '../../src/core/linalg';
+import { gram, matmul, qrThin, solveUpper, symmetricEigen, transpose, tridiagonalEigenvalues, tridiagonalQl } from '../../src/core/linalg';
 
 /** Deterministic pseudo-random numbers so failures reproduce. */
 function rng(seed: number): () => number {
@@ -48,6 +48,45 @@ test('symmetricEigen handles diagonal, repeated and rank-deficient matrices', ()
   assert.ok(Math.abs(w[0] - 4) < 1e-12);
   for (let i = 1; i < 4; i++) assert.ok(Math.abs(w[i]) < 1e-12);
   assert.deepEqual([...symmetricEigen(new Float64Array(9), 3).values], [0, 0, 0]);
+});
+
+test('symmetricEigen converges on a 128 x 128 Gram matrix of rank 40 (a factored key map re-analysed)', () => {
+  // 88 eigenvalues at zero: a relative-only deflation test asked their couplings to fall far
+  // below rounding and gave up after 64 sweeps
+  const n = 128;
+  const rank = 40;
+  const w = randomMatrix(n, rank, 11); // W: n x rank, G = W Wᵀ
+  const g = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < rank; k++) g[i * n + j] += w[i * rank + k] * w[j * rank + k];
+  const values = symmetricEigen(g, n).values;
+  const small = symmetricEigen(gram(w, n, rank), rank).values; // Wᵀ W: the same nonzero eigenvalues
+  for (let i = 0; i < rank; i++) assert.ok(Math.abs(values[i] - small[i]) <= 1e-12 * small[0], `λ${i}`);
+  for (let i = rank; i < n; i++) assert.ok(Math.abs(values[i]) <= 1e-12 * small[0], `λ${i} = ${values[i]}`);
+});
+
+test('tridiagonalEigenvalues (root-free QL) matches tridiagonalQl and refuses what it cannot square', () => {
+  const r = rng(5);
+  const cases: [string, Float64Array, Float64Array][] = [];
+  for (const n of [1, 2, 3, 5, 33, 128]) cases.push([`random ${n}`, Float64Array.from({ length: n }, r), Float64Array.from({ length: n }, (_, i) => (i < n - 1 ? r() : 0))]);
+  // graded, a repeated eigenvalue (zero couplings), a cluster at zero, a zero diagonal
+  cases.push(['graded', Float64Array.from({ length: 40 }, (_, i) => 10 ** (-i / 4)), Float64Array.from({ length: 40 }, (_, i) => (i < 39 ? 10 ** (-i / 4 - 0.1) : 0))]);
+  cases.push(['repeated', new Float64Array(12).fill(2), new Float64Array(12)]);
+  cases.push(['zero cluster', Float64Array.from({ length: 50 }, (_, i) => (i < 5 ? i + 1 : 1e-17 * r())), Float64Array.from({ length: 50 }, (_, i) => (i < 49 ? (i < 5 ? 0.3 : 1e-17 * r()) : 0))]);
+  cases.push(['zero diagonal', new Float64Array(20), Float64Array.from({ length: 20 }, (_, i) => (i < 19 ? 1 : 0))]);
+  for (const [name, d, e] of cases) {
+    const n = d.length;
+    const qlD = d.slice();
+    tridiagonalQl(qlD, e.slice(), n);
+    const ours = d.slice();
+    assert.ok(tridiagonalEigenvalues(ours, e.slice(), n), name);
+    const a = [...qlD].sort((x, y) => x - y);
+    const b = [...ours].sort((x, y) => x - y);
+    const scale = Math.max(...a.map(Math.abs), 1e-300);
+    a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) <= 1e-13 * scale, `${name} λ${i}: ${b[i]} vs ${v}`));
+  }
+  // squares of 1e200 overflow: left to the sqrt-based sweep
+  assert.equal(tridiagonalEigenvalues(Float64Array.from([1e200, 1]), Float64Array.from([1e200, 0]), 2), false);
+  assert.equal(tridiagonalEigenvalues(Float64Array.from([Number.NaN, 1]), Float64Array.from([1, 0]), 2), false);
 });
 
 test('qrThin gives orthonormal Q, upper-triangular R, A = QR; solveUpper inverts R', () => {

@@ -22,6 +22,15 @@ export interface OpenOptions {
   readonly observeRead?: ReadObserver;
 }
 
+/** Rows of a tensor, to be read by another thread (see {@link Checkpoint.rowSource}). */
+export interface RowSource {
+  readonly file: string;
+  /** A descriptor of `file` open in this process. */
+  readonly fd: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
 export interface Checkpoint {
   /** Folder holding the checkpoint. */
   readonly dir: string;
@@ -37,6 +46,12 @@ export interface Checkpoint {
   tensor(name: string): TensorInfo;
   /** Where rows [rowStart, rowEnd) of a tensor (first axis) lie: file, absolute offset, length; checks the range. */
   rowSpan(name: string, rowStart?: number, rowEnd?: number): { readonly file: string; readonly offset: number; readonly length: number };
+  /**
+   * Rows [rowStart, rowEnd) of a tensor for a reader on a worker thread: where they lie and this
+   * checkpoint's open descriptor of that file (positional reads only; it stays valid until
+   * {@link close}). Checks the range and reports it to the read observer as read.
+   */
+  rowSource(name: string, rowStart?: number, rowEnd?: number): Promise<RowSource>;
   /** Raw little-endian bytes of rows [rowStart, rowEnd) of a tensor (first axis). */
   readRows(name: string, rowStart?: number, rowEnd?: number, target?: Uint8Array): Promise<Uint8Array>;
   /** Rows decoded to float32. */
@@ -216,6 +231,11 @@ class OpenCheckpoint implements Checkpoint {
   async readRows(name: string, rowStart = 0, rowEnd?: number, target?: Uint8Array): Promise<Uint8Array> {
     const span = this.rowSpan(name, rowStart, rowEnd);
     return this.reader.read(span.file, span.offset, span.length, target);
+  }
+
+  async rowSource(name: string, rowStart = 0, rowEnd?: number): Promise<RowSource> {
+    const span = this.rowSpan(name, rowStart, rowEnd);
+    return { ...span, fd: await this.reader.descriptor(span.file, span.offset, span.length) };
   }
 
   async readRowsF32(name: string, rowStart = 0, rowEnd?: number): Promise<Float32Array> {

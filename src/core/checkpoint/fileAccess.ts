@@ -42,6 +42,16 @@ export class FileReader {
     return out;
   }
 
+  /**
+   * The open descriptor of `file`, for another thread of this process to read `length` bytes at
+   * `position` (a worker's positional `readSync`), reported to the observer as read here. It
+   * stays open until {@link close}.
+   */
+  async descriptor(file: string, position: number, length: number): Promise<number> {
+    this.observer?.(file, position, length);
+    return (await this.handle(file)).fd;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const all = [...this.handles.values()];

@@ -4,6 +4,7 @@
  * onnxruntime's `run` blocks the main thread, so workers let both proceed at once.
  */
 import { Worker } from 'node:worker_threads';
+import type { RowSource } from '../checkpoint/checkpoint';
 import { FactoredKeysError } from '../errors';
 import { mapsTaskGrams, type HeadGrams, type HeadMaps, type MapsReply, type MapsTask } from '../factor/maps';
 import { workerScript } from '../worker/script';
@@ -25,9 +26,10 @@ export interface EigenTask {
 
 /**
  * Message to the worker: the spectra of `count` heads whose W^T blocks (count x headDim x
- * dModel, in the stored 16- or 32-bit form) fill `buffer`: the worker widens them and computes
- * their Grams on its own single-threaded onnxruntime session, then the eigenvalues. `buffer` is
- * transferred there and back. With `count` 0 it only prepares the session (warm-up).
+ * dModel, in the stored 16- or 32-bit form) lie at `source`: the worker reads them itself
+ * (a positional read on the checkpoint's descriptor into a buffer it keeps, so no layer bytes
+ * cross threads), widens them and computes their Grams on its own single-threaded onnxruntime
+ * session, then the eigenvalues. With `count` 0 it only prepares the session (warm-up).
  */
 export interface SpectraTask {
   readonly id: number;
@@ -36,17 +38,21 @@ export interface SpectraTask {
   readonly count: number;
   readonly headDim: number;
   readonly dModel: number;
-  readonly buffer: ArrayBuffer;
+  /** Where the heads' rows lie (count x headDim rows back to back); absent for a warm-up. */
+  readonly source?: RowSource;
   /** With `count` 0: the heads per task to prepare a session for. */
   readonly prepareCount?: number;
 }
 
-/** Worker reply to a {@link SpectraTask}: count x headDim eigenvalues and the buffer back. */
+/** Worker reply to a {@link SpectraTask}: count x headDim eigenvalues. */
 export interface SpectraReply {
   readonly id: number;
+  /** Tells this reply from the other tasks' (its `values` may be empty: a warm-up). */
+  readonly spectra: true;
   readonly values?: Float64Array;
-  readonly buffer?: ArrayBuffer;
   readonly error?: string;
+  /** The error is the input's fault (a checkpoint changed while being read): a one-line user error. */
+  readonly userError?: boolean;
   /** With FK_SPECTRUM_TRACE set: when the worker got the task and finished its steps. */
   readonly timing?: TaskTiming;
 }
@@ -67,9 +73,19 @@ export interface EigenReply {
   readonly error?: string;
 }
 
+/**
+ * This thread's workspace for n, kept: a fresh one per task means a fresh WebAssembly memory
+ * (an address-space reservation the kernel maps and the collector later unmaps) every few heads.
+ */
+const workspaces = new Map<number, EigenWorkspace>();
+
 /** Computes a task's eigenvalues in this thread (also what the worker runs). */
 export function solveEigenTask(grams: Float32Array, n: number, count: number): Float64Array {
-  const ws = new EigenWorkspace(n);
+  let ws = workspaces.get(n);
+  if (!ws) {
+    ws = new EigenWorkspace(n);
+    workspaces.set(n, ws);
+  }
   const values = new Float64Array(count * n);
   const out = new Float64Array(n);
   for (let h = 0; h < count; h++) {
@@ -113,7 +129,7 @@ export class EigenPool {
         this.queued[i]--;
         if (reply.error !== undefined) p.reject(reply.userError ? new FactoredKeysError(reply.error) : new Error(reply.error));
         else if (reply.maps) p.resolve(reply.maps as never);
-        else if (reply.buffer) p.resolve({ values: reply.values ?? new Float64Array(0), buffer: reply.buffer, timing: reply.timing } as never);
+        else if (reply.spectra) p.resolve({ values: reply.values ?? new Float64Array(0), timing: reply.timing } as never);
         else if (reply.values) p.resolve(reply.values as never);
         else p.reject(new Error('eigen worker failed'));
       });
@@ -150,10 +166,10 @@ export class EigenPool {
   }
 
   /**
-   * The spectra of `count` heads in `buffer` (see {@link SpectraTask}), on the least loaded
-   * worker; the buffer is transferred (detached here) and comes back with the eigenvalues.
+   * The spectra of `count` heads read from `source` (see {@link SpectraTask}), on the least
+   * loaded worker (or `worker`); without `source`, only a warm-up of that worker's session.
    */
-  spectra(feed: SpectraTask['feed'], buffer: ArrayBuffer, count: number, headDim: number, dModel: number, worker?: number, prepareCount?: number): Promise<{ values: Float64Array; buffer: ArrayBuffer; timing?: TaskTiming }> {
+  spectra(feed: SpectraTask['feed'], source: RowSource | undefined, count: number, headDim: number, dModel: number, worker?: number, prepareCount?: number): Promise<{ values: Float64Array; timing?: TaskTiming }> {
     if (this.failed) return Promise.reject(this.failed);
     let w = worker ?? 0;
     if (worker === undefined) for (let i = 1; i < this.workers.length; i++) if (this.queued[i] < this.queued[w]) w = i;
@@ -161,8 +177,8 @@ export class EigenPool {
     this.queued[w]++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
-      const task: SpectraTask = { id, type: 'spectra', feed, count, headDim, dModel, buffer, ...(prepareCount ? { prepareCount } : {}) };
-      this.workers[w].postMessage(task, [buffer]);
+      const task: SpectraTask = { id, type: 'spectra', feed, count, headDim, dModel, ...(source ? { source } : {}), ...(prepareCount ? { prepareCount } : {}) };
+      this.workers[w].postMessage(task);
     });
   }
 
@@ -186,7 +202,7 @@ export class EigenPool {
 
   /** Prepares every worker's Gram session for this shape and tasks of `count` heads (in the background; errors ignored): one promise per worker. */
   warmUpSpectra(feed: SpectraTask['feed'], headDim: number, dModel: number, count: number): Promise<TaskTiming | undefined>[] {
-    return this.workers.map((_, i) => this.spectra(feed, new ArrayBuffer(0), 0, headDim, dModel, i, count).then((r) => r.timing, () => undefined));
+    return this.workers.map((_, i) => this.spectra(feed, undefined, 0, headDim, dModel, i, count).then((r) => r.timing, () => undefined));
   }
 
   /** Eigenvalues of `count` n x n matrices, spread over the workers. */

@@ -1,13 +1,12 @@
 import { createWasmTridiagonalizer, type WasmTridiagonalizer } from './wasmTridiagonal';
-import { tridiagonalQl } from '../linalg/eigen';
+import { tridiagonalEigenvalues, tridiagonalQl } from '../linalg/eigen';
 
 /**
  * Eigenvalues only of a small dense symmetric matrix, specialised for the spectrum engine's
- * Gram matrices (n = head_dim, 8..256). Same method as linalg's `symmetricEigen` (Householder
- * tridiagonalisation, then implicit-shift QL, in float64), but it never forms eigenvectors,
- * touches only the upper triangle (half the arithmetic of the rank-2 updates) with
- * contiguous inner loops, and reuses its work buffers across calls: about 2x faster per head,
- * which matters because the eigensolves, not the Gram products, dominate a 7B analysis.
+ * Gram matrices (n = head_dim, 8..256). The same Householder tridiagonalisation as linalg's
+ * `symmetricEigen` (float64), then linalg's root-free QL sweep, which needs no eigenvectors.
+ * The reduction touches only the upper triangle (half the arithmetic of the rank-2 updates)
+ * with contiguous inner loops, and the work buffers are reused across calls.
  */
 
 /** Reusable work buffers for one n; create one per thread and call {@link eigenvaluesInto}. */
@@ -17,6 +16,8 @@ export class EigenWorkspace {
   readonly e: Float64Array;
   private readonly v: Float64Array;
   private readonly p: Float64Array;
+  private readonly keptD: Float64Array;
+  private readonly keptE: Float64Array;
   private readonly wasm?: WasmTridiagonalizer;
 
   /** `useWasm: false` forces the JavaScript reduction (tests compare the two). */
@@ -30,6 +31,8 @@ export class EigenWorkspace {
     this.e = new Float64Array(n);
     this.v = new Float64Array(n);
     this.p = new Float64Array(n);
+    this.keptD = new Float64Array(n);
+    this.keptE = new Float64Array(n);
   }
 
   /**
@@ -47,8 +50,17 @@ export class EigenWorkspace {
     }
     if (this.wasm) this.wasm.run(this.d, this.e);
     else this.tridiagonalize();
-    tridiagonalQl(this.d, this.e, n);
-    out.set(this.d.subarray(0, n));
+    // the root-free sweep, or (entries beyond its squaring range, no convergence) the
+    // sqrt-based one on the kept tridiagonal
+    const { d, e, keptD, keptE } = this;
+    keptD.set(d);
+    keptE.set(e);
+    if (!tridiagonalEigenvalues(d, e, n)) {
+      d.set(keptD);
+      e.set(keptE);
+      tridiagonalQl(d, e, n);
+    }
+    out.set(d.subarray(0, n));
     out.sort();
     out.reverse();
   }

@@ -29,7 +29,7 @@ interface LayerBatch {
   readonly jobs: readonly HeadJob[];
   readonly feed: GramFeed;
   readonly dModel: number;
-  /** The whole layer in one buffer (empty when the workers computed it: `solved`). */
+  /** The whole layer in one buffer (empty when the workers read and computed it: `solved`). */
   readonly data: Float32Array | Uint16Array;
   /**
    * Set when worker threads computed the layer's spectra themselves (the many-core path):
@@ -46,7 +46,7 @@ interface LayerBatch {
 class BufferRing {
   private readonly free: ArrayBuffer[] = [];
 
-  /** `capacity`: buffers kept for reuse (2 whole layers, or the parts of the layers in flight). */
+  /** `capacity`: buffers kept for reuse (the layer being computed and those read ahead). */
   constructor(public capacity = 2) {}
 
   acquire(bytes: number): ArrayBuffer {
@@ -60,35 +60,36 @@ class BufferRing {
 }
 
 /**
- * Whether the worker threads compute whole spectra (widening, Gram on a single-threaded
- * onnxruntime session each, eigensolves) instead of the main thread running one batched Gram
- * per layer on all cores. On the H200's 16-core host the main-thread product serialises the
- * pipeline (onnxruntime's `run` blocks the thread that could dispatch the next reads) and its
- * bfloat16 `Cast` is a serial loop; on 2 cores the batched product keeps the cores as busy.
- * FK_SPECTRUM_GRAM=workers|main forces a path (benchmarks).
+ * Whether the worker threads compute whole spectra (each reads its heads' rows, widens them,
+ * runs the Gram on a single-threaded onnxruntime session and solves the eigenproblems) instead
+ * of the main thread reading each layer and running one batched Gram on all cores. Since the
+ * workers read for themselves, no layer bytes cross threads and the main thread only posts:
+ * faster on 2 cores as on 16 (docs/BENCHMARKS.md). FK_SPECTRUM_GRAM=main forces the
+ * main-thread path (benchmarks).
  */
-function gramInWorkers(workers: number, forcedByTest?: boolean): boolean {
+function gramInWorkers(forcedByTest?: boolean): boolean {
   if (forcedByTest !== undefined) return forcedByTest;
-  const forced = process.env.FK_SPECTRUM_GRAM;
-  if (forced === 'main' || forced === 'workers') return forced === 'workers';
-  return workers >= MIN_WORKERS_FOR_WORKER_GRAM;
+  return process.env.FK_SPECTRUM_GRAM !== 'main';
 }
 
-/** Below this many workers the main-thread batched Gram is used. */
-const MIN_WORKERS_FOR_WORKER_GRAM = 8;
-
 /**
- * Cores the many-core path leaves to the main thread and the reading threads (libuv's pool of
- * 4), unless --threads says otherwise: on the H200's 16 vCPUs 12 workers beat 16 in every
- * interleaved round (their compute is bound by memory bandwidth, and the reads and the task
- * posting then wait for no core; docs/BENCHMARKS.md).
+ * Cores left to the main thread on many-core hosts, unless --threads says otherwise
+ * (FK_SPECTRUM_SPARE_CORES overrides; benchmarks).
  */
-const READER_CORES = 4;
+function spareCores(cores: number): number {
+  const v = Number(process.env.FK_SPECTRUM_SPARE_CORES);
+  if (Number.isInteger(v) && v >= 0 && v < cores) return v;
+  return cores >= MANY_CORES ? MANY_CORE_SPARE : 0;
+}
 
-/** Eigensolver workers for `cores` ({@link READER_CORES} fewer on the many-core path unless `explicit`). */
+/** From this many cores on, {@link MANY_CORE_SPARE} are left to the main thread. */
+const MANY_CORES = 12;
+const MANY_CORE_SPARE = 4;
+
+/** Eigensolver workers for `cores` (all of them when `explicit`, i.e. --threads). */
 function poolSize(cores: number, explicit: boolean, forcedWorkerGram?: boolean): number {
-  if (explicit || cores - READER_CORES < MIN_WORKERS_FOR_WORKER_GRAM) return cores;
-  return gramInWorkers(cores - READER_CORES, forcedWorkerGram) ? cores - READER_CORES : cores;
+  if (explicit || !gramInWorkers(forcedWorkerGram)) return cores;
+  return cores - spareCores(cores);
 }
 
 /** Heads per worker task: a few, so every worker gets work from each layer (FK_SPECTRUM_PART_HEADS overrides). */
@@ -155,28 +156,23 @@ async function loadLayer(ckpt: Checkpoint, layout: AttentionLayout, layer: numbe
   const directFeed = jobs.every((j) => j.slice.orientation === 'linear') ? gramFeedOf(dtype) : undefined;
   const block = hd * dModel;
   if (directFeed && workers) {
-    // parts of at most `per` heads, never across tensors, each read into its own buffer and
-    // handed to the least busy worker as soon as it arrives (this thread never blocks)
+    // parts of at most `per` heads, never across tensors, each handed to the least busy worker,
+    // which reads its rows itself (this thread only posts)
     const feed = directFeed;
-    const bytesPerElement = dtype === 'F32' ? 4 : 2;
     const counts: number[] = [];
     const eigen: Promise<Float64Array>[] = [];
     for (let i = 0; i < jobs.length; ) {
       let k = i + 1;
       while (k < jobs.length && k - i < workers.per && jobs[k].slice.tensor === jobs[i].slice.tensor && jobs[k].slice.offset === jobs[k - 1].slice.offset + hd) k++;
       const count = k - i;
-      const buffer = ring.acquire(count * block * bytesPerElement);
       const first = jobs[i].slice;
       const last = jobs[k - 1].slice;
-      trace?.mark('read', { layer, part: counts.length });
-      const read = ckpt.readRows(first.tensor, first.offset, last.offset + hd, new Uint8Array(buffer));
       const part = counts.length;
       eigen.push(
-        read.then(async () => {
+        ckpt.rowSource(first.tensor, first.offset, last.offset + hd).then(async (source) => {
           trace?.mark('posted', { layer, part, count });
-          const r = await workers.pool.spectra(feed, buffer, count, hd, dModel);
+          const r = await workers.pool.spectra(feed, source, count, hd, dModel);
           if (trace && r.timing) trace.mark('solved', { layer, part, ...trace.relative(r.timing) });
-          ring.release(r.buffer);
           return r.values;
         }),
       );
@@ -426,13 +422,11 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     // run). In an `auto` trial the CPU candidate is timed on that same path, with one layer in
     // flight so that each candidate's window only holds its own layers; the run after the trial
     // reads further ahead.
-    const workerPool = (): EigenPool | undefined => (pool && gramInWorkers(pool.size, internals.workerGram) && (trial ? trial.current() : runner)?.requested === 'cpu' ? pool : undefined);
+    const workerPool = (): EigenPool | undefined => (pool && gramInWorkers(internals.workerGram) && (trial ? trial.current() : runner)?.requested === 'cpu' ? pool : undefined);
     const perLayer = layers > 0 ? layerJobs(layout, 0, kinds).length : 0;
     const per = partHeads(perLayer, pool?.size ?? 1, internals.partHeads);
     const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined));
     ring.capacity = Math.max(ring.capacity, depth() + 1);
-    // parts of the layers in flight plus the one finishing; tensor ends add a part each
-    if (workerPool() && layers > 0) ring.capacity = (prefetchDepth(true) + 1) * (Math.ceil(perLayer / per) + 2 * kinds.length);
     let primeOnnxruntime: (() => void) | undefined;
     if (workerPool() && perLayer > 0) {
       const first = layerJobs(layout, 0, kinds)[0].slice;

@@ -16,10 +16,12 @@ export function tracing(): boolean {
   return Boolean(process.env.FK_SPECTRUM_TRACE);
 }
 
-/** What a worker measured for one task: when it got it, when its session was ready, the Gram and the eigensolves done. */
+/** What a worker measured for one task: when it got it, when its session was ready, and when the read, the Gram and the eigensolves were done. */
 export interface TaskTiming {
   readonly received: number;
   readonly ready: number;
+  /** When the task's rows had been read (the worker reads them itself). */
+  readonly read: number;
   readonly gram: number;
   readonly eigen: number;
   /** Warm-up only: when the worker's entry started, and when onnxruntime had loaded there. */

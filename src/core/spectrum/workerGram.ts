@@ -13,7 +13,10 @@
  *   and bottom halves A, B of W^T's rows (A·Aᵀ, A·Bᵀ, B·Bᵀ; B·Aᵀ = (A·Bᵀ)ᵀ): three quarters
  *   of the arithmetic.
  */
+import { readSync } from 'node:fs';
+import type { RowSource } from '../checkpoint/checkpoint';
 import { GraphBuilder } from '../compute/onnx';
+import { FactoredKeysError } from '../errors';
 import { createSession, Tensor, type ComputeSession } from '../compute/session';
 import { solveEigenTask, type SpectraReply, type SpectraTask } from './eigenPool';
 import { gramModel, widenOpset, widenToFloat32 } from './gram';
@@ -41,10 +44,14 @@ export function perHeadGramModel(graph: 'gemm' | 'half', feed: Feed, count: numb
   const heads = count === 1 ? [w] : g.opMulti('Split', [w, g.int64s(new Array<number>(count).fill(1))], { axis: 0 }, { outputCount: count });
   const grams = heads.map((h) => {
     // split and reshape the 16-bit rows first, so each head is widened just before its product
-    const x = widenToFloat32(g, g.op('Reshape', [h, g.int64s([headDim, dModel])]), feed);
-    if (graph === 'gemm') return g.op('Gemm', [x, x], { transB: 1 });
+    const rows = g.op('Reshape', [h, g.int64s([headDim, dModel])]);
+    if (graph === 'gemm') {
+      const x = widenToFloat32(g, rows, feed);
+      return g.op('Gemm', [x, x], { transB: 1 });
+    }
+    // the halves split off in the stored form and widened apart (no float32 copy to split)
     const top = headDim >> 1;
-    const [a, b] = g.opMulti('Split', [x, g.int64s([top, headDim - top])], { axis: 0 }, { outputCount: 2 });
+    const [a, b] = g.opMulti('Split', [rows, g.int64s([top, headDim - top])], { axis: 0 }, { outputCount: 2 }).map((x) => widenToFloat32(g, x, feed));
     const ab = g.op('Gemm', [a, b], { transB: 1 });
     const upper = g.op('Concat', [g.op('Gemm', [a, a], { transB: 1 }), ab], { axis: 1 });
     const lower = g.op('Concat', [g.op('Transpose', [ab], { perm: [1, 0] }), g.op('Gemm', [b, b], { transB: 1 })], { axis: 1 });
@@ -69,21 +76,41 @@ function session(feed: Feed, count: number, headDim: number, dModel: number): Pr
   return s;
 }
 
-function tensor(feed: Feed, buffer: ArrayBuffer, elementOffset: number, elements: number, dims: number[]): Tensor {
-  if (feed === 'float32') return new Tensor('float32', new Float32Array(buffer, elementOffset * 4, elements), dims);
-  return new Tensor(feed === 'float16' ? 'float16' : 'uint16', new Uint16Array(buffer, elementOffset * 2, elements), dims);
+/** This worker's read buffer, kept across tasks (grown when a part is larger). */
+let scratch = new ArrayBuffer(0);
+
+/** Reads a task's rows into the kept buffer with positional reads (this thread's own I/O). */
+function readSource(source: RowSource): ArrayBuffer {
+  if (scratch.byteLength < source.length) scratch = new ArrayBuffer(source.length);
+  const bytes = new Uint8Array(scratch, 0, source.length);
+  for (let done = 0; done < source.length; ) {
+    const n = readSync(source.fd, bytes, done, source.length - done, source.offset + done);
+    // the header was checked against the size at open time: the file shrank while open
+    if (n === 0) throw new FactoredKeysError(`${source.file}: unexpected end of file at byte ${source.offset + done} (was it changed while being read?)`);
+    done += n;
+  }
+  return scratch;
 }
 
-/** Runs one {@link SpectraTask}; the reply carries the buffer back (transfer it). */
+function tensor(feed: Feed, buffer: ArrayBuffer, elements: number, dims: number[]): Tensor {
+  if (feed === 'float32') return new Tensor('float32', new Float32Array(buffer, 0, elements), dims);
+  return new Tensor(feed === 'float16' ? 'float16' : 'uint16', new Uint16Array(buffer, 0, elements), dims);
+}
+
+/** Runs one {@link SpectraTask}. */
 export async function solveSpectraTask(task: SpectraTask, booted?: number): Promise<SpectraReply> {
   const { feed, headDim: n, dModel, count } = task;
   const received = sharedClock();
   const s = await session(feed, count || (task.prepareCount ?? 0), n, dModel);
   const ready = sharedClock();
-  if (count === 0) return { id: task.id, values: new Float64Array(0), buffer: task.buffer, ...(tracing() ? { timing: { received, ready, gram: ready, eigen: ready, booted, loaded } } : {}) };
-  const out = await s.run({ w: tensor(feed, task.buffer, 0, count * n * dModel, [count, n, dModel]) });
+  if (count === 0 || !task.source) return { id: task.id, spectra: true, values: new Float64Array(0), ...(tracing() ? { timing: { received, ready, read: ready, gram: ready, eigen: ready, booted, loaded } } : {}) };
+  const elements = count * n * dModel;
+  if (task.source.length !== elements * (feed === 'float32' ? 4 : 2)) throw new Error(`spectra task: ${task.source.length} bytes for ${elements} ${feed} values`);
+  const buffer = readSource(task.source);
+  const read = sharedClock();
+  const out = await s.run({ w: tensor(feed, buffer, elements, [count, n, dModel]) });
   const grams = out.gram.data as Float32Array;
   const gram = sharedClock();
   const values = solveEigenTask(grams, n, count);
-  return { id: task.id, values, buffer: task.buffer, ...(tracing() ? { timing: { received, ready, gram, eigen: sharedClock() } } : {}) };
+  return { id: task.id, spectra: true, values, ...(tracing() ? { timing: { received, ready, read, gram, eigen: sharedClock() } } : {}) };
 }

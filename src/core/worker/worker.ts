@@ -4,6 +4,7 @@
  * export's eigensolves) and the export's byte-range copy of the untouched tensors.
  */
 import { parentPort } from 'node:worker_threads';
+import { FactoredKeysError } from '../errors';
 import { runCopyTask, type CopyTask } from '../export/writer';
 import { mapsTransferList, solveMapsTask, type MapsTask } from '../factor/maps';
 import { solveEigenTask, warmUpEigen, type EigenReply, type EigenTask, type SpectraTask } from '../spectrum/eigenPool';
@@ -11,6 +12,9 @@ import { sharedClock } from '../spectrum/trace';
 
 /** When this worker's entry started (the spectrum trace's worker start-up). */
 const booted = sharedClock();
+
+/** The spectra tasks, run one after another (see below). */
+let spectraQueue: Promise<unknown> = Promise.resolve();
 
 parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask) => {
   if (task.type === 'maps') {
@@ -24,12 +28,16 @@ parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask) 
     return;
   }
   if (task.type === 'spectra') {
-    // the spectrum engine's many-core path: Gram + eigensolves of a few heads (loads onnxruntime)
-    import('../spectrum/workerGram')
+    // the spectrum engine's many-core path: read, Gram and eigensolves of a few heads (loads
+    // onnxruntime). One task at a time: they share this worker's read buffer, and onnxruntime's
+    // run starts only on a later turn of the event loop, when the next task's read would
+    // already have overwritten it.
+    spectraQueue = spectraQueue
+      .then(() => import('../spectrum/workerGram'))
       .then(({ solveSpectraTask }) => solveSpectraTask(task, booted))
       .then(
-        (reply) => parentPort?.postMessage(reply, [...(reply.buffer ? [reply.buffer] : []), ...(reply.values ? [reply.values.buffer as ArrayBuffer] : [])]),
-        (e: unknown) => parentPort?.postMessage({ id: task.id, error: (e as Error)?.message ?? String(e) }),
+        (reply) => parentPort?.postMessage(reply, reply.values ? [reply.values.buffer as ArrayBuffer] : []),
+        (e: unknown) => parentPort?.postMessage({ id: task.id, error: (e as Error)?.message ?? String(e), userError: e instanceof FactoredKeysError }),
       );
     return;
   }
