@@ -16,10 +16,12 @@ for kv in rest[:split]:
     k, v = kv.split('=', 1)
     env[k] = v
 args = rest[split + 1:]
+# FK_BENCH_CLI=<path>: another build of the CLI (the previous commit's, for before/after runs)
+cli = env.pop('FK_BENCH_CLI', 'dist/cli.js')
 for i in range(int(repeats)):
     t0 = time.perf_counter()
     with open('/tmp/analyze.out', 'wb') as o, open('/tmp/analyze.err', 'wb') as e:
-        p = subprocess.Popen([node, 'dist/cli.js', 'analyze', ckpt, '--json', *args], stdout=o, stderr=e, env=env)
+        p = subprocess.Popen([node, cli, 'analyze', ckpt, '--json', *args], stdout=o, stderr=e, env=env)
         _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)

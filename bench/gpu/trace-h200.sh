@@ -38,6 +38,18 @@ if [ "$phase" = workers-read ]; then
   done
   run 'not primed' 2 FK_SPECTRUM_PRIME=0 -- --backend cpu
   python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = graphs ]; then
+  # the Gram graph and spare cores, against the previous commit's build (.gpu/dist-prev.tar.xz), interleaved
+  SKIP_1B=1 setup
+  tar xJf .gpu/dist-prev.tar.xz
+  for r in 1 2 3; do
+    run 'previous build' 1 FK_BENCH_CLI=dist-prev/cli.js -- --backend cpu
+    run 'gemm, spare 4' 1 -- --backend cpu
+    run 'gemm, spare 2' 1 FK_SPECTRUM_SPARE_CORES=2 -- --backend cpu
+    run 'half, spare 4' 1 FK_SPECTRUM_WORKER_GRAPH=half -- --backend cpu
+    run 'half, spare 3' 1 FK_SPECTRUM_WORKER_GRAPH=half FK_SPECTRUM_SPARE_CORES=3 -- --backend cpu
+    run 'half, spare 2' 1 FK_SPECTRUM_WORKER_GRAPH=half FK_SPECTRUM_SPARE_CORES=2 FK_SPECTRUM_TRACE=$OUT/trace-half2-$r.json -- --backend cpu
+  done
 elif [ "$phase" = variants ]; then
   # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
   setup

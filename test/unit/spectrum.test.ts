@@ -9,6 +9,7 @@ import { Matrix, SVD } from 'ml-matrix';
 import { CancelledError } from '../../src/core/errors';
 import { analyzeSpectra, cumulativeEnergy, effectiveRanks, rankForEnergy, stableRank, type SpectrumResult } from '../../src/core/spectrum';
 import { EigenWorkspace, symmetricEigenvalues } from '../../src/core/spectrum/eigenvalues';
+import { workerGraph } from '../../src/core/spectrum/workerGram';
 import { fastestByPrediction, runSpectrumEngine } from '../../src/core/spectrum/engine';
 import { bf16Values, gramModel } from '../../src/core/spectrum/gram';
 import { createSession, Tensor } from '../../src/core/compute/session';
@@ -381,7 +382,7 @@ describe('eigenvalue solver and metrics', () => {
 });
 
 describe('the Gram graphs', () => {
-  test('the workers\' graphs: per-head Gemm (the default) gives the batched MatMul\'s bits, the half split agrees within 1e-6·σ_max', async () => {
+  test('the workers\' graphs: the half split (the default) agrees with the per-head Gemm within 1e-6·σ_max, which gives the batched MatMul\'s bits', async () => {
     const ckpt = await openCheckpoint(fixture('mistral-bytes'));
     const saved = process.env.FK_SPECTRUM_WORKER_GRAPH;
     try {
@@ -391,13 +392,17 @@ describe('the Gram graphs', () => {
         else process.env.FK_SPECTRUM_WORKER_GRAPH = graph;
         return runSpectrumEngine(ckpt, layout, { backend: 'cpu', threads: 2 }, { workers: true, workerGram: true, partHeads: 3 });
       };
-      const gemm = await run(undefined);
+      delete process.env.FK_SPECTRUM_WORKER_GRAPH;
+      assert.equal(workerGraph(layout.headDim), 'half');
+      assert.equal(workerGraph(1), 'gemm');
+      const half = await run(undefined);
+      const gemm = await run('gemm');
       const batched = await run('batched');
-      const half = await run('half');
-      assert.deepEqual(
-        gemm.heads.map((h) => h.singularValues),
-        batched.heads.map((h) => h.singularValues),
-      );
+      const values = (r: typeof half) => r.heads.map((h) => h.singularValues);
+      assert.deepEqual(values(gemm), values(batched));
+      // the blocks' dot products may be accumulated in another order (they differ in the last
+      // bits on the 7B shape, by 6.7e-8·σ_max at most)
+      assert.equal(half.heads.length, 24);
       half.heads.forEach((h, i) => {
         const g = gemm.heads[i];
         h.singularValues.forEach((v, j) => assert.ok(Math.abs(v - g.singularValues[j]) <= 1e-6 * g.singularValues[0], `${h.layer}/${h.kind}/${h.head} σ${j}`));

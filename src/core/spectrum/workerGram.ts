@@ -6,12 +6,11 @@
  * Loaded lazily by the worker entry (onnxruntime loads only in workers that get such tasks).
  *
  * One `run` per task, with one of three Gram graphs (FK_SPECTRUM_WORKER_GRAPH; benchmarks):
- * - `gemm` (the default): each head split off, widened and multiplied by one `Gemm` with
- *   transB (no transposed copy, and each head's float32 copy is small enough to stay in cache);
- * - `batched`: the batched `MatMul(X, Transpose(X))` of the task's heads (the same bits);
- * - `half`: as `gemm`, but each head's G = W^T W assembled from three `Gemm`s over the top
- *   and bottom halves A, B of W^T's rows (A·Aᵀ, A·Bᵀ, B·Bᵀ; B·Aᵀ = (A·Bᵀ)ᵀ): three quarters
- *   of the arithmetic.
+ * - `half` (the default): each head split off in its stored form, its top and bottom halves A
+ *   and B of W^T's rows widened apart and G = W^T W assembled from three `Gemm`s with transB
+ *   (A·Aᵀ, A·Bᵀ, B·Bᵀ; B·Aᵀ = (A·Bᵀ)ᵀ): three quarters of the arithmetic, no transposed copy;
+ * - `gemm`: each head widened whole and multiplied by one `Gemm` with transB;
+ * - `batched`: the batched `MatMul(X, Transpose(X))` of the task's heads (the same bits as `gemm`).
  */
 import { readSync } from 'node:fs';
 import type { RowSource } from '../checkpoint/checkpoint';
@@ -31,10 +30,11 @@ const loaded = sharedClock();
 /** The Gram graphs a worker can run (see the module comment). */
 export type WorkerGramGraph = 'batched' | 'gemm' | 'half';
 
-/** `gemm` unless FK_SPECTRUM_WORKER_GRAPH names another (same bits as `batched`, and faster on the H200: docs/BENCHMARKS.md). */
-function workerGraph(headDim: number): WorkerGramGraph {
+/** `half` unless FK_SPECTRUM_WORKER_GRAPH names another (faster on the H200 and on 2 cores: docs/BENCHMARKS.md); `gemm` for a 1-wide head. */
+export function workerGraph(headDim: number): WorkerGramGraph {
   const v = process.env.FK_SPECTRUM_WORKER_GRAPH;
-  return v === 'batched' || (v === 'half' && headDim >= 2) ? v : 'gemm';
+  if (v === 'batched' || v === 'gemm') return v;
+  return headDim >= 2 ? 'half' : 'gemm';
 }
 
 /** The per-head `gemm` or `half` Gram of `count` heads (input `w`: count x headDim x dModel; output `gram`: count x headDim x headDim). */
