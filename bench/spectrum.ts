@@ -230,18 +230,25 @@ export async function run(): Promise<unknown> {
       }
     }
     measure('read', dir); // warm the Q/K ranges
-    const reads = Array.from({ length: repeats }, () => measure('read', dir));
-    row.readWarm = reads;
-    const readWarm = min(reads.map((r) => r.seconds));
-    out.push(['read Q/K bytes only (warm)', `${readWarm.toFixed(2)} s (${(qkGB / readWarm).toFixed(2)} GB/s), CPU ${min(reads.map((r) => r.cpuSeconds ?? 0)).toFixed(2)} s`, `${min(reads.map((r) => r.maxRssMB)).toFixed(0)} MB`]);
-
     const layers = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { num_hidden_layers: number; num_key_value_heads: number; num_attention_heads: number };
     const sample = sampleHeads(layers.num_hidden_layers, layers.num_key_value_heads, layers.num_attention_heads, naiveHeads);
+    // rounds of one read and one analysis per backend, interleaved, so that a shared machine's
+    // slow spells weigh on every measurement alike
+    forgetChoice(); // the first auto run has nothing remembered; later ones recall
+    const reads: ChildResult[] = [];
+    const analyses: Record<string, ChildResult[]> = Object.fromEntries(backends.map((b) => [b, []]));
+    for (let i = 0; i < repeats; i++) {
+      reads.push(measure('read', dir));
+      for (const b of backends) analyses[b].push(measure('analyze', dir, b, JSON.stringify(sample)));
+    }
+    row.readWarm = reads;
+    const readWarm = min(reads.map((r) => r.seconds));
+    out.push([`read Q/K bytes only (warm), min of ${repeats}`, `${readWarm.toFixed(2)} s (${(qkGB / readWarm).toFixed(2)} GB/s), CPU ${min(reads.map((r) => r.cpuSeconds ?? 0)).toFixed(2)} s`, `${min(reads.map((r) => r.maxRssMB)).toFixed(0)} MB`]);
+
     const best: Record<string, number> = {};
     let analyzed: ChildResult | undefined;
     for (const b of backends) {
-      if (b === 'auto') forgetChoice(); // the first auto run has nothing remembered; later ones recall
-      const runs = Array.from({ length: repeats }, () => measure('analyze', dir, b, JSON.stringify(sample)));
+      const runs = analyses[b];
       row[`analyzeWarm_${b}`] = runs.map(({ samples: _s, ...rest }) => rest);
       best[b] = min(runs.map((r) => r.seconds));
       analyzed = analyzed ?? runs[0];

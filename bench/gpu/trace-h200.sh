@@ -4,6 +4,7 @@
 #         dist; the 7B shape (Q/K bytes only: analyze reads nothing else) and the 1.1B shape;
 #         analyze (cpu) with FK_SPECTRUM_TRACE, and PyTorch's best spectrum path in the same run
 #   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
+#   final2-cpu (carry as base, plus .gpu/dist-prev.tar.xz), then final2-cuda (carry .gpucuda only)
 #   workers-read (carry as base) the workers reading their own rows: worker counts, graphs, main-thread path
 #   cuda  (carry .gpucuda only) onnxruntime-node 1.29 with the CUDA EP: analyze --backend cuda
 #         traced, and the 1.1B eval in fresh processes (provider start-up split off, profiled)
@@ -50,6 +51,30 @@ elif [ "$phase" = graphs ]; then
     run 'half, spare 3' 1 FK_SPECTRUM_WORKER_GRAPH=half FK_SPECTRUM_SPARE_CORES=3 -- --backend cpu
     run 'half, spare 2' 1 FK_SPECTRUM_WORKER_GRAPH=half FK_SPECTRUM_SPARE_CORES=2 FK_SPECTRUM_TRACE=$OUT/trace-half2-$r.json -- --backend cpu
   done
+elif [ "$phase" = final2-cpu ]; then
+  # issue 16's bar after the workers read their own rows: auto (nothing measured) vs cpu vs webgpu
+  # vs the previous commit's build, interleaved, PyTorch's best path in the same run (onnxruntime 1.30)
+  SKIP_1B=1 setup
+  tar xJf .gpu/dist-prev.tar.xz
+  for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  for r in 1 2 3; do
+    run 'auto' 1 -- --backend auto
+    run 'cpu' 1 FK_SPECTRUM_TRACE=$OUT/trace-final-$r.json -- --backend cpu
+    run 'previous build, cpu' 1 FK_BENCH_CLI=dist-prev/cli.js -- --backend cpu
+  done
+  run 'webgpu' 1 -- --backend webgpu
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig,gram --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = final2-cuda ]; then
+  # the same with onnxruntime-node 1.29 and its CUDA EP: auto before and after calibration, cpu, cuda
+  [ -x /tmp/node ] || { echo "error: run a set-up phase first"; exit 3; }
+  . bench/gpu/cuda-env.sh && use_ort_cuda
+  export FACTORED_KEYS_CACHE_DIR=/tmp/fkcache-final2-cuda VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  run 'ort 1.29: auto, nothing measured' 1 -- --backend auto
+  run 'ort 1.29: auto --calibrate' 1 -- --backend auto --calibrate
+  for r in 1 2 3; do run 'ort 1.29: auto (remembered)' 1 -- --backend auto; run 'ort 1.29: cpu' 1 -- --backend cpu; done
+  run 'ort 1.29: cuda' 2 -- --backend cuda
+  cat $FACTORED_KEYS_CACHE_DIR/spectrum-backend.json >> $OUT/$phase.txt
 elif [ "$phase" = variants ]; then
   # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
   setup

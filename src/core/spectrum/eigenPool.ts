@@ -89,23 +89,15 @@ export function solveEigenTask(grams: Float32Array, n: number, count: number): F
   const values = new Float64Array(count * n);
   const out = new Float64Array(n);
   for (let h = 0; h < count; h++) {
-    const offset = h * n * n;
-    let finite = true;
-    for (let i = 0; i < n * n; i++) {
-      if (!Number.isFinite(grams[offset + i])) {
-        finite = false;
-        break;
-      }
-    }
-    if (!finite) {
-      values.fill(Number.NaN, h * n, (h + 1) * n);
-      continue;
-    }
-    ws.eigenvaluesInto(grams, offset, out);
-    values.set(out, h * n);
+    // a non-finite Gram (NaN/Inf weights) gives NaN eigenvalues: the head is flagged, not solved
+    if (ws.eigenvaluesInto(grams, h * n * n, out)) values.set(out, h * n);
+    else values.fill(Number.NaN, h * n, (h + 1) * n);
   }
   return values;
 }
+
+/** Spectra tasks a worker holds at most (one running, one ready to start the moment it ends). */
+const MAX_QUEUED_SPECTRA = 2;
 
 /** A fixed set of eigensolver workers; tasks are split evenly and answered in order. */
 export class EigenPool {
@@ -116,6 +108,12 @@ export class EigenPool {
   private nextId = 0;
   private next = 0;
   private failed?: Error;
+  /**
+   * Spectra tasks waiting for a worker with room (fewer than {@link MAX_QUEUED_SPECTRA} tasks
+   * queued): a worker gets the next one as it answers, so a worker that starts or runs slower
+   * gets less work instead of holding up the tasks already assigned to it.
+   */
+  private readonly backlog: ((worker: number) => void)[] = [];
 
   private constructor(script: string, size: number) {
     for (let i = 0; i < size; i++) {
@@ -127,6 +125,7 @@ export class EigenPool {
         if (!p) return;
         this.pending.delete(reply.id);
         this.queued[i]--;
+        if (this.backlog.length > 0 && this.queued[i] < MAX_QUEUED_SPECTRA) this.backlog.shift()!(i);
         if (reply.error !== undefined) p.reject(reply.userError ? new FactoredKeysError(reply.error) : new Error(reply.error));
         else if (reply.maps) p.resolve(reply.maps as never);
         else if (reply.spectra) p.resolve({ values: reply.values ?? new Float64Array(0), timing: reply.timing } as never);
@@ -163,6 +162,7 @@ export class EigenPool {
     this.failed = e;
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
+    for (const task of this.backlog.splice(0)) task(0);
   }
 
   /**
@@ -171,14 +171,19 @@ export class EigenPool {
    */
   spectra(feed: SpectraTask['feed'], source: RowSource | undefined, count: number, headDim: number, dModel: number, worker?: number, prepareCount?: number): Promise<{ values: Float64Array; timing?: TaskTiming }> {
     if (this.failed) return Promise.reject(this.failed);
-    let w = worker ?? 0;
-    if (worker === undefined) for (let i = 1; i < this.workers.length; i++) if (this.queued[i] < this.queued[w]) w = i;
-    const id = this.nextId++;
-    this.queued[w]++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
-      const task: SpectraTask = { id, type: 'spectra', feed, count, headDim, dModel, ...(source ? { source } : {}), ...(prepareCount ? { prepareCount } : {}) };
-      this.workers[w].postMessage(task);
+      const post = (w: number): void => {
+        const id = this.nextId++;
+        this.queued[w]++;
+        this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
+        const task: SpectraTask = { id, type: 'spectra', feed, count, headDim, dModel, ...(source ? { source } : {}), ...(prepareCount ? { prepareCount } : {}) };
+        this.workers[w].postMessage(task);
+      };
+      if (worker !== undefined) return post(worker);
+      let w = 0;
+      for (let i = 1; i < this.workers.length; i++) if (this.queued[i] < this.queued[w]) w = i;
+      if (this.queued[w] < MAX_QUEUED_SPECTRA && this.backlog.length === 0) post(w);
+      else this.backlog.push((free) => (this.failed ? reject(this.failed) : post(free)));
     });
   }
 
@@ -238,6 +243,7 @@ export class EigenPool {
   }
 
   async close(): Promise<void> {
+    if (!this.failed) this.fail(new Error('eigen pool closed'));
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
   }

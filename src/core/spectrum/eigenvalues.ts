@@ -38,16 +38,28 @@ export class EigenWorkspace {
   /**
    * Loads symmetric `g` (n x n row-major, float32 or float64, starting at `offset`),
    * symmetrising it ((G + G^T) / 2, since a float32 Gram product is symmetric only up to
-   * rounding), and computes its eigenvalues into `out` (descending).
+   * rounding), and computes its eigenvalues into `out` (descending). Returns false, leaving
+   * `out` alone, when an entry is not finite (NaN or ±Inf: NaN/Inf weights).
    */
-  eigenvaluesInto(g: ArrayLike<number>, offset: number, out: Float64Array): void {
+  eigenvaluesInto(g: ArrayLike<number>, offset: number, out: Float64Array): boolean {
     const n = this.n;
     const a = this.a;
+    // the float64 sum of the entries is finite exactly when every entry is (float32 entries
+    // cannot overflow it), so the finiteness check costs no extra pass
+    let sum = 0;
     for (let i = 0; i < n; i++) {
       const ri = i * n;
-      a[ri + i] = g[offset + ri + i];
-      for (let j = i + 1; j < n; j++) a[ri + j] = 0.5 * (g[offset + ri + j] + g[offset + j * n + i]);
+      const diagonal = g[offset + ri + i];
+      a[ri + i] = diagonal;
+      sum += diagonal;
+      for (let j = i + 1; j < n; j++) {
+        const upper = g[offset + ri + j];
+        const lower = g[offset + j * n + i];
+        sum += upper + lower;
+        a[ri + j] = 0.5 * (upper + lower);
+      }
     }
+    if (!Number.isFinite(sum)) return false;
     if (this.wasm) this.wasm.run(this.d, this.e);
     else this.tridiagonalize();
     // the root-free sweep, or (entries beyond its squaring range, no convergence) the
@@ -63,6 +75,7 @@ export class EigenWorkspace {
     out.set(d.subarray(0, n));
     out.sort();
     out.reverse();
+    return true;
   }
 
   /** Householder reduction of the upper triangle of `a` to tridiagonal (d, e). */
@@ -121,6 +134,6 @@ export class EigenWorkspace {
 /** Eigenvalues (descending) of symmetric `g` (n x n row-major). Convenience wrapper. */
 export function symmetricEigenvalues(g: ArrayLike<number>, n: number, useWasm = true): Float64Array {
   const out = new Float64Array(n);
-  new EigenWorkspace(n, useWasm).eigenvaluesInto(g, 0, out);
+  if (!new EigenWorkspace(n, useWasm).eigenvaluesInto(g, 0, out)) out.fill(Number.NaN);
   return out;
 }

@@ -101,13 +101,15 @@ function partHeads(layerHeads: number, workers: number, forcedByTest?: number): 
 }
 
 /**
- * Layers in flight: 3 when the workers compute, else 1 (FK_SPECTRUM_PREFETCH overrides; on the
- * H200's CUDA Gram 2 and 3 layers were no faster than 1, docs/BENCHMARKS.md).
+ * Layers in flight: every layer when the workers compute (a layer in flight is only its tasks,
+ * waiting in the pool until a worker has room; the worker reads the bytes when it starts one),
+ * else 1 (FK_SPECTRUM_PREFETCH overrides; on the H200's CUDA Gram 2 and 3 layers were no faster
+ * than 1, docs/BENCHMARKS.md).
  */
-function prefetchDepth(workerGram: boolean): number {
+function prefetchDepth(workerGram: boolean, layers: number): number {
   const v = Number(process.env.FK_SPECTRUM_PREFETCH);
   if (Number.isInteger(v) && v >= 1 && v <= 8) return v;
-  return workerGram ? 3 : 1;
+  return workerGram ? Math.max(1, layers) : 1;
 }
 
 /** Below this many heads in the whole model, worker start-up costs more than it saves. */
@@ -425,8 +427,8 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     const workerPool = (): EigenPool | undefined => (pool && gramInWorkers(internals.workerGram) && (trial ? trial.current() : runner)?.requested === 'cpu' ? pool : undefined);
     const perLayer = layers > 0 ? layerJobs(layout, 0, kinds).length : 0;
     const per = partHeads(perLayer, pool?.size ?? 1, internals.partHeads);
-    const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined));
-    ring.capacity = Math.max(ring.capacity, depth() + 1);
+    const depth = (): number => (trial ? 1 : prefetchDepth(workerPool() !== undefined, layers));
+    if (!workerPool()) ring.capacity = Math.max(ring.capacity, depth() + 1);
     let primeOnnxruntime: (() => void) | undefined;
     if (workerPool() && perLayer > 0) {
       const first = layerJobs(layout, 0, kinds)[0].slice;

@@ -26,6 +26,8 @@ type Feed = SpectraTask['feed'];
 const sessions = new Map<string, Promise<ComputeSession>>();
 /** When this module (and onnxruntime with it) finished loading in this worker. */
 const loaded = sharedClock();
+/** Whether to time the tasks, read once (an environment lookup per task costs more than it seems). */
+const traced = tracing();
 
 /** The Gram graphs a worker can run (see the module comment). */
 export type WorkerGramGraph = 'batched' | 'gemm' | 'half';
@@ -103,7 +105,7 @@ export async function solveSpectraTask(task: SpectraTask, booted?: number): Prom
   const received = sharedClock();
   const s = await session(feed, count || (task.prepareCount ?? 0), n, dModel);
   const ready = sharedClock();
-  if (count === 0 || !task.source) return { id: task.id, spectra: true, values: new Float64Array(0), ...(tracing() ? { timing: { received, ready, read: ready, gram: ready, eigen: ready, booted, loaded } } : {}) };
+  if (count === 0 || !task.source) return { id: task.id, spectra: true, values: new Float64Array(0), ...(traced ? { timing: { received, ready, read: ready, gram: ready, eigen: ready, booted, loaded } } : {}) };
   const elements = count * n * dModel;
   if (task.source.length !== elements * (feed === 'float32' ? 4 : 2)) throw new Error(`spectra task: ${task.source.length} bytes for ${elements} ${feed} values`);
   const buffer = readSource(task.source);
@@ -112,5 +114,5 @@ export async function solveSpectraTask(task: SpectraTask, booted?: number): Prom
   const grams = out.gram.data as Float32Array;
   const gram = sharedClock();
   const values = solveEigenTask(grams, n, count);
-  return { id: task.id, spectra: true, values, ...(tracing() ? { timing: { received, ready, read, gram, eigen: sharedClock() } } : {}) };
+  return { id: task.id, spectra: true, values, ...(traced ? { timing: { received, ready, read, gram, eigen: sharedClock() } } : {}) };
 }

@@ -36,7 +36,8 @@ parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask) 
       .then(() => import('../spectrum/workerGram'))
       .then(({ solveSpectraTask }) => solveSpectraTask(task, booted))
       .then(
-        (reply) => parentPort?.postMessage(reply, reply.values ? [reply.values.buffer as ArrayBuffer] : []),
+        // the eigenvalues (a few KB) are copied: transferring so small a buffer costs more
+        (reply) => parentPort?.postMessage(reply),
         (e: unknown) => parentPort?.postMessage({ id: task.id, error: (e as Error)?.message ?? String(e), userError: e instanceof FactoredKeysError }),
       );
     return;
