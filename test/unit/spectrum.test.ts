@@ -1,12 +1,12 @@
 import { strict as assert } from 'node:assert';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { buildLayout } from '../../src/core/arch';
 import { openCheckpoint } from '../../src/core/checkpoint/checkpoint';
 import { decodeToFloat32, encodeFromFloat32, float32ToBf16Bits, type Dtype } from '../../src/core/checkpoint/dtypes';
 import { Matrix, SVD } from 'ml-matrix';
-import { CancelledError } from '../../src/core/errors';
+import { CancelledError, FactoredKeysError } from '../../src/core/errors';
 import { analyzeSpectra, cumulativeEnergy, effectiveRanks, rankForEnergy, stableRank, type SpectrumResult } from '../../src/core/spectrum';
 import { EigenWorkspace, symmetricEigenvalues } from '../../src/core/spectrum/eigenvalues';
 import { workerGraph } from '../../src/core/spectrum/workerGram';
@@ -310,6 +310,53 @@ describe('spectra computed on the worker threads (the many-core CPU path)', () =
       }
     });
   }
+});
+
+describe('the workers\' own reads', () => {
+  test('a checkpoint truncated after it was opened: one-line user error naming the file, no result', async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const copy = path.join(dir, 'ckpt');
+      cpSync(fixture('mistral-bytes'), copy, { recursive: true });
+      const ckpt = await openCheckpoint(copy);
+      try {
+        const layout = buildLayout(ckpt);
+        // cut the file in the middle of layer 1's query rows, after the headers were checked
+        const q = ckpt.tensor(layout.layers[1].queryHeads[0].tensor);
+        truncateSync(q.file, q.start + 100);
+        const run = runSpectrumEngine(ckpt, layout, { backend: 'cpu', threads: 2 }, { workers: true, workerGram: true });
+        await assert.rejects(run, (e: Error) => {
+          assert.ok(e instanceof FactoredKeysError, `a user error, not ${e.name}`);
+          assert.ok(e.message.startsWith(`${q.file}: unexpected end of file at byte `), e.message);
+          assert.match(e.message, /at byte \d+ \(was it changed while being read\?\)$/);
+          assert.ok(!e.message.includes('\n'));
+          return true;
+        });
+      } finally {
+        await ckpt.close();
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('every range a worker read was reported to the read observer, inside its tensor', async () => {
+    const seen: { file: string; position: number; length: number }[] = [];
+    const ckpt = await openCheckpoint(fixture('mistral-bytes'), { observeRead: (file, position, length) => seen.push({ file, position, length }) });
+    try {
+      const layout = buildLayout(ckpt);
+      seen.length = 0;
+      const r = await runSpectrumEngine(ckpt, layout, { backend: 'cpu', threads: 2 }, { workers: true, workerGram: true, partHeads: 3 });
+      assert.equal(r.heads.length, 24);
+      const qk = new Map<string, { start: number; end: number }>();
+      for (const l of layout.layers) for (const s of [...l.keyHeads, ...l.queryHeads]) qk.set(s.tensor, ckpt.tensor(s.tensor));
+      const bytes = [...qk.values()].reduce((a, t) => a + t.end - t.start, 0);
+      assert.equal(seen.reduce((a, x) => a + x.length, 0), bytes, 'each Q/K byte read once');
+      for (const x of seen) assert.ok([...qk.values()].some((t) => x.position >= t.start && x.position + x.length <= t.end), `read ${x.position}+${x.length} inside a Q/K tensor`);
+    } finally {
+      await ckpt.close();
+    }
+  });
 });
 
 describe('auto trial with the workers computing the CPU candidate', () => {
