@@ -83,7 +83,7 @@ elif [ "$phase" = backlog ]; then
   tar xJf .gpu/dist-prev.tar.xz
   for r in 1 2 3 4; do
     run 'backlog' 1 FK_SPECTRUM_TRACE=$OUT/trace-backlog-$r.json -- --backend cpu
-    run 'previous build' 1 FK_BENCH_CLI=dist-prev/cli.js FK_SPECTRUM_TRACE=$OUT/trace-prev-$r.json -- --backend cpu
+    run 'previous build' 1 FK_BENCH_CLI=dist-prev/cli.js -- --backend cpu
     run 'auto' 1 -- --backend auto
   done
   mkdir -p /tmp/cpuprof && /tmp/node --cpu-prof --cpu-prof-dir=/tmp/cpuprof dist/cli.js analyze /tmp/m7 --backend cpu >> $OUT/$phase.txt 2>&1
