@@ -5,6 +5,7 @@
 #         analyze (cpu) with FK_SPECTRUM_TRACE, and PyTorch's best spectrum path in the same run
 #   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
 #   final2-cpu (carry as base, plus .gpu/dist-prev.tar.xz), then final2-cuda (carry .gpucuda only)
+#   notes (carry as base), then notes-cuda (carry .gpucuda only): an explicit GPU backend's notes
 #   backlog (carry as base, plus .gpu/dist-prev.tar.xz) the pool's backlog against the previous build, CPU profiles
 #   workers-read (carry as base) the workers reading their own rows: worker counts, graphs, main-thread path
 #   cuda  (carry .gpucuda only) onnxruntime-node 1.29 with the CUDA EP: analyze --backend cuda
@@ -89,6 +90,19 @@ elif [ "$phase" = backlog ]; then
   mkdir -p /tmp/cpuprof && /tmp/node --cpu-prof --cpu-prof-dir=/tmp/cpuprof dist/cli.js analyze /tmp/m7 --backend cpu >> $OUT/$phase.txt 2>&1
   python3 bench/gpu/cpuprof_summary.py /tmp/cpuprof 8 > $OUT/cpuprof-summary.txt 2>&1
   python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = notes ]; then
+  # what an explicit GPU backend's run says about its start-up (ort 1.30: webgpu; then the cuda
+  # phase's environment: run `notes-cuda` with .gpucuda carried)
+  SKIP_1B=1 setup
+  for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  run 'webgpu' 1 -- --backend webgpu
+  run 'cpu' 1 -- --backend cpu
+elif [ "$phase" = notes-cuda ]; then
+  [ -x /tmp/node ] || { echo "error: run a set-up phase first"; exit 3; }
+  . bench/gpu/cuda-env.sh && use_ort_cuda
+  run 'ort 1.29: cuda' 2 -- --backend cuda
+  run 'ort 1.29: cpu' 1 -- --backend cpu
 elif [ "$phase" = variants ]; then
   # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
   setup

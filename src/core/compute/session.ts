@@ -42,6 +42,8 @@ export interface BackendProbe {
    * fresh process pays again.
    */
   readonly startMs?: number;
+  /** When the probe ended (`performance.now()` of this thread), when it worked. */
+  readonly endedAt?: number;
 }
 
 /** Session-wide options. */
@@ -223,7 +225,8 @@ export function probeBackend(name: BackendName): Promise<BackendProbe> {
           const r = await session.run({ x: new ort.Tensor('float32', Float32Array.from([1, 2, 3, 4]), [2, 2]) });
           const y = r[session.outputNames[0]].data as Float32Array;
           if (y[0] !== 7 || y[3] !== 22) return { name, listed: true, bundled: listed.bundled, usable: false, reason: 'test product gave a wrong result' };
-          return { name, listed: true, bundled: listed.bundled, usable: true, startMs: performance.now() - started };
+          const endedAt = performance.now();
+          return { name, listed: true, bundled: listed.bundled, usable: true, startMs: endedAt - started, endedAt };
         } finally {
           await session.release();
         }

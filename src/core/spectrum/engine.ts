@@ -372,6 +372,8 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
   trace?.mark('pool', { workers: pool?.size ?? 0 });
   let runner: GramRunner | undefined;
   let trial: BackendTrial | undefined;
+  /** An explicit GPU provider's start-up done before the analysis, noted if it ran the analysis. */
+  let startUpElsewhere: string | undefined;
   let trialKey = '';
   if (choice === 'auto') {
     // the remembered choice is keyed by the providers that may exist here, so that recalling
@@ -411,6 +413,14 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     }
   } else {
     runner = new GramRunner(choice, threads);
+    if (choice !== 'cpu') {
+      // the provider was checked before the analysis began (the CLI checks --backend): its
+      // start-up, a CUDA context for instance, happened there and is not in these seconds
+      const probe = await probeBackend(choice);
+      if (probe.usable && probe.endedAt !== undefined && probe.endedAt < started && probe.startMs !== undefined) {
+        startUpElsewhere = `${choice}: its start-up in this process (${probe.startMs.toFixed(0)} ms, while checking that it is usable, before the analysis began) is not in these seconds`;
+      }
+    }
   }
   const pendingEigen: Promise<void>[] = [];
   const drain = async (): Promise<void> => {
@@ -544,6 +554,7 @@ export async function runSpectrumEngine(ckpt: Checkpoint, layout: AttentionLayou
     trace?.write({ backend: runner?.backend ?? 'cpu', workers: pool?.size ?? 0, heads: heads.length });
     throwIfCancelled(options.cancel);
     if (runner) for (const note of runner.notes) if (!notes.includes(note)) notes.push(note);
+    if (startUpElsewhere && runner?.backend === choice) notes.push(startUpElsewhere);
     return { backend: runner?.backend ?? 'cpu', seconds: (performance.now() - started) / 1000, heads, ...(notes.length > 0 ? { notes } : {}) };
   } finally {
     await trial?.dispose();
