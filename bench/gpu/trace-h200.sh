@@ -5,6 +5,7 @@
 #         analyze (cpu) with FK_SPECTRUM_TRACE, and PyTorch's best spectrum path in the same run
 #   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
 #   final2-cpu (carry as base, plus .gpu/dist-prev.tar.xz), then final2-cuda (carry .gpucuda only)
+#   tune2 (carry as base) heads per task and spare cores, interleaved
 #   notes (carry as base), then notes-cuda (carry .gpucuda only): an explicit GPU backend's notes
 #   backlog (carry as base, plus .gpu/dist-prev.tar.xz) the pool's backlog against the previous build, CPU profiles
 #   workers-read (carry as base) the workers reading their own rows: worker counts, graphs, main-thread path
@@ -103,6 +104,16 @@ elif [ "$phase" = notes-cuda ]; then
   . bench/gpu/cuda-env.sh && use_ort_cuda
   run 'ort 1.29: cuda' 2 -- --backend cuda
   run 'ort 1.29: cpu' 1 -- --backend cpu
+elif [ "$phase" = tune2 ]; then
+  # heads per task and spare cores with the workers' own reads and the backlog, interleaved
+  SKIP_1B=1 setup
+  for r in 1 2 3 4; do
+    run 'default (4 heads a task, 12 workers)' 1 -- --backend cpu
+    run '2 heads a task' 1 FK_SPECTRUM_PART_HEADS=2 -- --backend cpu
+    run '8 heads a task' 1 FK_SPECTRUM_PART_HEADS=8 -- --backend cpu
+    run '13 workers' 1 FK_SPECTRUM_SPARE_CORES=3 -- --backend cpu
+    run '2 heads a task, 13 workers' 1 FK_SPECTRUM_PART_HEADS=2 FK_SPECTRUM_SPARE_CORES=3 -- --backend cpu
+  done
 elif [ "$phase" = variants ]; then
   # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
   setup
