@@ -5,6 +5,7 @@
 #         analyze (cpu) with FK_SPECTRUM_TRACE, and PyTorch's best spectrum path in the same run
 #   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
 #   final2-cpu (carry as base, plus .gpu/dist-prev.tar.xz), then final2-cuda (carry .gpucuda only)
+#   final3 (carry as base, plus .gpu/dist-prev.tar.xz) the final build against 4 heads a task and 29d642d
 #   tune2 (carry as base) heads per task and spare cores, interleaved
 #   notes (carry as base), then notes-cuda (carry .gpucuda only): an explicit GPU backend's notes
 #   backlog (carry as base, plus .gpu/dist-prev.tar.xz) the pool's backlog against the previous build, CPU profiles
@@ -114,6 +115,18 @@ elif [ "$phase" = tune2 ]; then
     run '13 workers' 1 FK_SPECTRUM_SPARE_CORES=3 -- --backend cpu
     run '2 heads a task, 13 workers' 1 FK_SPECTRUM_PART_HEADS=2 FK_SPECTRUM_SPARE_CORES=3 -- --backend cpu
   done
+elif [ "$phase" = final3 ]; then
+  # the final build (2 heads a task on many-core hosts) against 4 heads a task and this session's
+  # starting build, auto (nothing measured) interleaved, PyTorch's best path in the same run
+  SKIP_1B=1 setup
+  tar xJf .gpu/dist-prev.tar.xz
+  for r in 1 2 3 4; do
+    run 'auto' 1 -- --backend auto
+    run 'cpu' 1 FK_SPECTRUM_TRACE=$OUT/trace-final3-$r.json -- --backend cpu
+    run '4 heads a task' 1 FK_SPECTRUM_PART_HEADS=4 -- --backend cpu
+    run 'session start build (29d642d)' 1 FK_BENCH_CLI=dist-prev/cli.js -- --backend cpu
+  done
+  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
 elif [ "$phase" = variants ]; then
   # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
   setup

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { cpSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { buildLayout } from '../../src/core/arch';
@@ -8,6 +8,7 @@ import { decodeToFloat32, encodeFromFloat32, float32ToBf16Bits, type Dtype } fro
 import { Matrix, SVD } from 'ml-matrix';
 import { CancelledError, FactoredKeysError } from '../../src/core/errors';
 import { analyzeSpectra, cumulativeEnergy, effectiveRanks, rankForEnergy, stableRank, type SpectrumResult } from '../../src/core/spectrum';
+import { EigenPool } from '../../src/core/spectrum/eigenPool';
 import { EigenWorkspace, symmetricEigenvalues } from '../../src/core/spectrum/eigenvalues';
 import { workerGraph } from '../../src/core/spectrum/workerGram';
 import { fastestByPrediction, runSpectrumEngine } from '../../src/core/spectrum/engine';
@@ -336,6 +337,47 @@ describe('the workers\' own reads', () => {
         await ckpt.close();
       }
     } finally {
+      cleanup();
+    }
+  });
+
+  test('closing the pool while its workers are inside onnxruntime runs: they finish first, the rest are dropped', async () => {
+    // tasks of 4 heads of 128 x 4096 (a few ms a run each), so that the close lands inside runs
+    const { dir, cleanup } = tempDir();
+    const file = path.join(dir, 'rows.bin');
+    const bits = new Uint16Array(4 * 128 * 4096);
+    let x = 0x9e3779b9;
+    for (let i = 0; i < bits.length; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      bits[i] = 0x3c00 | ((x >>> 0) & 0x7f) | (x & 0x8000);
+    }
+    writeFileSync(file, bits);
+    const fd = openSync(file, 'r');
+    try {
+      const source = { file, fd, offset: 0, length: bits.byteLength };
+      // several times over: a close lands inside a run often, not always
+      for (let round = 0; round < 5; round++) {
+        const pool = EigenPool.create(2, 128);
+        assert.ok(pool);
+        try {
+          const tasks = Array.from({ length: 40 }, () => pool.spectra('bfloat16', source, 4, 128, 4096));
+          const settled = Promise.allSettled(tasks);
+          await tasks[0];
+          // terminating a thread inside a run aborts the whole process; this one has to survive it
+          await pool.close();
+          const results = await settled;
+          assert.equal(results[0].status, 'fulfilled');
+          const dropped = results.filter((r) => r.status === 'rejected');
+          assert.ok(dropped.length > 0, 'tasks still queued are dropped');
+          for (const r of dropped) assert.match(String((r as PromiseRejectedResult).reason), /eigen pool closed/);
+        } finally {
+          await pool.close();
+        }
+      }
+    } finally {
+      closeSync(fd);
       cleanup();
     }
   });

@@ -44,6 +44,11 @@ export interface SpectraTask {
   readonly prepareCount?: number;
 }
 
+/** Message to the worker: stop after the task in progress (queued spectra tasks are dropped). */
+export interface CloseTask {
+  readonly type: 'close';
+}
+
 /** Worker reply to a {@link SpectraTask}: count x headDim eigenvalues. */
 export interface SpectraReply {
   readonly id: number;
@@ -96,6 +101,9 @@ export function solveEigenTask(grams: Float32Array, n: number, count: number): F
   return values;
 }
 
+/** How long {@link EigenPool.close} waits for a worker to leave by itself. */
+const CLOSE_GRACE_MS = 10_000;
+
 /** Spectra tasks a worker holds at most (one running, one ready to start the moment it ends). */
 const MAX_QUEUED_SPECTRA = 2;
 
@@ -114,6 +122,8 @@ export class EigenPool {
    * gets less work instead of holding up the tasks already assigned to it.
    */
   private readonly backlog: ((worker: number) => void)[] = [];
+  /** Workers whose thread has ended (a crash, or {@link close}). */
+  private readonly exited = new Set<Worker>();
 
   private constructor(script: string, size: number) {
     for (let i = 0; i < size; i++) {
@@ -133,6 +143,7 @@ export class EigenPool {
         else p.reject(new Error('eigen worker failed'));
       });
       w.on('error', (e) => this.fail(e));
+      w.once('exit', () => this.exited.add(w));
       this.workers.push(w);
     }
   }
@@ -242,9 +253,32 @@ export class EigenPool {
     return all;
   }
 
+  /**
+   * Stops the workers. Each leaves once its task in progress has ended (onnxruntime aborts the
+   * process when a thread is terminated inside a run); one that has not left after
+   * {@link CLOSE_GRACE_MS} is terminated.
+   */
   async close(): Promise<void> {
     if (!this.failed) this.fail(new Error('eigen pool closed'));
-    await Promise.all(this.workers.map((w) => w.terminate()));
-    this.workers.length = 0;
+    const workers = this.workers.splice(0).filter((w) => !this.exited.has(w));
+    await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => void w.terminate().then(() => resolve(), () => resolve()), CLOSE_GRACE_MS);
+            w.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            const task: CloseTask = { type: 'close' };
+            try {
+              w.postMessage(task);
+            } catch {
+              clearTimeout(timer);
+              void w.terminate().then(() => resolve(), () => resolve());
+            }
+          }),
+      ),
+    );
   }
 }

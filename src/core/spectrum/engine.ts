@@ -92,12 +92,17 @@ function poolSize(cores: number, explicit: boolean, forcedWorkerGram?: boolean):
   return cores - spareCores(cores);
 }
 
-/** Heads per worker task: a few, so every worker gets work from each layer (FK_SPECTRUM_PART_HEADS overrides). */
+/**
+ * Heads per worker task: a few, so every worker gets work from each layer; 2 on many-core hosts,
+ * where smaller tasks beat 4 heads in every interleaved round on the H200 (and hold less memory),
+ * else up to 4 (FK_SPECTRUM_PART_HEADS overrides).
+ */
 function partHeads(layerHeads: number, workers: number, forcedByTest?: number): number {
   if (forcedByTest !== undefined && forcedByTest > 0) return forcedByTest;
   const forced = Number(process.env.FK_SPECTRUM_PART_HEADS);
   if (Number.isInteger(forced) && forced > 0) return forced;
-  return Math.max(1, Math.min(4, Math.ceil(layerHeads / Math.max(1, workers))));
+  const most = workers >= MANY_CORES - MANY_CORE_SPARE ? 2 : 4;
+  return Math.max(1, Math.min(most, Math.ceil(layerHeads / Math.max(1, workers))));
 }
 
 /**

@@ -7,7 +7,7 @@ import { parentPort } from 'node:worker_threads';
 import { FactoredKeysError } from '../errors';
 import { runCopyTask, type CopyTask } from '../export/writer';
 import { mapsTransferList, solveMapsTask, type MapsTask } from '../factor/maps';
-import { solveEigenTask, warmUpEigen, type EigenReply, type EigenTask, type SpectraTask } from '../spectrum/eigenPool';
+import { solveEigenTask, warmUpEigen, type CloseTask, type EigenReply, type EigenTask, type SpectraTask } from '../spectrum/eigenPool';
 import { sharedClock } from '../spectrum/trace';
 
 /** When this worker's entry started (the spectrum trace's worker start-up). */
@@ -15,8 +15,17 @@ const booted = sharedClock();
 
 /** The spectra tasks, run one after another (see below). */
 let spectraQueue: Promise<unknown> = Promise.resolve();
+/** Set by a {@link CloseTask}: the spectra tasks still queued are dropped. */
+let closing = false;
 
-parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask) => {
+parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask | CloseTask) => {
+  if (task.type === 'close') {
+    // leave once the task in progress has ended: terminating this thread inside onnxruntime's
+    // run aborts the whole process (its binding cannot raise the error while the thread stops)
+    closing = true;
+    void spectraQueue.finally(() => process.exit(0));
+    return;
+  }
   if (task.type === 'maps') {
     const reply = solveMapsTask(task);
     parentPort?.postMessage(reply, mapsTransferList(reply.maps));
@@ -33,11 +42,11 @@ parentPort?.on('message', (task: EigenTask | SpectraTask | MapsTask | CopyTask) 
     // run starts only on a later turn of the event loop, when the next task's read would
     // already have overwritten it.
     spectraQueue = spectraQueue
-      .then(() => import('../spectrum/workerGram'))
-      .then(({ solveSpectraTask }) => solveSpectraTask(task, booted))
+      .then(() => (closing ? undefined : import('../spectrum/workerGram')))
+      .then((module) => (module ? module.solveSpectraTask(task, booted) : undefined))
       .then(
         // the eigenvalues (a few KB) are copied: transferring so small a buffer costs more
-        (reply) => parentPort?.postMessage(reply),
+        (reply) => reply && parentPort?.postMessage(reply),
         (e: unknown) => parentPort?.postMessage({ id: task.id, error: (e as Error)?.message ?? String(e), userError: e instanceof FactoredKeysError }),
       );
     return;
