@@ -6,6 +6,7 @@
 #   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
 #   final2-cpu (carry as base, plus .gpu/dist-prev.tar.xz), then final2-cuda (carry .gpucuda only)
 #   final3 (carry as base, plus .gpu/dist-prev.tar.xz) the final build against 4 heads a task and 29d642d
+#   threads (carry as base) workers with two onnxruntime threads each, and 13 workers
 #   tune2 (carry as base) heads per task and spare cores, interleaved
 #   notes (carry as base), then notes-cuda (carry .gpucuda only): an explicit GPU backend's notes
 #   backlog (carry as base, plus .gpu/dist-prev.tar.xz) the pool's backlog against the previous build, CPU profiles
@@ -127,6 +128,15 @@ elif [ "$phase" = final3 ]; then
     run 'session start build (29d642d)' 1 FK_BENCH_CLI=dist-prev/cli.js -- --backend cpu
   done
   python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
+elif [ "$phase" = threads ]; then
+  # fewer workers with two onnxruntime threads each, and 13 workers, against the default (12 x 1)
+  SKIP_1B=1 setup
+  for r in 1 2 3 4; do
+    run 'default (12 workers x 1 thread)' 1 -- --backend cpu
+    run '6 workers x 2 threads' 1 FK_SPECTRUM_WORKER_THREADS=2 -- --backend cpu --threads 6
+    run '8 workers x 2 threads' 1 FK_SPECTRUM_WORKER_THREADS=2 -- --backend cpu --threads 8
+    run '13 workers x 1 thread' 1 FK_SPECTRUM_SPARE_CORES=3 -- --backend cpu
+  done
 elif [ "$phase" = variants ]; then
   # the worker Gram graphs (FK_SPECTRUM_WORKER_GRAPH) and worker counts, interleaved rounds
   setup

@@ -65,6 +65,12 @@ export function perHeadGramModel(graph: 'gemm' | 'half', feed: Feed, count: numb
   return g.toModel({ opset: widenOpset(feed) });
 }
 
+/** onnxruntime threads per worker session: 1 (one worker per core) unless FK_SPECTRUM_WORKER_THREADS says otherwise (benchmarks). */
+function workerThreads(): number {
+  const v = Number(process.env.FK_SPECTRUM_WORKER_THREADS);
+  return Number.isInteger(v) && v >= 1 && v <= 64 ? v : 1;
+}
+
 function session(feed: Feed, count: number, headDim: number, dModel: number): Promise<ComputeSession> {
   const graph = workerGraph(headDim);
   // the per-head graphs split a fixed number of heads; the batched one takes any
@@ -74,7 +80,7 @@ function session(feed: Feed, count: number, headDim: number, dModel: number): Pr
     const model = graph === 'batched' || count === 0 ? gramModel(feed, headDim, dModel) : perHeadGramModel(graph, feed, count, headDim, dModel);
     // basic optimisation: the same kernels and bits as `all` for these graphs (measured), and
     // each worker's first run is ~5 ms sooner
-    s = createSession(model, { backend: 'cpu', threads: 1, spinning: false, optimization: 'basic' });
+    s = createSession(model, { backend: 'cpu', threads: workerThreads(), spinning: false, optimization: 'basic' });
     sessions.set(key, s);
   }
   return s;
