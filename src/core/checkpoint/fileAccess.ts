@@ -2,10 +2,28 @@
  * Positional reads from checkpoint files. Every byte the tool reads from a checkpoint goes
  * through here, so tests can observe exactly which ranges were touched.
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readSync } from 'node:fs';
 import { FactoredKeysError } from '../errors';
 
 export type ReadObserver = (file: string, position: number, length: number) => void;
+
+/** Headers were checked against the size at open time: a read that ends early means the file shrank while open. */
+function shrank(file: string, at: number): FactoredKeysError {
+  return new FactoredKeysError(`${file}: unexpected end of file at byte ${at} (was it changed while being read?)`);
+}
+
+/**
+ * Reads exactly `target.length` bytes at `position` of open descriptor `fd` (of `file`) with
+ * positional synchronous reads: a worker thread's own I/O on a descriptor this process opened
+ * (see {@link FileReader.descriptor}).
+ */
+export function readExactlySync(fd: number, file: string, target: Uint8Array, position: number): void {
+  for (let done = 0; done < target.length; ) {
+    const n = readSync(fd, target, done, target.length - done, position + done);
+    if (n === 0) throw shrank(file, position + done);
+    done += n;
+  }
+}
 
 /** A pool of open read-only file handles, closed together. */
 export class FileReader {
@@ -35,8 +53,7 @@ export class FileReader {
     while (done < length) {
       const chunk = Math.min(length - done, 1 << 30);
       const { bytesRead } = await fh.read(out, done, chunk, position + done);
-      // Headers were checked against the size at open time: the file shrank while open.
-      if (bytesRead === 0) throw new FactoredKeysError(`${file}: unexpected end of file at byte ${position + done} (was it changed while being read?)`);
+      if (bytesRead === 0) throw shrank(file, position + done);
       done += bytesRead;
     }
     return out;

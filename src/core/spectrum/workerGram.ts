@@ -12,10 +12,9 @@
  * - `gemm`: each head widened whole and multiplied by one `Gemm` with transB;
  * - `batched`: the batched `MatMul(X, Transpose(X))` of the task's heads (the same bits as `gemm`).
  */
-import { readSync } from 'node:fs';
 import type { RowSource } from '../checkpoint/checkpoint';
+import { readExactlySync } from '../checkpoint/fileAccess';
 import { GraphBuilder } from '../compute/onnx';
-import { FactoredKeysError } from '../errors';
 import { createSession, Tensor, type ComputeSession } from '../compute/session';
 import { solveEigenTask, type SpectraReply, type SpectraTask } from './eigenPool';
 import { gramModel, widenOpset, widenToFloat32 } from './gram';
@@ -92,13 +91,7 @@ let scratch = new ArrayBuffer(0);
 /** Reads a task's rows into the kept buffer with positional reads (this thread's own I/O). */
 function readSource(source: RowSource): ArrayBuffer {
   if (scratch.byteLength < source.length) scratch = new ArrayBuffer(source.length);
-  const bytes = new Uint8Array(scratch, 0, source.length);
-  for (let done = 0; done < source.length; ) {
-    const n = readSync(source.fd, bytes, done, source.length - done, source.offset + done);
-    // the header was checked against the size at open time: the file shrank while open
-    if (n === 0) throw new FactoredKeysError(`${source.file}: unexpected end of file at byte ${source.offset + done} (was it changed while being read?)`);
-    done += n;
-  }
+  readExactlySync(source.fd, source.file, new Uint8Array(scratch, 0, source.length), source.offset);
   return scratch;
 }
 
