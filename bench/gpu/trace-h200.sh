@@ -4,7 +4,7 @@
 #         dist; the 7B shape (Q/K bytes only: analyze reads nothing else) and the 1.1B shape;
 #         analyze (cpu) with FK_SPECTRUM_TRACE, and PyTorch's best spectrum path in the same run
 #   variants (carry as base; sets up when needed) the worker Gram graphs and worker counts
-#   final2-cpu (carry as base, plus .gpu/dist-prev.tar.xz), then final2-cuda (carry .gpucuda only)
+#   final-cpu (carry as base, optionally plus .gpu/dist-prev.tar.xz), then final-cuda (carry .gpucuda only)
 #   final3 (carry as base, plus .gpu/dist-prev.tar.xz) the final build against 4 heads a task and 29d642d
 #   threads (carry as base) workers with two onnxruntime threads each, and 13 workers
 #   tune2 (carry as base) heads per task and spare cores, interleaved
@@ -56,30 +56,6 @@ elif [ "$phase" = graphs ]; then
     run 'half, spare 3' 1 FK_SPECTRUM_WORKER_GRAPH=half FK_SPECTRUM_SPARE_CORES=3 -- --backend cpu
     run 'half, spare 2' 1 FK_SPECTRUM_WORKER_GRAPH=half FK_SPECTRUM_SPARE_CORES=2 FK_SPECTRUM_TRACE=$OUT/trace-half2-$r.json -- --backend cpu
   done
-elif [ "$phase" = final2-cpu ]; then
-  # issue 16's bar after the workers read their own rows: auto (nothing measured) vs cpu vs webgpu
-  # vs the previous commit's build, interleaved, PyTorch's best path in the same run (onnxruntime 1.30)
-  SKIP_1B=1 setup
-  tar xJf .gpu/dist-prev.tar.xz
-  for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
-  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-  for r in 1 2 3; do
-    run 'auto' 1 -- --backend auto
-    run 'cpu' 1 FK_SPECTRUM_TRACE=$OUT/trace-final-$r.json -- --backend cpu
-    run 'previous build, cpu' 1 FK_BENCH_CLI=dist-prev/cli.js -- --backend cpu
-  done
-  run 'webgpu' 1 -- --backend webgpu
-  python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig,gram --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
-elif [ "$phase" = final2-cuda ]; then
-  # the same with onnxruntime-node 1.29 and its CUDA EP: auto before and after calibration, cpu, cuda
-  [ -x /tmp/node ] || { echo "error: run a set-up phase first"; exit 3; }
-  . bench/gpu/cuda-env.sh && use_ort_cuda
-  export FACTORED_KEYS_CACHE_DIR=/tmp/fkcache-final2-cuda VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-  run 'ort 1.29: auto, nothing measured' 1 -- --backend auto
-  run 'ort 1.29: auto --calibrate' 1 -- --backend auto --calibrate
-  for r in 1 2 3; do run 'ort 1.29: auto (remembered)' 1 -- --backend auto; run 'ort 1.29: cpu' 1 -- --backend cpu; done
-  run 'ort 1.29: cuda' 2 -- --backend cuda
-  cat $FACTORED_KEYS_CACHE_DIR/spectrum-backend.json >> $OUT/$phase.txt
 elif [ "$phase" = backlog ]; then
   # tasks held in the pool's backlog (at most two per worker) against the previous commit's build
   # (every task assigned when posted, three layers ahead), interleaved; one CPU profile per thread
@@ -197,13 +173,16 @@ elif [ "$phase" = webgpu-eval ]; then
   mkdir -p /tmp/wprof && FK_ORT_PROFILE=/tmp/wprof/p w .gpu/data/mistral-bytes $H webgpu:auto:16:16
   python3 bench/gpu/profile_ops.py '/tmp/wprof/p*.json' > $OUT/profile-webgpu.txt 2>&1
 elif [ "$phase" = final-cpu ]; then
-  # issue 16's bar, onnxruntime-node 1.30 (CPU + WebGPU): auto with nothing measured vs each backend, PyTorch's best in the same run
-  setup
+  # issue 16's bar, onnxruntime-node 1.30 (CPU + WebGPU): auto (nothing measured) vs cpu vs webgpu,
+  # interleaved with the previous build when .gpu/dist-prev.tar.xz was carried, PyTorch's best in the same run
+  SKIP_1B=1 setup
+  [ -f .gpu/dist-prev.tar.xz ] && tar xJf .gpu/dist-prev.tar.xz
   for f in .gl/*.deb; do dpkg -x $f / 2>/dev/null; done; ldconfig
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   for r in 1 2 3; do
     run 'auto' 1 -- --backend auto
-    run 'cpu' 1 -- --backend cpu
+    run 'cpu' 1 FK_SPECTRUM_TRACE=$OUT/trace-final-$r.json -- --backend cpu
+    [ -d dist-prev ] && run 'previous build, cpu' 1 FK_BENCH_CLI=dist-prev/cli.js -- --backend cpu
   done
   run 'webgpu' 1 -- --backend webgpu
   python3 scripts/reference/spectra_torch_gram.py /tmp/m7 --repeats 2 --paths gram-tuned-cpu-eig,gram --json $OUT/torch-gram.json >> $OUT/$phase.txt 2>&1
